@@ -1,0 +1,98 @@
+"""The `retina` command: parses options, calls one function per command, renders with Rich.
+
+Heavy modules (torch, the engine) are imported inside commands so `retina --help` is instant.
+Every user-reachable problem raises a `RetinaError`; `main` turns it into one clear screen and
+its exit code (2 for usage and recipe errors). `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from retinacli import __version__
+from retinacli.errors import RetinaError
+
+app = typer.Typer(
+    name="retina",
+    help="Train, evaluate and inspect RetinaNet object detectors from typed YAML recipes.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+error_console = Console(stderr=True)
+_state = {"debug": False}
+
+RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a recipe key: --set solver.base_lr=0.02 (repeatable; parsed by the key's type).",
+        show_default=False,
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"retina {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command("inspect-config")
+def inspect_config(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    diff: Annotated[bool, typer.Option("--diff", help="Show only what differs from the defaults.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Print the fully resolved, validated recipe (YAML that loads back to the same recipe)."""
+    from retinacli.recipe import diff_from_defaults, dump_recipe, load_recipe, recipe_to_dict
+
+    resolved = load_recipe(recipe, set_ or [])
+    data: dict[str, Any] = diff_from_defaults(resolved) if diff else recipe_to_dict(resolved)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    elif diff and not data:
+        console.print("# the recipe equals the defaults")
+    else:
+        typer.echo(dump_recipe(data), nl=False)
+
+
+def main() -> None:
+    """Entry point of the `retina` console script."""
+    try:
+        app()  # standalone: usage errors print their own message and exit with 2
+    except RetinaError as exc:
+        if _state["debug"]:
+            raise
+        _print_error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error_console.print("Interrupted.")
+        sys.exit(130)
+
+
+def _print_error(message: str) -> None:
+    from rich.markup import escape
+
+    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)

@@ -1,0 +1,413 @@
+"""Reading recipes: safe YAML, `_base_` chains, `--set` overrides, and errors a person can act on.
+
+YAML is only ever read with `yaml.safe_load`-equivalent loaders. A Python tag such as
+`!!python/object/apply:eval` is refused before anything in the file is constructed, with the
+file, line and (for anchor sizes) the equivalent safe form.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from retinacli.errors import RecipeError
+from retinacli.recipe.anchor_sizes import format_compact
+from retinacli.recipe.schema import Recipe
+from retinacli.safe_expr import UnsafeExpressionError, evaluate
+
+BASE_KEY = "_base_"
+_PYTHON_TAG_PREFIX = "tag:yaml.org,2002:python/"
+
+
+@dataclass
+class _Origins:
+    """Where each key path of the merged recipe was last set: 'file line N' or '--set'."""
+
+    by_path: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def find(self, path: Sequence[str]) -> str | None:
+        path = tuple(path)
+        while path:
+            if path in self.by_path:
+                return self.by_path[path]
+            path = path[:-1]
+        return None
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Recipe:
+    """Read, merge (`_base_`), override (`--set key=value`) and validate a recipe.
+
+    `path` None starts from the defaults alone. Raises RecipeError with a message naming the
+    file, line, key path and fix for every problem found.
+    """
+    origins = _Origins()
+    raw: dict[str, Any] = {}
+    source = "the defaults"
+    if path is not None:
+        raw = _read_with_bases(Path(path), stack=(), origins=origins)
+        source = str(path)
+    for override in overrides:
+        key_path, value = parse_override(override)
+        _set_path(raw, key_path, value, override)
+        origins.by_path[tuple(key_path)] = f"--set {override}"
+    return validate_recipe(raw, source=source, origins=origins)
+
+
+def validate_recipe(
+    raw: Mapping[str, Any], *, source: str = "recipe", origins: _Origins | None = None
+) -> Recipe:
+    """Validate an already-merged mapping; RecipeError lists every problem found."""
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_format_validation_error(exc, source, origins or _Origins())) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `dotted.key=value` and type the value by the schema field it names."""
+    if "=" not in text:
+        raise RecipeError(
+            f"--set {text}: expected KEY=VALUE such as --set solver.base_lr=0.02"
+        )
+    key, _, value_text = text.partition("=")
+    key_path = [part for part in key.strip().split(".")]
+    if not key.strip() or any(not part for part in key_path):
+        raise RecipeError(f"--set {text}: {key!r} is not a dotted key such as model.head.num_classes")
+    annotation = _annotation_at(Recipe, key_path, text)
+    return key_path, _parse_value(value_text.strip(), annotation, text)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain JSON types (input-only keys such as anchors.scales left out)."""
+    data = recipe.model_dump(mode="json")
+    data["model"]["anchors"].pop("scales", None)
+    return data
+
+
+def dump_recipe(recipe: Recipe | Mapping[str, Any]) -> str:
+    """YAML text that `load_recipe` reads back to an equal recipe (short lists in flow style)."""
+    data = recipe_to_dict(recipe) if isinstance(recipe, Recipe) else dict(recipe)
+    return yaml.dump(data, Dumper=_FlowListDumper, sort_keys=False, allow_unicode=True, width=4096)
+
+
+def diff_from_defaults(recipe: Recipe) -> dict[str, Any]:
+    """The nested subset of the resolved recipe whose values differ from the defaults."""
+    return _diff(recipe_to_dict(recipe), recipe_to_dict(Recipe()))
+
+
+def read_yaml_file(path: Path) -> Any:
+    """Safe-load one YAML file; RecipeError for a missing file, bad syntax or a Python tag."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: file not found; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: cannot be read ({exc}); check the file") from None
+    _refuse_python_tags(text, path)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}{_mark_text(exc)}: not valid YAML ({_problem(exc)})") from None
+
+
+# ----------------------------------------------------------------------------- _base_
+
+
+def _read_with_bases(path: Path, *, stack: tuple[Path, ...], origins: _Origins) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in (*stack, resolved))
+        raise RecipeError(f"{path}: _base_ chain has a cycle ({chain}); remove one of the links")
+    data = read_yaml_file(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{path}: a recipe must be a mapping of keys (model:, data:, solver: ...), "
+            f"got a {type(data).__name__}"
+        )
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise RecipeError(f"{path}: _base_ must be a path or a list of paths, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for base in bases:
+        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        if not base_path.exists():
+            raise RecipeError(
+                f"{path}: _base_ {base!r} not found (looked for {base_path}); paths are "
+                "relative to the recipe that names them"
+            )
+        merged = _deep_merge(merged, _read_with_bases(base_path, stack=(*stack, resolved), origins=origins))
+    lines = _key_lines(path)
+    for key_path in _leaf_paths(data):
+        line = lines.get(key_path)
+        origins.by_path[key_path] = f"{path}" + (f" line {line}" if line else "")
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; any other value (lists included) replaces the base's."""
+    result = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), dict) and "kind" not in value:
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+def _leaf_paths(data: Any, prefix: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield from _leaf_paths(value, (*prefix, str(key)))
+    elif prefix:
+        yield prefix
+
+
+def _key_lines(path: Path) -> dict[tuple[str, ...], int]:
+    """1-based line of each key path in a YAML file (from the node tree; nothing constructed)."""
+    try:
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key_path = (*prefix, str(key_node.value))
+                lines[key_path] = key_node.start_mark.line + 1
+                walk(value_node, key_path)
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+# ----------------------------------------------------------------------------- python tags
+
+
+def _refuse_python_tags(text: str, path: Path) -> None:
+    """Refuse any `!!python/...` tag, naming its line; suggest the safe anchor-size form."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # a syntax error: safe_load reports it with its position
+    found: list[str] = []
+
+    def walk(node: yaml.Node, key_path: tuple[str, ...]) -> None:
+        if node.tag.startswith(_PYTHON_TAG_PREFIX):
+            found.append(_python_tag_message(node, key_path))
+            return
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(value_node, (*key_path, str(key_node.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item, key_path)
+
+    if root is not None:
+        walk(root, ())
+    if found:
+        raise RecipeError(
+            f"{path}: refused to load: recipes are read with safe YAML loading and never run "
+            "code.\n" + "\n".join(found)
+        )
+
+
+def _python_tag_message(node: yaml.Node, key_path: tuple[str, ...]) -> str:
+    tag = "!!" + node.tag.removeprefix("tag:yaml.org,2002:")
+    where = ".".join(key_path) or "(top level)"
+    message = f"  line {node.start_mark.line + 1}, {where}: the tag {tag} would execute Python."
+    if node.tag.endswith("apply:eval") and key_path and key_path[-1].lower() == "sizes":
+        expression = _eval_tag_expression(node)
+        message += "\n" + _safe_sizes_suggestion(expression)
+    else:
+        message += " Write the value as plain YAML (numbers, strings, lists)."
+    return message
+
+
+def _eval_tag_expression(node: yaml.Node) -> str | None:
+    if isinstance(node, yaml.SequenceNode) and len(node.value) == 1:
+        item = node.value[0]
+        if isinstance(item, yaml.ScalarNode):
+            return str(item.value)
+    return None
+
+
+def _safe_sizes_suggestion(expression: str | None) -> str:
+    if expression is None:
+        return "  Write the anchor sizes as plain lists, e.g. sizes: '32..512' with scales: 3."
+    try:
+        value = evaluate(expression)
+    except UnsafeExpressionError as exc:
+        return f"  Its expression cannot be computed safely ({exc}); write the sizes as plain lists."
+    compact = format_compact(value) if isinstance(value, list) else None
+    if compact is not None:
+        sizes, scales = compact
+        return (
+            f"  The expression {expression.strip()!r} equals this safe form:\n"
+            f"    anchors:\n      sizes: \"{sizes}\"\n      scales: {scales}"
+        )
+    return f"  The expression equals this safe form:\n    anchors:\n      sizes: {value}"
+
+
+# ----------------------------------------------------------------------------- --set
+
+
+def _annotation_at(model: type[BaseModel], key_path: list[str], text: str) -> Any:
+    annotation: Any = model
+    walked: list[str] = []
+    for part in key_path:
+        models = _models_in(annotation)
+        if not models:
+            raise RecipeError(
+                f"--set {text}: {'.'.join(walked)} is a value, not a section; "
+                f"set it directly, e.g. --set {'.'.join(walked)}=..."
+            )
+        fields = {name: f for m in models for name, f in m.model_fields.items()}
+        if part not in fields:
+            raise RecipeError(
+                f"--set {text}: unknown key {'.'.join([*walked, part])!r}"
+                + _did_you_mean(part, fields)
+            )
+        annotation = fields[part].annotation
+        walked.append(part)
+    return annotation
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    models: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        models.extend(_models_in(arg))
+    return models
+
+
+def _parse_value(value_text: str, annotation: Any, text: str) -> Any:
+    args = set(get_args(annotation)) if get_origin(annotation) in (Union, _UnionType) else {annotation}
+    if str in args:
+        if type(None) in args and value_text.lower() in ("null", "none", "~", ""):
+            return None
+        return value_text
+    try:
+        return yaml.safe_load(value_text) if value_text else None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"--set {text}: the value is not valid YAML ({_problem(exc)})") from None
+
+
+def _set_path(raw: dict[str, Any], key_path: list[str], value: Any, text: str) -> None:
+    node = raw
+    for part in key_path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {text}: {part!r} holds a value, not a section")
+        node = child
+    node[key_path[-1]] = value
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _format_validation_error(exc: ValidationError, source: str, origins: _Origins) -> str:
+    lines = [f"{source}: the recipe is not valid ({exc.error_count()} problem(s)):"]
+    for error in exc.errors(include_url=False):
+        loc = [str(p) for p in error["loc"] if not _is_union_tag(p)]
+        key = ".".join(loc) or "(top level)"
+        where = origins.find(loc)
+        header = f"  {key}" + (f"  (from {where})" if where and where != source else "")
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            detail = f"unknown key {loc[-1]!r}" + _did_you_mean(loc[-1], allowed)
+            if allowed:
+                detail += f"\n    allowed here: {', '.join(sorted(allowed))}"
+        elif error["type"] == "missing":
+            detail = "required key is missing; add it"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            value = error.get("input")
+            detail = message if isinstance(value, dict) else f"{message}; got {_short(value)}"
+        lines.append(f"{header}\n    {detail}")
+    lines.append("See docs/recipe.md for every key, its type and default.")
+    return "\n".join(lines)
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("coco", "shapes") or (isinstance(part, str) and part.startswith("function-"))
+
+
+def _allowed_keys(loc: Sequence[str]) -> dict[str, Any]:
+    annotation: Any = Recipe
+    for part in loc:
+        models = _models_in(annotation)
+        fields = {name: f for m in models for name, f in m.model_fields.items()}
+        if part not in fields:
+            return {}
+        annotation = fields[part].annotation
+    return {name: None for m in _models_in(annotation) for name in m.model_fields}
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _mark_text(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    return str(getattr(exc, "problem", None) or exc).strip()
+
+
+def _diff(current: Any, default: Any) -> Any:
+    if isinstance(current, dict) and isinstance(default, dict):
+        out = {}
+        for key, value in current.items():
+            if key not in default:
+                out[key] = value
+            elif value != default[key]:
+                out[key] = _diff(value, default[key])
+        return out
+    return current
+
+
+class _FlowListDumper(yaml.SafeDumper):
+    """Writes lists of scalars (and lists of such lists) on one line: `[0.5, 1.0, 2.0]`."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flat = all(not isinstance(v, dict | list) for v in data)
+    nested = all(isinstance(v, list) and all(not isinstance(x, dict | list) for x in v) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=bool(data) and (flat or nested))
+
+
+_FlowListDumper.add_representer(list, _represent_list)
+
+try:  # Python 3.10+: `int | None` annotations are types.UnionType
+    from types import UnionType as _UnionType
+except ImportError:  # pragma: no cover
+    _UnionType = Union  # type: ignore[misc,assignment]

@@ -1,0 +1,669 @@
+"""The recipe schema: every key a recipe may hold, its type, default and meaning.
+
+One name per concept end to end: the YAML key, the field here, the engine argument and the
+`--set` path (`--set model.test.score_thresh=0.3`) are the same. Defaults are detectron2's
+RetinaNet defaults (`Base-RetinaNet.yaml` on top of `defaults.py`), so an empty recipe with a
+dataset is detectron2's RetinaNet R50-FPN 1x. Every model is frozen: a recipe is resolved once
+at the edge and never mutated.
+
+Each field's description is its documentation; `docs/recipe.md` is checked against it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from retinacli.recipe.anchor_sizes import AnchorSizeError, parse_anchor_sizes
+
+ResNetStage = Literal["res2", "res3", "res4", "res5"]
+Norm = Literal["none", "FrozenBN", "BN", "GN", "SyncBN"]
+_STAGES = ("res2", "res3", "res4", "res5")
+_STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors and values never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class BackboneConfig(Section):
+    """The ResNet bottom-up network (detectron2 `MODEL.RESNETS`, `MODEL.BACKBONE`)."""
+
+    depth: Literal[18, 34, 50, 101] = Field(
+        50, description="ResNet depth: 18 and 34 use basic blocks, 50 and 101 bottlenecks."
+    )
+    norm: Norm = Field(
+        "FrozenBN",
+        description="Normalisation after each convolution: FrozenBN (fixed statistics, the "
+        "default for pretrained backbones), BN, GN (32 groups), SyncBN (BN synchronised across "
+        "processes) or none.",
+    )
+    freeze_at: int = Field(
+        2,
+        ge=0,
+        le=5,
+        description="Freeze the stem (1) and the stages up to res<freeze_at> (2..5): their "
+        "parameters get no gradient. 0 trains everything.",
+    )
+    stride_in_1x1: bool = Field(
+        True,
+        description="Bottlenecks put the stride-2 in the first 1x1 convolution (MSRA/Caffe2 "
+        "weights) instead of the 3x3 one (torchvision weights). Ignored for depth 18/34.",
+    )
+    stem_out_channels: int = Field(64, ge=1, description="Channels out of the 7x7 stem.")
+    res2_out_channels: int = Field(
+        256,
+        ge=1,
+        description="Channels out of res2; doubled per stage after it. Must be 64 for depth 18/34.",
+    )
+    out_features: list[ResNetStage] = Field(
+        default_factory=lambda: ["res3", "res4", "res5"],
+        description="Stages whose outputs the backbone returns (in order).",
+    )
+
+    @field_validator("out_features")
+    @classmethod
+    def _ordered(cls, value: list[str]) -> list[str]:
+        _check_stage_order(value, "out_features")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> BackboneConfig:
+        if self.depth in (18, 34) and self.res2_out_channels != 64:
+            raise ValueError(
+                f"res2_out_channels must be 64 for depth {self.depth} (basic blocks do not "
+                f"expand), got {self.res2_out_channels}"
+            )
+        return self
+
+
+class FPNConfig(Section):
+    """The feature pyramid on top of the backbone (detectron2 `MODEL.FPN`)."""
+
+    in_features: list[ResNetStage] = Field(
+        default_factory=lambda: ["res3", "res4", "res5"],
+        description="Backbone stages the pyramid is built from, consecutive and in order; "
+        "res3..res5 give p3..p5, and the top block adds p6 and p7.",
+    )
+    out_channels: int = Field(256, ge=1, description="Channels of every pyramid level.")
+    norm: Literal["none", "BN", "GN", "SyncBN"] = Field(
+        "none", description="Normalisation in the lateral and output convolutions."
+    )
+    fuse_type: Literal["sum", "avg"] = Field(
+        "sum", description="How the top-down and lateral features are combined."
+    )
+    top_block_input: Literal["res5", "p5"] = Field(
+        "res5",
+        description="Where P6/P7 come from: res5, the backbone's last stage (detectron2), or "
+        "p5, the pyramid's last level (torchvision).",
+    )
+
+    @field_validator("in_features")
+    @classmethod
+    def _consecutive(cls, value: list[str]) -> list[str]:
+        _check_stage_order(value, "in_features")
+        indices = [_STAGES.index(s) for s in value]
+        if indices != list(range(indices[0], indices[0] + len(indices))):
+            raise ValueError("in_features must be consecutive stages")
+        return value
+
+    @property
+    def level_names(self) -> list[str]:
+        """Names of the pyramid levels the head sees, e.g. ['p3', 'p4', 'p5', 'p6', 'p7']."""
+        first = _STAGES.index(self.in_features[0]) + 2
+        return [f"p{i}" for i in range(first, first + len(self.in_features) + 2)]
+
+    @property
+    def level_strides(self) -> list[int]:
+        """Stride of each pyramid level in input pixels, e.g. [8, 16, 32, 64, 128]."""
+        return [2 ** int(name[1:]) for name in self.level_names]
+
+
+class AnchorsConfig(Section):
+    """Anchor boxes per pyramid level (detectron2 `MODEL.ANCHOR_GENERATOR`)."""
+
+    sizes: list[list[float]] = Field(
+        default_factory=lambda: parse_anchor_sizes("32..512", scales=3),
+        description="Anchor side lengths in input pixels, one list per level. Accepts "
+        "'32..512' (doubling per level, expanded by scales), a list of base sizes per level "
+        "([32, 64, 128, 256, 512], expanded by scales) or explicit per-level lists (one inner "
+        "list applies to every level). Default: '32..512' with scales 3.",
+    )
+    scales: int | None = Field(
+        None,
+        ge=1,
+        description="Sizes per level for the compact forms of sizes: base x becomes "
+        "[x * 2**(i/scales) for i < scales]. Input only: the resolved recipe holds explicit sizes.",
+    )
+    aspect_ratios: list[list[float]] = Field(
+        default_factory=lambda: [[0.5, 1.0, 2.0]],
+        description="Height/width ratios, one list per level or one list for every level "
+        "(a flat list such as [0.5, 1, 2] also means every level).",
+    )
+    offset: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Anchor centres sit at (i + offset) * stride; 0.0 is detectron2's default, "
+        "0.5 centres them in their cell.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_forms(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "sizes" in data or data.get("scales") is not None:
+            try:
+                data["sizes"] = parse_anchor_sizes(data.get("sizes", "32..512"), scales=data.get("scales"))
+            except AnchorSizeError as exc:
+                raise ValueError(str(exc)) from None
+        data["scales"] = None
+        ratios = data.get("aspect_ratios")
+        if isinstance(ratios, list) and ratios and all(_is_number(r) for r in ratios):
+            data["aspect_ratios"] = [ratios]
+        return data
+
+    @field_validator("aspect_ratios")
+    @classmethod
+    def _positive_ratios(cls, value: list[list[float]]) -> list[list[float]]:
+        if not value or any(not level for level in value):
+            raise ValueError("aspect_ratios needs at least one ratio per level")
+        if any(not math.isfinite(r) or r <= 0 for level in value for r in level):
+            raise ValueError("aspect ratios must be positive numbers")
+        return value
+
+
+class HeadConfig(Section):
+    """The classification and box-regression subnets (detectron2 `MODEL.RETINANET`)."""
+
+    num_classes: int = Field(80, ge=1, description="Number of object classes, without background.")
+    num_convs: int = Field(4, ge=0, description="3x3 convolutions (+ ReLU) in each subnet.")
+    norm: Literal["none", "BN", "GN", "SyncBN"] = Field(
+        "none", description="Normalisation after each subnet convolution (shared across levels)."
+    )
+    prior_prob: float = Field(
+        0.01,
+        gt=0.0,
+        lt=1.0,
+        description="Initial foreground probability of every anchor; sets the classification "
+        "bias to -log((1 - p) / p) so early training is stable.",
+    )
+
+
+class MatcherConfig(Section):
+    """How anchors are labelled from their IoU with ground truth (detectron2 `Matcher`)."""
+
+    iou_thresholds: list[float] = Field(
+        default_factory=lambda: [0.4, 0.5],
+        description="Increasing IoU thresholds splitting [0, 1] into len+1 intervals.",
+    )
+    iou_labels: list[Literal[-1, 0, 1]] = Field(
+        default_factory=lambda: [0, -1, 1],
+        description="Label of each interval: 0 background, -1 ignored, 1 foreground.",
+    )
+    allow_low_quality_matches: bool = Field(
+        True,
+        description="Also make foreground every anchor whose IoU equals a ground-truth box's "
+        "best IoU (ties included), so every box gets at least one anchor.",
+    )
+
+    @field_validator("iou_thresholds")
+    @classmethod
+    def _ordered(cls, t: list[float]) -> list[float]:
+        if any(not 0.0 <= x <= 1.0 for x in t) or any(t[i] > t[i + 1] for i in range(len(t) - 1)):
+            raise ValueError("iou_thresholds must be non-decreasing values in [0, 1]")
+        return t
+
+    @model_validator(mode="after")
+    def _check(self) -> MatcherConfig:
+        t = self.iou_thresholds
+        if len(self.iou_labels) != len(t) + 1:
+            raise ValueError(
+                f"iou_labels needs one label per interval, i.e. {len(t) + 1} for "
+                f"{len(t)} thresholds, got {len(self.iou_labels)}"
+            )
+        return self
+
+
+class BoxCoderConfig(Section):
+    """Box regression targets (detectron2 `Box2BoxTransform`)."""
+
+    weights: list[float] = Field(
+        default_factory=lambda: [1.0, 1.0, 1.0, 1.0],
+        description="Weights (wx, wy, ww, wh) the deltas are multiplied by when encoding.",
+    )
+    scale_clamp: float = Field(
+        math.log(1000.0 / 16),
+        gt=0.0,
+        description="Upper bound of dw and dh when decoding, log(1000/16) by default, so no "
+        "predicted box grows more than 62.5 times its anchor.",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _four_positive(cls, value: list[float]) -> list[float]:
+        if len(value) != 4 or any(w <= 0 for w in value):
+            raise ValueError("weights must be 4 positive numbers (wx, wy, ww, wh)")
+        return value
+
+
+class LossConfig(Section):
+    """Training losses (detectron2 `MODEL.RETINANET.FOCAL_LOSS_*`, `BBOX_REG_LOSS_TYPE`)."""
+
+    focal_alpha: float = Field(
+        0.25, le=1.0, description="Focal loss weight of positives in [0, 1]; negative disables it."
+    )
+    focal_gamma: float = Field(2.0, ge=0.0, description="Focal loss focusing exponent.")
+    box_loss: Literal["smooth_l1", "giou"] = Field(
+        "smooth_l1",
+        description="smooth_l1 on encoded deltas, or giou on decoded boxes.",
+    )
+    smooth_l1_beta: float = Field(
+        0.1, ge=0.0, description="Smooth L1 transition point; 0 means plain L1."
+    )
+
+
+class TestConfig(Section):
+    """Inference (detectron2 `*_TEST` keys)."""
+
+    __test__ = False  # not a pytest class
+
+    score_thresh: float = Field(
+        0.05, ge=0.0, le=1.0, description="Candidates need a score strictly above this."
+    )
+    topk_candidates: int = Field(
+        1000, ge=1, description="Best candidates kept per level before NMS."
+    )
+    nms_thresh: float = Field(
+        0.5, gt=0.0, le=1.0, description="Class-wise NMS suppresses boxes with IoU above this."
+    )
+    detections_per_image: int = Field(100, ge=1, description="Detections kept per image.")
+
+
+class ModelConfig(Section):
+    """The detector."""
+
+    input_format: Literal["BGR", "RGB"] = Field(
+        "BGR",
+        description="Channel order the model takes; pixel_mean and pixel_std are in this order. "
+        "BGR for detectron2/MSRA weights, RGB for torchvision weights.",
+    )
+    pixel_mean: list[float] = Field(
+        default_factory=lambda: [103.530, 116.280, 123.675],
+        description="Per-channel mean subtracted from 0..255 pixels.",
+    )
+    pixel_std: list[float] = Field(
+        default_factory=lambda: [1.0, 1.0, 1.0],
+        description="Per-channel divisor after the mean is subtracted.",
+    )
+    weights: str | None = Field(
+        None,
+        description="File to initialise from: a retinacli checkpoint, a detectron2 .pth or "
+        "model-zoo .pkl, or ImageNet backbone weights (torchvision resnet*.pth or detectron2's "
+        "MSRA R-50.pkl). Initialising is not resuming: the iteration starts at 0. "
+        "${VAR} and ${VAR:-default} are expanded.",
+    )
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    fpn: FPNConfig = Field(default_factory=FPNConfig)
+    anchors: AnchorsConfig = Field(default_factory=AnchorsConfig)
+    head: HeadConfig = Field(default_factory=HeadConfig)
+    matcher: MatcherConfig = Field(default_factory=MatcherConfig)
+    box_coder: BoxCoderConfig = Field(default_factory=BoxCoderConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    test: TestConfig = Field(default_factory=TestConfig)
+
+    @field_validator("pixel_mean", "pixel_std")
+    @classmethod
+    def _three_channels(cls, value: list[float], info: Any) -> list[float]:
+        if len(value) != 3:
+            raise ValueError("needs 3 values, one per channel")
+        if info.field_name == "pixel_std" and any(s <= 0 for s in value):
+            raise ValueError("pixel_std values must be positive")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _expand_weights(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else expand_env(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        missing = [f for f in self.fpn.in_features if f not in self.backbone.out_features]
+        if missing:
+            raise ValueError(
+                f"fpn.in_features {missing} are not in backbone.out_features "
+                f"{self.backbone.out_features}; add them there"
+            )
+        levels = len(self.fpn.level_names)
+        for key in ("sizes", "aspect_ratios"):
+            per_level = getattr(self.anchors, key)
+            if len(per_level) == 1 and levels > 1:
+                object.__setattr__(self.anchors, key, [list(per_level[0]) for _ in range(levels)])
+            elif len(per_level) != levels:
+                raise ValueError(
+                    f"anchors.{key} has {len(per_level)} levels but the pyramid has {levels} "
+                    f"({', '.join(self.fpn.level_names)}); give one list per level or one for all"
+                )
+        counts = {
+            len(s) * len(r)
+            for s, r in zip(self.anchors.sizes, self.anchors.aspect_ratios, strict=True)
+        }
+        if len(counts) != 1:
+            raise ValueError(
+                "every level needs the same number of anchors (sizes x aspect ratios), since the "
+                f"head is shared across levels; got {sorted(counts)}"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class CocoDataset(Section):
+    """A COCO-format detection json plus the folder its `file_name`s are relative to."""
+
+    kind: Literal["coco"] = "coco"
+    annotations: str = Field(
+        description="Path to the COCO json. ${VAR} and ${VAR:-default} are expanded."
+    )
+    images: str = Field(description="Folder the json's file_name entries are relative to.")
+
+    @field_validator("annotations", "images")
+    @classmethod
+    def _expand(cls, value: str) -> str:
+        return expand_env(value)
+
+
+class ShapesDataset(Section):
+    """The built-in synthetic dataset: shapes on textured backgrounds, made from a seed."""
+
+    kind: Literal["shapes"] = "shapes"
+    split: Literal["train", "test"] = Field(
+        "train", description="Which split of the generator (they use different seeds)."
+    )
+    num_images: int = Field(256, ge=1, description="Images in this split.")
+    image_size: list[int] = Field(
+        default_factory=lambda: [192, 256],
+        description="Smallest and largest image side in pixels [min, max].",
+    )
+    seed: int = Field(0, description="Same seed, same images and boxes.")
+    cache_dir: str = Field(
+        "${RETINA_CACHE:-.cache/retinacli}/shapes",
+        description="Where the generated images and COCO json are written once and reused.",
+    )
+
+    @field_validator("image_size")
+    @classmethod
+    def _size_range(cls, value: list[int]) -> list[int]:
+        if len(value) != 2 or value[0] < 32 or value[1] < value[0]:
+            raise ValueError("image_size must be [min, max] with 32 <= min <= max")
+        return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand(cls, value: str) -> str:
+        return expand_env(value)
+
+
+Dataset = Annotated[CocoDataset | ShapesDataset, Field(discriminator="kind")]
+
+
+class ResizeConfig(Section):
+    """ResizeShortestEdge: the short side is set, the long side capped (detectron2 rounding)."""
+
+    short_sizes: list[int] = Field(
+        default_factory=lambda: [800],
+        description="Short-side lengths in pixels: one is chosen per image ('choice'), or "
+        "[min, max] to sample from ('range').",
+    )
+    sampling: Literal["choice", "range"] = Field(
+        "choice", description="How the short side is picked from short_sizes."
+    )
+    max_size: int = Field(1333, ge=1, description="Cap on the long side in pixels.")
+
+    @field_validator("short_sizes")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if not value or any(s < 1 for s in value):
+            raise ValueError("short_sizes must be a non-empty list of positive pixel counts")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> ResizeConfig:
+        if self.sampling == "range" and (
+            len(self.short_sizes) != 2 or self.short_sizes[0] > self.short_sizes[1]
+        ):
+            raise ValueError(
+                f"sampling 'range' needs short_sizes [min, max], got {self.short_sizes}"
+            )
+        return self
+
+
+class TrainDataConfig(Section):
+    """The training split and its augmentation."""
+
+    dataset: Dataset | None = Field(None, description="The training dataset (coco or shapes).")
+    resize: ResizeConfig = Field(
+        default_factory=lambda: ResizeConfig(short_sizes=[640, 672, 704, 736, 768, 800])
+    )
+    flip: Literal["horizontal", "vertical", "none"] = Field(
+        "horizontal", description="Random flip with probability 0.5."
+    )
+    images_per_batch: int = Field(
+        16, ge=1, description="Images per iteration, summed over all processes."
+    )
+    aspect_ratio_grouping: bool = Field(
+        True, description="Batch landscape and portrait images separately (less padding)."
+    )
+    filter_empty: bool = Field(True, description="Skip training images without any box.")
+
+
+class TestDataConfig(Section):
+    """The evaluation split."""
+
+    __test__ = False  # not a pytest class
+
+    dataset: Dataset | None = Field(None, description="The evaluation dataset (coco or shapes).")
+    resize: ResizeConfig = Field(default_factory=ResizeConfig)
+    images_per_batch: int = Field(
+        1,
+        ge=1,
+        description="Images per inference batch. 1 is detectron2's choice: padding several "
+        "images into one tensor changes features near their borders and so the detections.",
+    )
+
+
+class DataConfig(Section):
+    """Datasets, augmentation and loading."""
+
+    train: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    test: TestDataConfig = Field(default_factory=TestDataConfig)
+    num_workers: int = Field(4, ge=0, description="Data-loading worker processes per process.")
+    fix_bad_boxes: bool = Field(
+        True,
+        description="Clip boxes reaching outside their image and drop boxes of zero size, "
+        "counting them in a summary; false makes them errors.",
+    )
+
+
+# ----------------------------------------------------------------------------- solver
+
+
+class ClipGradientsConfig(Section):
+    """Gradient clipping between backward and step (detectron2 `SOLVER.CLIP_GRADIENTS`)."""
+
+    enabled: bool = Field(False, description="Clip gradients at all.")
+    type: Literal["value", "norm"] = Field(
+        "value", description="Clip each element to [-value, value], or rescale to a norm."
+    )
+    value: float = Field(1.0, gt=0.0, description="The clip value or maximum norm.")
+    norm_type: float = Field(2.0, gt=0.0, description="p of the p-norm (type norm).")
+    scope: Literal["per_parameter", "full_model"] = Field(
+        "per_parameter",
+        description="Clip each parameter on its own, or the norm of all gradients together "
+        "(type norm only).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ClipGradientsConfig:
+        if self.scope == "full_model" and self.type != "norm":
+            raise ValueError("scope full_model needs type norm")
+        return self
+
+
+class SolverConfig(Section):
+    """Optimizer and learning-rate schedule (detectron2 `SOLVER`)."""
+
+    optimizer: Literal["SGD", "AdamW"] = Field("SGD", description="The optimizer.")
+    base_lr: float = Field(0.01, gt=0.0, description="Learning rate after warmup.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum.")
+    nesterov: bool = Field(False, description="SGD Nesterov momentum.")
+    betas: list[float] = Field(
+        default_factory=lambda: [0.9, 0.999], description="AdamW (beta1, beta2)."
+    )
+    weight_decay: float = Field(0.0001, ge=0.0, description="L2 weight decay.")
+    weight_decay_norm: float = Field(
+        0.0, ge=0.0, description="Weight decay of normalisation-layer parameters."
+    )
+    weight_decay_bias: float | None = Field(
+        None, ge=0.0, description="Weight decay of biases; null means weight_decay."
+    )
+    bias_lr_factor: float = Field(1.0, gt=0.0, description="Biases learn at base_lr times this.")
+    clip_gradients: ClipGradientsConfig = Field(default_factory=ClipGradientsConfig)
+    scheduler: Literal["WarmupMultiStepLR", "WarmupCosineLR"] = Field(
+        "WarmupMultiStepLR", description="Multiply by gamma at each step, or cosine decay."
+    )
+    steps: list[int] = Field(
+        default_factory=lambda: [60000, 80000],
+        description="Iterations at which WarmupMultiStepLR multiplies the rate by gamma.",
+    )
+    gamma: float = Field(0.1, gt=0.0, description="WarmupMultiStepLR decay factor per step.")
+    base_lr_end: float = Field(
+        0.0, ge=0.0, description="WarmupCosineLR's learning rate at max_iter."
+    )
+    warmup_factor: float = Field(
+        0.001, gt=0.0, le=1.0, description="The warmup starts at base_lr times this."
+    )
+    warmup_iters: int = Field(1000, ge=0, description="Iterations of warmup.")
+    warmup_method: Literal["linear", "constant"] = Field(
+        "linear", description="Ramp linearly up to base_lr, or hold the start value."
+    )
+    max_iter: int = Field(90000, ge=1, description="Training iterations.")
+    checkpoint_period: int = Field(
+        5000, ge=1, description="Save a checkpoint every this many iterations (and at the end)."
+    )
+    keep_checkpoints: int = Field(
+        3, ge=1, description="Periodic checkpoints kept on disk (model_final.pth always stays)."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if any(value[i] >= value[i + 1] for i in range(len(value) - 1)) or any(v < 0 for v in value):
+            raise ValueError("steps must be non-negative and strictly increasing")
+        return value
+
+    @field_validator("betas")
+    @classmethod
+    def _two_betas(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or any(not 0.0 <= b < 1.0 for b in value):
+            raise ValueError("betas must be two values in [0, 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SolverConfig:
+        if self.scheduler == "WarmupMultiStepLR" and any(s > self.max_iter for s in self.steps):
+            raise ValueError(
+                f"steps {self.steps} go past max_iter {self.max_iter}; lower them or raise max_iter"
+            )
+        return self
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+class Recipe(Section):
+    """A complete training / evaluation recipe."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    eval_period: int = Field(
+        0, ge=0, description="Evaluate every this many iterations; 0 evaluates only at the end."
+    )
+    log_period: int = Field(20, ge=1, description="Log metrics every this many iterations.")
+    output_dir: str = Field(
+        "output", description="Where checkpoints, metrics, TensorBoard files and evaluations go."
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        description="Seed of every random choice (initialisation, sampling, augmentation). "
+        "detectron2 defaults to a random seed; a fixed one makes runs reproducible.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto uses CUDA when it is available."
+    )
+    amp: bool = Field(
+        False, description="Mixed precision on CUDA (the focal loss stays in float32)."
+    )
+    on_nonfinite: Literal["stop", "rollback"] = Field(
+        "stop",
+        description="When a loss becomes infinite or NaN: stop with an error, or reload the last "
+        "good checkpoint and go on with the learning rate lowered.",
+    )
+    max_rollbacks: int = Field(3, ge=0, description="Rollbacks allowed before stopping.")
+    rollback_lr_factor: float = Field(
+        0.5, gt=0.0, lt=1.0, description="Each rollback multiplies the learning rate by this."
+    )
+
+    @field_validator("output_dir")
+    @classmethod
+    def _expand(cls, value: str) -> str:
+        return expand_env(value)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def expand_env(value: str) -> str:
+    """Expand `${VAR}` and `${VAR:-default}`; an unset variable without default is an error."""
+    import os
+    import re
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match["name"], match["default"]
+        if name in os.environ and os.environ[name] != "":
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ValueError(
+            f"environment variable {name} is not set; set it, or write ${{{name}:-default}}"
+        )
+
+    return re.sub(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(:-(?P<default>[^}]*))?\}", replace, value)
+
+
+def _check_stage_order(stages: list[str], key: str) -> None:
+    if not stages:
+        raise ValueError(f"{key} needs at least one stage")
+    if len(set(stages)) != len(stages) or stages != sorted(stages, key=_STAGES.index):
+        raise ValueError(f"{key} must list distinct stages in order res2..res5")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def stage_stride(stage: str) -> int:
+    """Stride of a ResNet stage's output in input pixels (res2: 4 ... res5: 32)."""
+    return _STAGE_STRIDES[stage]
