@@ -1,0 +1,201 @@
+"""ResizeShortestEdge and RandomFlip with detectron2's exact arithmetic.
+
+Pixels are resized with PIL's bilinear filter on uint8, as detectron2 does; PIL antialiases when
+it shrinks, so `torch.nn.functional.interpolate` (and torchvision's tensor resize) give other
+pixels. Boxes follow detectron2's `Transform.apply_box`: the four corners are mapped in float64,
+the min/max of the mapped corners is the new box, which is then clipped to the image, cast to
+float32, and dropped if its width or height is not above 1e-5 px (`Boxes.nonempty`).
+
+Randomness comes only from the `numpy.random.Generator` passed to `Augmentation.sample`, so a
+caller that seeds it from (seed, sample index) gets the same augmentation whatever process or
+worker runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+Sampling = Literal["choice", "range"]
+Flip = Literal["horizontal", "vertical", "none"]
+
+# detectron2's `Boxes.nonempty(threshold=1e-5)` as used by `filter_empty_instances`.
+MIN_BOX_SIDE = 1e-5
+
+
+def resized_hw(*, height: int, width: int, short_size: int, max_size: int) -> tuple[int, int]:
+    """Output (height, width) of ResizeShortestEdge for one image.
+
+    The short side becomes `short_size`, the other keeps the aspect ratio, then both are scaled
+    down if the long side exceeds `max_size`; all in float64, each side rounded as int(x + 0.5).
+    `short_size` 0 means no resize (detectron2's convention).
+    """
+    if height <= 0 or width <= 0:
+        raise ValueError(f"resized_hw: image size must be positive, got {height}x{width} (HxW)")
+    if short_size == 0:
+        return height, width
+    size = float(short_size)
+    scale = size / min(height, width)
+    if height < width:
+        new_h, new_w = size, scale * width
+    else:
+        new_h, new_w = scale * height, size
+    longer = max(new_h, new_w)
+    if longer > max_size:
+        scale = max_size / longer
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def resize_image(image: np.ndarray, *, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3) uint8 with PIL bilinear (antialiased when shrinking).
+
+    Channels are filtered independently, so the channel order does not matter.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"resize_image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    if image.shape[:2] == (height, width):
+        return image
+    resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
+    return np.array(resized)  # writable, unlike np.asarray of a PIL image
+
+
+def flip_image(image: np.ndarray, *, flip: Literal["horizontal", "vertical"]) -> np.ndarray:
+    """Mirror an (H, W, C) image left-right ("horizontal") or top-bottom ("vertical")."""
+    axis = 1 if flip == "horizontal" else 0
+    return np.ascontiguousarray(np.flip(image, axis=axis))
+
+
+def transform_boxes(
+    boxes: np.ndarray,
+    *,
+    from_hw: tuple[int, int],
+    to_hw: tuple[int, int],
+    hflip: bool,
+    vflip: bool,
+) -> np.ndarray:
+    """Map (G, 4) XYXY boxes through a resize from `from_hw` to `to_hw`, then the flips.
+
+    Returns (G, 4) float64, not yet clipped. Scale factors are new/old in float64 (detectron2's
+    `ResizeTransform.apply_coords`); a flip maps x to W - x with W the resized width.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    (old_h, old_w), (new_h, new_w) = from_hw, to_hw
+    xs = boxes[:, [0, 2]] * (new_w * 1.0 / old_w)  # (G, 2)
+    ys = boxes[:, [1, 3]] * (new_h * 1.0 / old_h)  # (G, 2)
+    if hflip:
+        xs = new_w - xs
+    if vflip:
+        ys = new_h - ys
+    # min/max of the mapped corners, as apply_box does: a flip swaps x1 and x2.
+    return np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1)
+
+
+def clip_and_filter_boxes(
+    boxes: np.ndarray, labels: np.ndarray, *, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clip (G, 4) XYXY boxes to [0, width] x [0, height], cast to float32, and drop those whose
+    width or height is not above `MIN_BOX_SIDE`.
+
+    Returns (boxes (G', 4) float32, labels (G',) of `labels`'s dtype), order kept.
+    """
+    limits = np.array([width, height, width, height], dtype=np.float64)
+    clipped = np.minimum(np.asarray(boxes, dtype=np.float64).clip(min=0), limits)
+    clipped = clipped.astype(np.float32).reshape(-1, 4)
+    keep = ((clipped[:, 2] - clipped[:, 0]) > MIN_BOX_SIDE) & (
+        (clipped[:, 3] - clipped[:, 1]) > MIN_BOX_SIDE
+    )
+    return clipped[keep], np.asarray(labels)[keep]
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """What was drawn for one sample: the short side and the flips."""
+
+    short_size: int
+    hflip: bool
+    vflip: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Augmentation:
+    """ResizeShortestEdge followed by an optional RandomFlip (probability 0.5).
+
+    short_sizes: short-side lengths in pixels; "choice" picks one of them uniformly, "range"
+    needs [min, max] and picks an integer in min..max inclusive (detectron2's two styles).
+    max_size: cap on the long side in pixels. flip: "horizontal", "vertical" or "none".
+    For evaluation use one short size and flip "none": the result is then deterministic.
+    """
+
+    short_sizes: tuple[int, ...]
+    max_size: int
+    sampling: Sampling = "choice"
+    flip: Flip = "none"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "short_sizes", tuple(int(s) for s in self.short_sizes))
+        if not self.short_sizes or any(s < 0 for s in self.short_sizes):
+            raise ValueError(f"Augmentation: short_sizes must be >= 0, got {self.short_sizes}")
+        if self.sampling not in ("choice", "range"):
+            raise ValueError(f"Augmentation: sampling must be choice|range, got {self.sampling!r}")
+        if self.sampling == "range" and (
+            len(self.short_sizes) != 2 or self.short_sizes[0] > self.short_sizes[1]
+        ):
+            raise ValueError(
+                f"Augmentation: sampling 'range' needs short_sizes (min, max), got "
+                f"{self.short_sizes}"
+            )
+        if self.max_size < 1:
+            raise ValueError(f"Augmentation: max_size must be >= 1, got {self.max_size}")
+        if self.flip not in ("horizontal", "vertical", "none"):
+            raise ValueError(
+                f"Augmentation: flip must be horizontal|vertical|none, got {self.flip!r}"
+            )
+
+    def sample(self, rng: np.random.Generator) -> AugmentParams:
+        """Draw the short side, then the flip, from `rng` (in that order, as detectron2 does)."""
+        if self.sampling == "choice":
+            short = self.short_sizes[int(rng.integers(len(self.short_sizes)))]
+        else:
+            short = int(rng.integers(self.short_sizes[0], self.short_sizes[1] + 1))
+        flipped = self.flip != "none" and bool(rng.random() < 0.5)
+        return AugmentParams(
+            short_size=short,
+            hflip=flipped and self.flip == "horizontal",
+            vflip=flipped and self.flip == "vertical",
+        )
+
+    def apply(
+        self, image: np.ndarray, *, boxes: np.ndarray, labels: np.ndarray, params: AugmentParams
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Resize and flip one image and its ground truth.
+
+        Args:
+            image: (H, W, 3) uint8. boxes: (G, 4) XYXY in its pixels. labels: (G,).
+            params: from `sample` (or built by hand).
+
+        Returns:
+            image (H', W', 3) uint8 C-contiguous, boxes (G', 4) float32 XYXY in its pixels
+            (clipped, degenerate ones dropped), labels (G',).
+        """
+        height, width = image.shape[:2]
+        new_h, new_w = resized_hw(
+            height=height, width=width, short_size=params.short_size, max_size=self.max_size
+        )
+        out = resize_image(image, height=new_h, width=new_w)
+        if params.hflip:
+            out = flip_image(out, flip="horizontal")
+        if params.vflip:
+            out = flip_image(out, flip="vertical")
+        mapped = transform_boxes(
+            boxes,
+            from_hw=(height, width),
+            to_hw=(new_h, new_w),
+            hflip=params.hflip,
+            vflip=params.vflip,
+        )
+        out_boxes, out_labels = clip_and_filter_boxes(mapped, labels, height=new_h, width=new_w)
+        return np.ascontiguousarray(out), out_boxes, out_labels
