@@ -371,7 +371,7 @@ class ModelConfig(Section):
 class CocoDataset(Section):
     """A COCO-format detection json plus the folder its `file_name`s are relative to."""
 
-    kind: Literal["coco"] = "coco"
+    kind: Literal["coco"] = Field("coco", description="Selects a COCO json dataset.")
     annotations: str = Field(
         description="Path to the COCO json. ${VAR} and ${VAR:-default} are expanded."
     )
@@ -386,7 +386,7 @@ class CocoDataset(Section):
 class ShapesDataset(Section):
     """The built-in synthetic dataset: shapes on textured backgrounds, made from a seed."""
 
-    kind: Literal["shapes"] = "shapes"
+    kind: Literal["shapes"] = Field("shapes", description="Selects the synthetic shapes dataset.")
     split: Literal["train", "test"] = Field(
         "train", description="Which split of the generator (they use different seeds)."
     )
