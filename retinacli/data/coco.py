@@ -272,19 +272,21 @@ def _valid_categories(entries: list[Any], error: Any) -> dict[int, str]:
 
 
 def _valid_images(entries: list[Any], error: Any) -> list[dict[str, Any]]:
-    kept: dict[int, dict[str, Any]] = {}
+    kept: list[dict[str, Any]] = []
+    seen: set[int] = set()
     for n, img in enumerate(entries):
         if not isinstance(img, dict) or not _is_int(img.get("id")):
             error("bad_json", f'images[{n}] has no integer "id"; give every image one')
             continue
         image_id = img["id"]
-        if image_id in kept:
+        if image_id in seen:
             error(
                 "duplicate_id",
                 f'image id {image_id} appears twice in "images"; give each image its own id',
                 image_id=image_id,
             )
             continue
+        seen.add(image_id)
         missing = [key for key in ("height", "width") if not _is_int(img.get(key)) or img[key] <= 0]
         if not isinstance(img.get("file_name"), str) or not img["file_name"]:
             missing.insert(0, "file_name")
@@ -296,19 +298,20 @@ def _valid_images(entries: list[Any], error: Any) -> list[dict[str, Any]]:
                 image_id=image_id,
             )
             continue
-        kept[image_id] = img
-    return list(kept.values())
+        kept.append(img)
+    return kept
 
 
 def _valid_annotations(entries: list[Any], error: Any) -> list[dict[str, Any]]:
-    kept: dict[int, dict[str, Any]] = {}
+    kept: list[dict[str, Any]] = []
+    seen: set[int] = set()
     for n, ann in enumerate(entries):
         if not isinstance(ann, dict) or not _is_int(ann.get("id")):
             error("bad_json", f'annotations[{n}] has no integer "id"; give every annotation one')
             continue
         ann_id = ann["id"]
         image_id = ann.get("image_id")
-        if ann_id in kept:
+        if ann_id in seen:
             error(
                 "duplicate_id",
                 f"annotation id {ann_id} appears twice; give each annotation its own id",
@@ -316,6 +319,7 @@ def _valid_annotations(entries: list[Any], error: Any) -> list[dict[str, Any]]:
                 annotation_id=ann_id,
             )
             continue
+        seen.add(ann_id)
         absent = [k for k in ("image_id", "category_id") if not _is_int(ann.get(k))]
         if absent:
             error(
@@ -335,8 +339,8 @@ def _valid_annotations(entries: list[Any], error: Any) -> list[dict[str, Any]]:
                 annotation_id=ann_id,
             )
             continue
-        kept[ann_id] = ann
-    return list(kept.values())
+        kept.append(ann)
+    return kept
 
 
 def _is_box(bbox: Any) -> bool:
