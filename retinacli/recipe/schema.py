@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from retinacli.recipe.anchor_sizes import AnchorSizeError, parse_anchor_sizes
 
 ResNetStage = Literal["res2", "res3", "res4", "res5"]
-Norm = Literal["none", "FrozenBN", "BN", "GN", "SyncBN"]
+Norm = Literal["FrozenBN", "BN", "GN", "SyncBN"]
 _STAGES = ("res2", "res3", "res4", "res5")
 _STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
@@ -43,7 +43,7 @@ class BackboneConfig(Section):
         "FrozenBN",
         description="Normalisation after each convolution: FrozenBN (fixed statistics, the "
         "default for pretrained backbones), BN, GN (32 groups), SyncBN (BN synchronised across "
-        "processes) or none.",
+        "processes).",
     )
     freeze_at: int = Field(
         2,
@@ -219,8 +219,8 @@ class MatcherConfig(Section):
     @field_validator("iou_thresholds")
     @classmethod
     def _ordered(cls, t: list[float]) -> list[float]:
-        if any(not 0.0 <= x <= 1.0 for x in t) or any(t[i] > t[i + 1] for i in range(len(t) - 1)):
-            raise ValueError("iou_thresholds must be non-decreasing values in [0, 1]")
+        if not t or any(not 0.0 < x <= 1.0 for x in t) or any(t[i] > t[i + 1] for i in range(len(t) - 1)):
+            raise ValueError("iou_thresholds must be non-decreasing values in (0, 1]")
         return t
 
     @model_validator(mode="after")

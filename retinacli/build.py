@@ -1,0 +1,78 @@
+"""The one place a recipe becomes engine objects.
+
+Engine modules take explicit typed arguments and never see a recipe; this module reads the
+recipe's sections and passes their values on, one name per concept.
+"""
+
+from __future__ import annotations
+
+from retinacli.engine.anchors import AnchorGenerator
+from retinacli.engine.backbone import ResNet
+from retinacli.engine.box_coder import BoxCoder
+from retinacli.engine.detector import RetinaNet
+from retinacli.engine.fpn import FPN, ResNetFPN
+from retinacli.engine.head import RetinaNetHead
+from retinacli.engine.matcher import Matcher
+from retinacli.recipe.schema import ModelConfig
+
+
+def build_anchor_generator(model: ModelConfig) -> AnchorGenerator:
+    """Anchors of the recipe's pyramid levels (sizes and ratios already one list per level)."""
+    return AnchorGenerator(
+        sizes=model.anchors.sizes,
+        aspect_ratios=model.anchors.aspect_ratios,
+        strides=model.fpn.level_strides,
+        offset=model.anchors.offset,
+    )
+
+
+def build_model(model: ModelConfig) -> RetinaNet:
+    """A freshly initialised RetinaNet as the recipe's `model` section describes it."""
+    body = ResNet(
+        depth=model.backbone.depth,
+        norm=model.backbone.norm,
+        freeze_at=model.backbone.freeze_at,
+        stride_in_1x1=model.backbone.stride_in_1x1,
+        stem_out_channels=model.backbone.stem_out_channels,
+        res2_out_channels=model.backbone.res2_out_channels,
+        out_features=model.backbone.out_features,
+    )
+    fpn = FPN(
+        in_channels=[body.feature_channels[f] for f in model.fpn.in_features],
+        in_strides=[body.feature_strides[f] for f in model.fpn.in_features],
+        out_channels=model.fpn.out_channels,
+        norm=model.fpn.norm,
+        fuse_type=model.fpn.fuse_type,
+        top_block_input=model.fpn.top_block_input,
+    )
+    anchor_generator = build_anchor_generator(model)
+    head = RetinaNetHead(
+        in_channels=model.fpn.out_channels,
+        num_classes=model.head.num_classes,
+        num_anchors=anchor_generator.num_anchors_per_location[0],
+        num_convs=model.head.num_convs,
+        norm=model.head.norm,
+        prior_prob=model.head.prior_prob,
+    )
+    return RetinaNet(
+        backbone=ResNetFPN(body=body, fpn=fpn, in_features=model.fpn.in_features),
+        head=head,
+        anchor_generator=anchor_generator,
+        box_coder=BoxCoder(weights=model.box_coder.weights, scale_clamp=model.box_coder.scale_clamp),
+        matcher=Matcher(
+            thresholds=model.matcher.iou_thresholds,
+            labels=model.matcher.iou_labels,
+            allow_low_quality_matches=model.matcher.allow_low_quality_matches,
+        ),
+        num_classes=model.head.num_classes,
+        focal_alpha=model.loss.focal_alpha,
+        focal_gamma=model.loss.focal_gamma,
+        box_loss=model.loss.box_loss,
+        smooth_l1_beta=model.loss.smooth_l1_beta,
+        score_thresh=model.test.score_thresh,
+        topk_candidates=model.test.topk_candidates,
+        nms_thresh=model.test.nms_thresh,
+        detections_per_image=model.test.detections_per_image,
+        pixel_mean=model.pixel_mean,
+        pixel_std=model.pixel_std,
+    )
