@@ -6,6 +6,8 @@ recipe's sections and passes their values on, one name per concept.
 
 from __future__ import annotations
 
+from typing import Any
+
 from retinacli.engine.anchors import AnchorGenerator
 from retinacli.engine.backbone import ResNet
 from retinacli.engine.box_coder import BoxCoder
@@ -13,7 +15,7 @@ from retinacli.engine.detector import RetinaNet
 from retinacli.engine.fpn import FPN, ResNetFPN
 from retinacli.engine.head import RetinaNetHead
 from retinacli.engine.matcher import Matcher
-from retinacli.recipe.schema import ModelConfig
+from retinacli.recipe.schema import ModelConfig, SolverConfig
 
 
 def build_anchor_generator(model: ModelConfig) -> AnchorGenerator:
@@ -76,3 +78,18 @@ def build_model(model: ModelConfig) -> RetinaNet:
         pixel_mean=model.pixel_mean,
         pixel_std=model.pixel_std,
     )
+
+
+def schedule_arguments(solver: SolverConfig) -> dict[str, Any]:
+    """The learning-rate schedule arguments of `retinacli.train.schedules` from `solver`."""
+    return {
+        "base_lr": solver.base_lr,
+        "scheduler": solver.scheduler,
+        "max_iter": solver.max_iter,
+        "steps": solver.steps if solver.scheduler == "WarmupMultiStepLR" else [],
+        "gamma": solver.gamma,
+        "warmup_factor": solver.warmup_factor,
+        "warmup_iters": solver.warmup_iters,
+        "warmup_method": solver.warmup_method,
+        "base_lr_end": solver.base_lr_end,
+    }

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from retinacli import __version__
-from retinacli.errors import RetinaError
+from retinacli.errors import RecipeError, RetinaError
 
 app = typer.Typer(
     name="retina",
@@ -76,6 +76,50 @@ def inspect_config(
         console.print("# the recipe equals the defaults")
     else:
         typer.echo(dump_recipe(data), nl=False)
+
+
+@app.command("lr-plot")
+def lr_plot(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also save the curve as a PNG here.", show_default=False)
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print [{"iteration": i, "lr": x}, ...] for every iteration.')
+    ] = False,
+) -> None:
+    """Show the recipe's learning-rate curve: warmup, steps or cosine (no dataset needed)."""
+    from rich.table import Table
+
+    from retinacli.build import schedule_arguments
+    from retinacli.recipe import load_recipe
+    from retinacli.train import lr_plot as plot
+
+    solver = load_recipe(recipe, set_ or []).solver
+    arguments = schedule_arguments(solver)
+    try:
+        curve = plot.lr_curve(**arguments)
+    except ValueError as exc:
+        raise RecipeError(f"{recipe}: solver: {exc}") from None
+    if as_json:
+        typer.echo(json.dumps(plot.curve_json(curve)))
+        return
+    points = plot.key_points(**arguments)
+    marks = plot.chart_marks(points)
+    width = max(20, min(100, console.width - 14))
+    console.print(
+        f"[bold]{solver.scheduler}[/], base_lr {solver.base_lr:g}, {solver.max_iter} iterations",
+        highlight=False,
+    )
+    console.print(plot.render_terminal_chart(curve, width=width, height=10, marks=marks), highlight=False)
+    table = Table("point", "iteration", "lr")
+    for point in points:
+        table.add_row(point.label, str(point.iteration), f"{point.lr:.6g}")
+    console.print(table)
+    if out is not None:
+        path = plot.save_png(curve, out, marks, title=f"{recipe.name}: {solver.scheduler}")
+        console.print(f"saved {path}")
 
 
 def main() -> None:
