@@ -5,6 +5,7 @@ from retinacli.recipe.loading import (
     dump_recipe,
     load_recipe,
     parse_override,
+    recipe_from_dict,
     recipe_to_dict,
     validate_recipe,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "dump_recipe",
     "load_recipe",
     "parse_override",
+    "recipe_from_dict",
     "recipe_to_dict",
     "validate_recipe",
 ]

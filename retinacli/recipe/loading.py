@@ -63,6 +63,19 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Recip
     return validate_recipe(raw, source=source, origins=origins)
 
 
+def recipe_from_dict(
+    raw: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "recipe"
+) -> Recipe:
+    """Validate a recipe held as plain data (e.g. inside a checkpoint), `--set` applied first."""
+    merged = copy.deepcopy(dict(raw))
+    origins = _Origins()
+    for override in overrides:
+        key_path, value = parse_override(override)
+        _set_path(merged, key_path, value, override)
+        origins.by_path[tuple(key_path)] = f"--set {override}"
+    return validate_recipe(merged, source=source, origins=origins)
+
+
 def validate_recipe(
     raw: Mapping[str, Any], *, source: str = "recipe", origins: _Origins | None = None
 ) -> Recipe:
