@@ -1,0 +1,222 @@
+"""What `retina lr-plot` shows: the learning rate of every iteration, its key points, a text chart
+and a PNG.
+
+The curve uses exactly the values `schedules.lr_at` gives (the same function, validated once), so
+what is plotted is what training uses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from retinacli.train.checkpoints import atomic_write
+from retinacli.train.schedules import SchedulerName, WarmupMethod, make_lr_function
+
+KeyPointKind = Literal["start", "warmup_end", "step", "end"]
+
+# Braille cells are 2 dots wide and 4 dots high; bit of the dot at (column, row) in a cell.
+_BRAILLE_BASE = 0x2800
+_BRAILLE_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+
+
+@dataclass(frozen=True)
+class KeyPoint:
+    """A labelled point of the curve: `iteration` (0-based) and the `lr` used in it."""
+
+    kind: KeyPointKind
+    label: str
+    iteration: int
+    lr: float
+
+
+def lr_curve(
+    *,
+    base_lr: float,
+    scheduler: SchedulerName,
+    max_iter: int,
+    steps: Sequence[int],
+    gamma: float,
+    warmup_factor: float,
+    warmup_iters: int,
+    warmup_method: WarmupMethod,
+    base_lr_end: float = 0.0,
+) -> list[float]:
+    """The learning rate of each iteration 0 <= i < max_iter (about 50 ms for 90k iterations).
+
+    Raises ValueError for an invalid schedule (see `schedules.validate_schedule`).
+    """
+    fn = make_lr_function(
+        base_lr=base_lr,
+        scheduler=scheduler,
+        max_iter=max_iter,
+        steps=steps,
+        gamma=gamma,
+        warmup_factor=warmup_factor,
+        warmup_iters=warmup_iters,
+        warmup_method=warmup_method,
+        base_lr_end=base_lr_end,
+    )
+    return [fn(base_lr, i) for i in range(max_iter)]
+
+
+def key_points(
+    *,
+    base_lr: float,
+    scheduler: SchedulerName,
+    max_iter: int,
+    steps: Sequence[int],
+    gamma: float,
+    warmup_factor: float,
+    warmup_iters: int,
+    warmup_method: WarmupMethod,
+    base_lr_end: float = 0.0,
+) -> list[KeyPoint]:
+    """Start (iteration 0), end of warmup (first iteration at full rate, when 0 < warmup_iters <
+    max_iter), each WarmupMultiStepLR step below max_iter, and the last iteration (max_iter - 1),
+    in iteration order. A step equal to max_iter never takes effect and is left out."""
+    fn = make_lr_function(
+        base_lr=base_lr,
+        scheduler=scheduler,
+        max_iter=max_iter,
+        steps=steps,
+        gamma=gamma,
+        warmup_factor=warmup_factor,
+        warmup_iters=warmup_iters,
+        warmup_method=warmup_method,
+        base_lr_end=base_lr_end,
+    )
+    points = [KeyPoint("start", "start", 0, fn(base_lr, 0))]
+    if 0 < warmup_iters < max_iter:
+        points.append(KeyPoint("warmup_end", "warmup end", warmup_iters, fn(base_lr, warmup_iters)))
+    if scheduler == "WarmupMultiStepLR":
+        for index, step in enumerate(steps, start=1):
+            if step < max_iter:
+                points.append(KeyPoint("step", f"step {index}", step, fn(base_lr, step)))
+    points.append(KeyPoint("end", "end", max_iter - 1, fn(base_lr, max_iter - 1)))
+    points.sort(key=lambda p: p.iteration)  # stable: start stays first
+    return points
+
+
+def chart_marks(points: Sequence[KeyPoint]) -> list[tuple[int, str]]:
+    """The `(iteration, label)` marks for the charts: warmup end and steps."""
+    return [(p.iteration, p.label) for p in points if p.kind in ("warmup_end", "step")]
+
+
+def curve_json(curve: Sequence[float]) -> list[dict[str, float | int]]:
+    """`[{"iteration": i, "lr": x}, ...]`, the `--json` output."""
+    return [{"iteration": i, "lr": lr} for i, lr in enumerate(curve)]
+
+
+def _fmt_lr(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def render_terminal_chart(
+    curve: Sequence[float],
+    *,
+    width: int,
+    height: int,
+    marks: Sequence[tuple[int, str]] = (),
+) -> str:
+    """A braille line chart of `curve` (lr per iteration), `width` x `height` character cells for
+    the plot area, with a y-axis labelled with the max and min rate, an x-axis from 0 to
+    len(curve) - 1, and a row of `┴` under the columns holding each mark's iteration, followed
+    by a legend line. Each column shows the span of rates in its iterations (vertical strokes at
+    steps). Needs width >= 8 and height >= 2.
+    """
+    if width < 8 or height < 2:
+        raise ValueError(f"chart size: needs width >= 8 and height >= 2, got {width}x{height}")
+    if not curve:
+        raise ValueError("curve: is empty; nothing to draw")
+    n = len(curve)
+    dots_x, dots_y = width * 2, height * 4
+    top, bottom = max(curve), min(0.0, min(curve))
+    span = top - bottom if top > bottom else 1.0
+
+    def dot_row(value: float) -> int:  # 0 = top row
+        frac = (value - bottom) / span
+        return min(dots_y - 1, max(0, round((1.0 - frac) * (dots_y - 1))))
+
+    def dot_col(iteration: int) -> int:
+        return min(dots_x - 1, iteration * dots_x // n)
+
+    cells = [[0] * width for _ in range(height)]
+    previous_last = -1  # last iteration drawn by the previous dot column
+    for col in range(dots_x):
+        first = col * n // dots_x
+        last = max(first, (col + 1) * n // dots_x - 1)
+        chunk = curve[first : last + 1]
+        low, high = min(chunk), max(chunk)
+        if 0 <= previous_last < first:
+            # Join the previous column's last value, so that drops (steps) draw as vertical lines.
+            low, high = min(low, curve[previous_last]), max(high, curve[previous_last])
+        previous_last = last
+        for row in range(dot_row(high), dot_row(low) + 1):
+            cells[row // 4][col // 2] |= _BRAILLE_BITS[col % 2][row % 4]
+
+    top_label, bottom_label = _fmt_lr(top), _fmt_lr(bottom)
+    pad = max(len(top_label), len(bottom_label))
+    lines = []
+    for r in range(height):
+        label = top_label if r == 0 else bottom_label if r == height - 1 else ""
+        body = "".join(chr(_BRAILLE_BASE + bits) for bits in cells[r])
+        lines.append(f"{label:>{pad}} ┤{body}")
+    axis = [" "] * width
+    for iteration, _ in marks:
+        if 0 <= iteration < n:
+            axis[dot_col(iteration) // 2] = "┴"
+    lines.append(" " * pad + " └" + "".join(axis))
+    start, end = "0", str(n - 1)
+    lines.append(" " * (pad + 2) + start + end.rjust(width - len(start)))
+    if marks:
+        legend = ", ".join(f"{label} @ {iteration}" for iteration, label in marks)
+        lines.append(" " * (pad + 2) + "┴ " + legend)
+    return "\n".join(lines)
+
+
+def save_png(
+    curve: Sequence[float],
+    path: str | os.PathLike[str],
+    marks: Sequence[tuple[int, str]] = (),
+    *,
+    title: str = "learning rate",
+) -> Path:
+    """Plot `curve` to a PNG at `path` (matplotlib Agg), a dashed vertical line and label per mark.
+
+    Written atomically (`checkpoints.atomic_write`: a temporary file in the same directory, then
+    `os.replace`). Returns the path.
+    """
+    # A bare Figure renders with the Agg canvas and leaves pyplot's global backend alone.
+    from matplotlib.figure import Figure
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(8, 4), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(range(len(curve)), list(curve), color="tab:blue", linewidth=1.5)
+    top = max(curve) if curve else 1.0
+    for iteration, label in marks:
+        ax.axvline(iteration, color="tab:gray", linestyle="--", linewidth=0.8)
+        ax.annotate(
+            label,
+            xy=(iteration, top),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="tab:gray",
+        )
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    ax.set_xlim(0, max(len(curve) - 1, 1))
+    ax.set_ylim(bottom=0.0, top=top * 1.05 if top > 0 and math.isfinite(top) else 1.0)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(target) as handle:
+        fig.savefig(handle, format="png")
+    return target
