@@ -191,12 +191,14 @@ def save_png(
     Written atomically (`checkpoints.atomic_write`: a temporary file in the same directory, then
     `os.replace`). Returns the path.
     """
-    # A bare Figure renders with the Agg canvas and leaves pyplot's global backend alone.
+    # An explicit Agg canvas: no display needed, and pyplot's global backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(8, 4), dpi=100)
+    FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(range(len(curve)), list(curve), color="tab:blue", linewidth=1.5)
     top = max(curve) if curve else 1.0
