@@ -1,0 +1,356 @@
+"""Training and test data loaders that hand the engine a `Batch`.
+
+Reproducibility: every random choice of a training sample (its short side, its flip) comes from a
+generator seeded by (seed, the sample's position in the global training stream), never from a
+worker's RNG state, so batches are identical with 0, 2 or 8 workers, and a resumed run
+(`start_iteration`) sees exactly the batches an uninterrupted one would.
+
+Training stream (detectron2's TrainingSampler): pass e is a permutation of all images drawn from
+(seed, e); the passes are concatenated into one infinite stream and process `rank` takes the
+positions p with p % world_size == rank, so each pass over all processes sees every image once.
+Within a process, aspect-ratio grouping puts landscape (w >= h) and portrait images in separate
+buckets and emits a batch when a bucket holds `images_per_batch` images.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from retinacli.data.coco import DetectionDataset, ImageRecord
+from retinacli.data.images import InputFormat, read_image
+from retinacli.data.transforms import Augmentation
+from retinacli.engine.structures import Targets
+from retinacli.errors import DatasetError
+
+# Random streams derived from the seed; distinct first keys keep them independent.
+_SHUFFLE_STREAM = 0
+_AUGMENT_STREAM = 1
+
+SampleKey = tuple[int, int]
+"""(index into the dataset's records, position in the global stream that seeds augmentation)."""
+
+
+@dataclass
+class Batch:
+    """What the engine takes for one iteration (or one inference batch), B images.
+
+    images: B tensors (3, H_i, W_i) uint8 in the model's channel order, already resized.
+    targets: B `Targets` in the pixels of those resized images.
+    original_sizes: B (height, width) of the images as stored, to map detections back.
+    image_ids: B COCO image ids. file_names: B absolute image paths.
+    """
+
+    images: list[Tensor]
+    targets: list[Targets]
+    original_sizes: list[tuple[int, int]]
+    image_ids: list[int]
+    file_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            images=[image.to(device, non_blocking=True) for image in self.images],
+            targets=[t.to(device) for t in self.targets],
+            original_sizes=self.original_sizes,
+            image_ids=self.image_ids,
+            file_names=self.file_names,
+        )
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True)."""
+        return Batch(
+            images=[image.pin_memory() for image in self.images],
+            targets=[
+                Targets(boxes=t.boxes.pin_memory(), labels=t.labels.pin_memory())
+                for t in self.targets
+            ],
+            original_sizes=self.original_sizes,
+            image_ids=self.image_ids,
+            file_names=self.file_names,
+        )
+
+
+@dataclass
+class Sample:
+    """One loaded image: image (3, H, W) uint8, targets in its pixels, and where it came from."""
+
+    image: Tensor
+    targets: Targets
+    original_size: tuple[int, int]
+    image_id: int
+    file_name: str
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Samples -> Batch, keeping their order. Images are not padded: the model pads."""
+    return Batch(
+        images=[s.image for s in samples],
+        targets=[s.targets for s in samples],
+        original_sizes=[s.original_size for s in samples],
+        image_ids=[s.image_id for s in samples],
+        file_names=[s.file_name for s in samples],
+    )
+
+
+class _PackedRecords:
+    """Records pickled into one numpy buffer.
+
+    Forked workers then share a single array instead of touching (and so copying) the pages of
+    many small Python objects, which keeps memory flat on COCO-sized datasets.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord]) -> None:
+        blobs = [
+            np.frombuffer(pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+            for r in records
+        ]
+        self._ends = np.cumsum([len(b) for b in blobs], dtype=np.int64)
+        self._buffer = np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index: int) -> ImageRecord:
+        start = int(self._ends[index - 1]) if index > 0 else 0
+        return pickle.loads(self._buffer[start : int(self._ends[index])].tobytes())
+
+
+class MappedDataset(Dataset):
+    """Reads, augments and converts one record per `SampleKey`."""
+
+    def __init__(
+        self,
+        *,
+        records: Sequence[ImageRecord],
+        augmentation: Augmentation,
+        input_format: InputFormat,
+        seed: int,
+    ) -> None:
+        self._records = _PackedRecords(records)
+        self._augmentation = augmentation
+        self._input_format = input_format
+        self._seed = seed
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, key: SampleKey) -> Sample:
+        index, position = key
+        record = self._records[index]
+        rng = np.random.default_rng([self._seed, _AUGMENT_STREAM, position])
+        params = self._augmentation.sample(rng)
+        image = read_image(
+            record.file_name,
+            input_format=self._input_format,
+            image_id=record.image_id,
+            expected_hw=(record.height, record.width),
+        )
+        image, boxes, labels = self._augmentation.apply(
+            image, boxes=record.boxes, labels=record.labels, params=params
+        )
+        return Sample(
+            image=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            targets=Targets(boxes=torch.from_numpy(boxes), labels=torch.from_numpy(labels)),
+            original_size=(record.height, record.width),
+            image_id=record.image_id,
+            file_name=record.file_name,
+        )
+
+
+class TrainBatchSampler:
+    """Infinite, seeded, sharded batches of `SampleKey`s for one process.
+
+    Args:
+        image_sizes: (height, width) of every record, for aspect-ratio grouping.
+        images_per_batch: images per batch in this process (the total divided by world_size).
+        seed: same seed, same stream.
+        rank, world_size: this process among all training processes.
+        aspect_ratio_grouping: batch landscape (w >= h) and portrait images separately.
+        start_iteration: batches to skip (cheap: no image is read), to resume a run.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_sizes: Sequence[tuple[int, int]],
+        images_per_batch: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        aspect_ratio_grouping: bool = True,
+        start_iteration: int = 0,
+    ) -> None:
+        if not image_sizes:
+            raise ValueError("TrainBatchSampler: the dataset has no images")
+        if images_per_batch < 1:
+            raise ValueError(
+                f"TrainBatchSampler: images_per_batch must be >= 1, got {images_per_batch}"
+            )
+        if not 0 <= rank < world_size:
+            raise ValueError(
+                f"TrainBatchSampler: need 0 <= rank < world_size, got {rank}, {world_size}"
+            )
+        self._portrait = np.array([h > w for h, w in image_sizes], dtype=bool)
+        self._batch = images_per_batch
+        self._seed = seed
+        self._rank = rank
+        self._world = world_size
+        self._grouping = aspect_ratio_grouping
+        self._start = start_iteration
+
+    def _stream(self) -> Iterator[SampleKey]:
+        n = len(self._portrait)
+        position = self._rank
+        while True:
+            epoch, offset = divmod(position, n)
+            order = np.random.default_rng([self._seed, _SHUFFLE_STREAM, epoch]).permutation(n)
+            # stay in this pass while this rank's positions fall inside it
+            while offset < n:
+                yield int(order[offset]), position
+                offset += self._world
+                position += self._world
+
+    def _batches(self) -> Iterator[list[SampleKey]]:
+        buckets: list[list[SampleKey]] = [[], []]
+        for key in self._stream():
+            bucket = buckets[int(self._portrait[key[0]]) if self._grouping else 0]
+            bucket.append(key)
+            if len(bucket) == self._batch:
+                yield bucket[:]
+                bucket.clear()
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        batches = self._batches()
+        for _ in range(self._start):
+            next(batches)
+        yield from batches
+
+
+def shard_indices(*, num_images: int, rank: int, world_size: int) -> range:
+    """The contiguous block of image indices process `rank` evaluates; the blocks of all ranks
+    cover 0..num_images-1 exactly once (sizes differ by at most one)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard_indices: need 0 <= rank < world_size, got {rank}, {world_size}")
+    base, extra = divmod(num_images, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (1 if rank < extra else 0))
+
+
+class TestBatchSampler:
+    """Batches of this process's shard, in dataset order; finite."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self, *, num_images: int, images_per_batch: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self._indices = shard_indices(num_images=num_images, rank=rank, world_size=world_size)
+        self._batch = images_per_batch
+
+    def __len__(self) -> int:
+        return -(-len(self._indices) // self._batch)
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        for start in range(0, len(self._indices), self._batch):
+            yield [(i, i) for i in self._indices[start : start + self._batch]]
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Sample randomness does not come from here; this only makes any other use of the global
+    # generators inside a worker repeatable. torch seeds each worker from the loader's generator.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_train_loader(
+    *,
+    dataset: DetectionDataset,
+    augmentation: Augmentation,
+    input_format: InputFormat,
+    images_per_batch: int,
+    seed: int,
+    num_workers: int,
+    aspect_ratio_grouping: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
+    start_iteration: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader[Any]:
+    """An infinite loader of training `Batch`es for this process.
+
+    `images_per_batch` is per process. Iterating it never ends: stop after max_iter batches.
+
+    Raises:
+        DatasetError: the dataset has no images (for example filter_empty removed them all).
+    """
+    if len(dataset) == 0:
+        raise DatasetError(
+            f"{dataset.annotations}: no training images left (after filter_empty); add "
+            "annotated images or set filter_empty: false"
+        )
+    sampler = TrainBatchSampler(
+        image_sizes=[(r.height, r.width) for r in dataset.records],
+        images_per_batch=images_per_batch,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        aspect_ratio_grouping=aspect_ratio_grouping,
+        start_iteration=start_iteration,
+    )
+    mapped = MappedDataset(
+        records=dataset.records, augmentation=augmentation, input_format=input_format, seed=seed
+    )
+    return DataLoader(
+        mapped,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_seed_worker,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+    )
+
+
+def build_test_loader(
+    *,
+    dataset: DetectionDataset,
+    augmentation: Augmentation,
+    input_format: InputFormat,
+    num_workers: int,
+    images_per_batch: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader[Any]:
+    """A finite loader over this process's shard, in dataset (image id) order.
+
+    `augmentation` should be deterministic (one short size, flip "none"); 1 image per batch is
+    detectron2's choice for inference.
+    """
+    sampler = TestBatchSampler(
+        num_images=len(dataset), images_per_batch=images_per_batch, rank=rank, world_size=world_size
+    )
+    mapped = MappedDataset(
+        records=dataset.records, augmentation=augmentation, input_format=input_format, seed=0
+    )
+    return DataLoader(
+        mapped,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_seed_worker,
+    )
