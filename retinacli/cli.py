@@ -122,6 +122,32 @@ def lr_plot(
         console.print(f"saved {path}")
 
 
+@app.command("import-detectron2")
+def import_detectron2_command(
+    config: Annotated[Path, typer.Argument(help="detectron2 config YAML (with _BASE_ chains).", show_default=False)],
+    weights: Annotated[
+        Path, typer.Option("--weights", help="detectron2 weights: .pth or model-zoo .pkl.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for recipe.yaml and model.pth.", show_default=False)],
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="Comma-separated class names, in the model's class order.", show_default=False),
+    ] = None,
+) -> None:
+    """Turn a detectron2 RetinaNet config + weights into a recipe and a model file."""
+    from retinacli.detectron2_import import import_detectron2
+
+    names = [n.strip() for n in classes.split(",")] if classes else None
+    result = import_detectron2(config, weights, out, class_names=names)
+    console.print(f"wrote {result.recipe_path}\nwrote {result.model_path}", highlight=False)
+    for key in result.ignored_config_keys:
+        console.print(f"[yellow]ignored config key[/] {key} (not used by RetinaNet here)", highlight=False)
+    for key in result.unused_weight_keys:
+        console.print(f"[yellow]unused weight[/] {key}", highlight=False)
+    for note in result.notes:
+        console.print(f"[cyan]note[/] {note}", highlight=False)
+
+
 def main() -> None:
     """Entry point of the `retina` console script."""
     try:

@@ -1,0 +1,59 @@
+"""`retina import-detectron2` on the golden case, as a user runs it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from retinacli.engine.d2_names import detectron2_to_retinacli
+from retinacli.model_files import load_detector
+from retinacli.recipe import load_recipe
+from tests.cli_helpers import run_cli
+
+
+
+
+def test_import_writes_recipe_and_model_file(golden_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "d2"
+    result = run_cli(
+        ["import-detectron2", str(golden_dir / "config.yaml"), "--weights", str(golden_dir / "model_final.pth"),
+         "--out", str(out), "--classes", "circle,square,triangle"],
+        capsys, monkeypatch,
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.stdout and "recipe.yaml" in result.stdout
+    loaded = load_detector(out / "model.pth")
+    assert loaded.recipe == load_recipe(out / "recipe.yaml")
+    assert loaded.classes.names == ("circle", "square", "triangle")
+    assert loaded.classes.dataset_ids == (1, 2, 3)
+    d2_state = torch.load(golden_dir / "model_final.pth", weights_only=True)["model"]
+    mapped, unmapped = detectron2_to_retinacli(d2_state)
+    assert unmapped == []
+    ours = loaded.model.state_dict()
+    assert set(ours) == set(mapped)
+    for key, value in mapped.items():
+        torch.testing.assert_close(ours[key], value, rtol=0, atol=0)
+
+
+def test_weights_that_do_not_fit_are_refused_and_nothing_written(golden_dir, tmp_path, capsys, monkeypatch):
+    state = torch.load(golden_dir / "model_final.pth", weights_only=True)["model"]
+    del state["head.cls_score.weight"]
+    broken = tmp_path / "broken.pth"
+    torch.save({"model": state}, broken)
+    out = tmp_path / "out"
+    result = run_cli(
+        ["import-detectron2", str(golden_dir / "config.yaml"), "--weights", str(broken), "--out", str(out)],
+        capsys, monkeypatch,
+    )
+    assert result.exit_code == 2
+    assert "broken.pth" in result.stderr and "head.cls_score.weight" in result.stderr
+    assert not (out / "model.pth").exists()
+
+
+def test_wrong_class_count_is_a_clear_error(golden_dir, tmp_path, capsys, monkeypatch):
+    result = run_cli(
+        ["import-detectron2", str(golden_dir / "config.yaml"), "--weights", str(golden_dir / "model_final.pth"),
+         "--out", str(tmp_path / "o"), "--classes", "a,b"],
+        capsys, monkeypatch,
+    )
+    assert result.exit_code == 2 and "names 2 classes but the config has 3" in result.stderr
