@@ -4,7 +4,8 @@ Every image is a pure function of (seed, split, index, spec): its random generat
 those alone, so the same seed gives identical pixels and boxes in any process, with any number of
 workers, and the "train" and "test" splits of one seed never share an image. Classes differ by
 shape only (colours are random), edges are crisp (no antialiasing), objects are 12..120 px by
-default, several per image, partly overlapping but never hidden.
+default, several per image, overlapping a little (IoU <= max_overlap, and a later object covers
+at most half of an earlier object's box).
 
 `make_shapes` writes PNG files and a COCO json that every tool reads like any other dataset;
 `ensure_shapes` does that once into a cache folder, atomically (written under a temporary name,
