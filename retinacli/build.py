@@ -6,6 +6,7 @@ recipe's sections and passes their values on, one name per concept.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from retinacli.engine.anchors import AnchorGenerator
@@ -15,7 +16,18 @@ from retinacli.engine.detector import RetinaNet
 from retinacli.engine.fpn import FPN, ResNetFPN
 from retinacli.engine.head import RetinaNetHead
 from retinacli.engine.matcher import Matcher
-from retinacli.recipe.schema import ModelConfig, SolverConfig
+from retinacli.data.checks import DatasetReport, prepare_coco
+from retinacli.data.coco import DetectionDataset
+from retinacli.data.shapes import ShapesSpec, ensure_shapes
+from retinacli.data.transforms import Augmentation
+from retinacli.errors import RecipeError
+from retinacli.recipe.schema import (
+    CocoDataset,
+    ModelConfig,
+    ResizeConfig,
+    ShapesDataset,
+    SolverConfig,
+)
 
 
 def build_anchor_generator(model: ModelConfig) -> AnchorGenerator:
@@ -93,3 +105,53 @@ def schedule_arguments(solver: SolverConfig) -> dict[str, Any]:
         "warmup_method": solver.warmup_method,
         "base_lr_end": solver.base_lr_end,
     }
+
+
+def build_augmentation(resize: ResizeConfig, *, flip: str = "none") -> Augmentation:
+    """ResizeShortestEdge (+ RandomFlip for training) from a recipe's resize section."""
+    return Augmentation(
+        short_sizes=tuple(resize.short_sizes),
+        max_size=resize.max_size,
+        sampling=resize.sampling,
+        flip=flip,
+    )
+
+
+def dataset_files(dataset: CocoDataset | ShapesDataset) -> tuple[Path, Path]:
+    """(COCO json, image folder) of a dataset section; shapes are generated once if needed."""
+    if isinstance(dataset, CocoDataset):
+        return Path(dataset.annotations), Path(dataset.images)
+    written = ensure_shapes(
+        dataset.cache_dir,
+        num_images=dataset.num_images,
+        seed=dataset.seed,
+        split=dataset.split,
+        spec=ShapesSpec(
+            image_size=tuple(dataset.image_size),
+            objects_per_image=tuple(dataset.objects_per_image),
+            classes=tuple(dataset.classes),
+        ),
+    )
+    return written.annotations, written.images
+
+
+def build_dataset(
+    dataset: CocoDataset | ShapesDataset | None,
+    *,
+    key: str,
+    filter_empty: bool,
+    fix_bad_boxes: bool,
+) -> tuple[DetectionDataset, DatasetReport]:
+    """Load and check a dataset section (`key` names it in errors, e.g. "data.train.dataset").
+
+    Every problem in the data is found here, before any training or inference starts.
+    """
+    if dataset is None:
+        raise RecipeError(
+            f"{key} is not set; add it to the recipe (a COCO json and image folder, or "
+            f"kind: shapes) or pass --set {key}=\"{{kind: coco, annotations: a.json, images: dir}}\""
+        )
+    annotations, images = dataset_files(dataset)
+    return prepare_coco(
+        annotations=annotations, images=images, filter_empty=filter_empty, fix_bad_boxes=fix_bad_boxes
+    )

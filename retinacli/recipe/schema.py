@@ -396,6 +396,14 @@ class ShapesDataset(Section):
         description="Smallest and largest image side in pixels [min, max].",
     )
     seed: int = Field(0, description="Same seed, same images and boxes.")
+    classes: list[Literal["circle", "square", "triangle", "diamond", "cross"]] = Field(
+        default_factory=lambda: ["circle", "square", "triangle"],
+        description="The shapes to draw, in class order (category id i + 1 is classes[i]).",
+    )
+    objects_per_image: list[int] = Field(
+        default_factory=lambda: [0, 6],
+        description="Fewest and most objects per image [min, max] (0 allows empty images).",
+    )
     cache_dir: str = Field(
         "${RETINA_CACHE:-.cache/retinacli}/shapes",
         description="Where the generated images and COCO json are written once and reused.",
@@ -406,6 +414,20 @@ class ShapesDataset(Section):
     def _size_range(cls, value: list[int]) -> list[int]:
         if len(value) != 2 or value[0] < 32 or value[1] < value[0]:
             raise ValueError("image_size must be [min, max] with 32 <= min <= max")
+        return value
+
+    @field_validator("objects_per_image")
+    @classmethod
+    def _count_range(cls, value: list[int]) -> list[int]:
+        if len(value) != 2 or value[0] < 0 or value[1] < value[0]:
+            raise ValueError("objects_per_image must be [min, max] with 0 <= min <= max")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("classes must be distinct shape names")
         return value
 
     @field_validator("cache_dir")
