@@ -50,23 +50,27 @@ def resized_hw(*, height: int, width: int, short_size: int, max_size: int) -> tu
     return int(new_h + 0.5), int(new_w + 0.5)
 
 
-def resize_image(image: np.ndarray, *, height: int, width: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (height, width, 3) uint8 with PIL bilinear (antialiased when shrinking).
+def resize_image(
+    image: np.ndarray, *, height: int, width: int, hflip: bool = False, vflip: bool = False
+) -> np.ndarray:
+    """(H, W, 3) uint8 -> (height, width, 3) uint8 with PIL bilinear (antialiased when
+    shrinking), then mirrored left-right (`hflip`) and/or top-bottom (`vflip`).
 
-    Channels are filtered independently, so the channel order does not matter.
+    Channels are filtered independently, so the channel order does not matter. Flipping in PIL
+    is a pure pixel permutation, like numpy's, and several times faster on HWC arrays.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"resize_image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
-    if image.shape[:2] == (height, width):
+    if image.shape[:2] == (height, width) and not (hflip or vflip):
         return image
-    resized = Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
-    return np.array(resized)  # writable, unlike np.asarray of a PIL image
-
-
-def flip_image(image: np.ndarray, *, flip: Literal["horizontal", "vertical"]) -> np.ndarray:
-    """Mirror an (H, W, C) image left-right ("horizontal") or top-bottom ("vertical")."""
-    axis = 1 if flip == "horizontal" else 0
-    return np.ascontiguousarray(np.flip(image, axis=axis))
+    pil = Image.fromarray(image)
+    if image.shape[:2] != (height, width):
+        pil = pil.resize((width, height), Image.Resampling.BILINEAR)
+    if hflip:
+        pil = pil.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if vflip:
+        pil = pil.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return np.array(pil)  # writable, unlike np.asarray of a PIL image
 
 
 def transform_boxes(
@@ -185,11 +189,7 @@ class Augmentation:
         new_h, new_w = resized_hw(
             height=height, width=width, short_size=params.short_size, max_size=self.max_size
         )
-        out = resize_image(image, height=new_h, width=new_w)
-        if params.hflip:
-            out = flip_image(out, flip="horizontal")
-        if params.vflip:
-            out = flip_image(out, flip="vertical")
+        out = resize_image(image, height=new_h, width=new_w, hflip=params.hflip, vflip=params.vflip)
         mapped = transform_boxes(
             boxes,
             from_hw=(height, width),

@@ -13,6 +13,7 @@ from retinacli.data.transforms import (
     Augmentation,
     AugmentParams,
     clip_and_filter_boxes,
+    resize_image,
     resized_hw,
     transform_boxes,
 )
@@ -172,3 +173,14 @@ def test_no_resize_keeps_pixels() -> None:
     )
     np.testing.assert_array_equal(out, image)
     assert boxes.shape == (0, 4) and labels.shape == (0,)
+
+
+def test_resize_image_flips_are_pixel_permutations() -> None:
+    image = np.random.default_rng(1).integers(0, 256, size=(30, 50, 3), dtype=np.uint8)
+    same = resize_image(image, height=30, width=50, hflip=True, vflip=True)
+    np.testing.assert_array_equal(same, image[::-1, ::-1])
+    resized = resize_image(image, height=45, width=75)
+    np.testing.assert_array_equal(
+        resize_image(image, height=45, width=75, vflip=True), resized[::-1]
+    )
+    assert resized.flags.writeable and resized.shape == (45, 75, 3)
