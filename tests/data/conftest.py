@@ -1,4 +1,4 @@
-"""Fixtures of the data tests. `shared_dir` comes from tests/conftest.py."""
+"""Fixtures of the data tests. `shared_dir` and `golden_dir` come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -15,11 +15,6 @@ from PIL import Image
 @pytest.fixture(scope="session")
 def raccoon_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "raccoon"
-
-
-@pytest.fixture(scope="session")
-def golden_dir(shared_dir: Path) -> Path:
-    return shared_dir / "golden" / "d2_retinanet_r18"
 
 
 WriteCoco = Callable[..., Path]
