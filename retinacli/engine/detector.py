@@ -176,6 +176,12 @@ class RetinaNet(nn.Module):
         matches, match_labels = self.matcher.match_boxes(
             gt_boxes=padded.boxes, gt_valid=padded.valid, anchors=anchors
         )  # (B, R) each
+        if padded.labels.shape[1] == 0:
+            # No image of the batch has a box: everything is background.
+            return AnchorTargets(
+                gt_labels=torch.full_like(matches, self.num_classes),
+                matched_gt_boxes=anchors.new_zeros((matches.shape[0], matches.shape[1], 4)),
+            )
         gt_labels = padded.labels.gather(1, matches)  # (B, R)
         gt_labels = torch.where(match_labels == BACKGROUND, self.num_classes, gt_labels)
         gt_labels = torch.where(match_labels == IGNORE, IGNORE_LABEL, gt_labels)
