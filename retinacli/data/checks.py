@@ -30,7 +30,7 @@ from retinacli.data.coco import (
     read_coco_json,
 )
 from retinacli.data.images import read_image, read_image_size, size_mismatch_message
-from retinacli.data.problems import Problem, summarize_errors
+from retinacli.data.problems import Problem, ProblemKind, summarize_errors
 from retinacli.errors import DatasetError
 
 SizeBucket = Literal["small", "medium", "large"]
@@ -143,41 +143,30 @@ def prepare_coco(
 
 def _check_files(records: tuple[ImageRecord, ...], *, decode: bool) -> list[Problem]:
     def check(record: ImageRecord) -> Problem | None:
-        where = record.where()
-        if not os.path.isfile(record.file_name):
-            return Problem(
-                severity="error",
-                kind="image_not_found",
-                file=record.file_name,
-                image_id=record.image_id,
-                annotation_id=None,
-                message=f"{where}: image file not found; check the dataset's `images` folder "
-                "and the json's file_name",
-            )
+        expected_hw = (record.height, record.width)
         try:
             actual_hw = read_image_size(record.file_name, image_id=record.image_id)
             if decode:
                 read_image(record.file_name, input_format="RGB", image_id=record.image_id)
         except DatasetError as exc:
-            return Problem(
-                severity="error",
-                kind="unreadable_image",
-                file=record.file_name,
-                image_id=record.image_id,
-                annotation_id=None,
-                message=str(exc),
+            missing = not os.path.isfile(record.file_name)
+            kind: ProblemKind = "image_not_found" if missing else "unreadable_image"
+            message = str(exc)
+        else:
+            if actual_hw == expected_hw:
+                return None
+            kind = "size_mismatch"
+            message = size_mismatch_message(
+                record.where(), actual_hw=actual_hw, expected_hw=expected_hw
             )
-        expected_hw = (record.height, record.width)
-        if actual_hw != expected_hw:
-            return Problem(
-                severity="error",
-                kind="size_mismatch",
-                file=record.file_name,
-                image_id=record.image_id,
-                annotation_id=None,
-                message=size_mismatch_message(where, actual_hw=actual_hw, expected_hw=expected_hw),
-            )
-        return None
+        return Problem(
+            severity="error",
+            kind=kind,
+            file=record.file_name,
+            image_id=record.image_id,
+            annotation_id=None,
+            message=message,
+        )
 
     with ThreadPoolExecutor(max_workers=_FILE_CHECK_THREADS) as pool:
         return [p for p in pool.map(check, records) if p is not None]

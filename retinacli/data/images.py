@@ -7,6 +7,8 @@ already applied, so H and W are the size a viewer shows.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -67,22 +69,8 @@ def read_image(
     if input_format not in ("BGR", "RGB"):
         raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
     where = _where(path, image_id)
-    try:
-        with Image.open(path) as opened:
-            oriented = ImageOps.exif_transpose(opened)
-            rgb = _to_rgb(oriented)
-            array = np.asarray(rgb, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DatasetError(
-            f"{where}: image file not found; check the image folder and the json's file_name"
-        ) from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
-        # data, and occasionally ValueError/SyntaxError for malformed headers.
-        raise DatasetError(
-            f"{where}: cannot decode the image ({exc}); replace the file or remove the image "
-            "from the json"
-        ) from None
+    with _open(path, where=where, action="decode") as opened:
+        array = np.asarray(_to_rgb(ImageOps.exif_transpose(opened)), dtype=np.uint8)
     if expected_hw is not None:
         _check_size(where, actual_hw=(array.shape[0], array.shape[1]), expected_hw=expected_hw)
     if input_format == "BGR":
@@ -100,23 +88,31 @@ def read_image_size(path: Path | str, *, image_id: int | None = None) -> tuple[i
     Raises:
         DatasetError: the file is missing or is not an image PIL can open.
     """
-    where = _where(path, image_id)
+    with _open(path, where=_where(path, image_id), action="open") as opened:
+        width, height = opened.size
+        orientation = _header_orientation(opened)
+    if orientation in _SWAPS_SIDES:
+        return width, height
+    return height, width
+
+
+@contextlib.contextmanager
+def _open(path: Path | str, *, where: str, action: str) -> Iterator[Image.Image]:
+    """Image.open, with every failure inside the block turned into one DatasetError."""
     try:
         with Image.open(path) as opened:
-            width, height = opened.size
-            orientation = _header_orientation(opened)
+            yield opened
     except FileNotFoundError:
         raise DatasetError(
             f"{where}: image file not found; check the image folder and the json's file_name"
         ) from None
     except (OSError, ValueError, SyntaxError) as exc:
+        # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
+        # data, and occasionally ValueError/SyntaxError for malformed headers.
         raise DatasetError(
-            f"{where}: cannot open the image ({exc}); replace the file or remove the image "
+            f"{where}: cannot {action} the image ({exc}); replace the file or remove the image "
             "from the json"
         ) from None
-    if orientation in _SWAPS_SIDES:
-        return width, height
-    return height, width
 
 
 def _header_orientation(image: Image.Image) -> int:
