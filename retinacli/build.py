@@ -9,6 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from retinacli.data.checks import DatasetReport, prepare_coco
+from retinacli.data.coco import DetectionDataset
+from retinacli.data.shapes import ShapesSpec, ensure_shapes
+from retinacli.data.transforms import Augmentation
 from retinacli.engine.anchors import AnchorGenerator
 from retinacli.engine.backbone import ResNet
 from retinacli.engine.box_coder import BoxCoder
@@ -16,10 +20,6 @@ from retinacli.engine.detector import RetinaNet
 from retinacli.engine.fpn import FPN, ResNetFPN
 from retinacli.engine.head import RetinaNetHead
 from retinacli.engine.matcher import Matcher
-from retinacli.data.checks import DatasetReport, prepare_coco
-from retinacli.data.coco import DetectionDataset
-from retinacli.data.shapes import ShapesSpec, ensure_shapes
-from retinacli.data.transforms import Augmentation
 from retinacli.errors import RecipeError
 from retinacli.recipe.schema import (
     CocoDataset,

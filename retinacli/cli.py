@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -146,6 +146,270 @@ def import_detectron2_command(
         console.print(f"[yellow]unused weight[/] {key}", highlight=False)
     for note in result.notes:
         console.print(f"[cyan]note[/] {note}", highlight=False)
+
+
+DeviceOption = Annotated[
+    Literal["auto", "cpu", "cuda"] | None,
+    typer.Option("--device", help="auto|cpu|cuda [default: the recipe's device].", show_default=False),
+]
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Model file or training checkpoint.", show_default=False)
+    ],
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--dataset",
+            help="COCO json to evaluate on instead of the recipe's data.test.dataset (with --images).",
+            show_default=False,
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Folder the --dataset json's file_names are relative to.", show_default=False),
+    ] = None,
+    set_: SetOption = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            help="Folder for coco_results.json and metrics.json [default: <checkpoint dir>/eval_<checkpoint stem>].",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Images per inference batch [default: data.test.images_per_batch, 1]. More is "
+            "faster but changes detections near image borders.",
+            show_default=False,
+        ),
+    ] = None,
+    device: DeviceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics.json instead of tables.")] = False,
+) -> None:
+    """COCO box AP of a model file on its recipe's test set (or --dataset/--images)."""
+    import warnings
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from retinacli.errors import UsageError
+    from retinacli.evaluation import coco_eval
+    from retinacli.evaluation.datasets import eval_resize, load_test_dataset, match_classes
+    from retinacli.evaluation.inference import resolve_device
+    from retinacli.model_files import load_detector
+    from retinacli.recipe.schema import CocoDataset
+
+    if (dataset is None) != (images is None):
+        raise UsageError("--dataset and --images go together: pass the COCO json and its image folder")
+    loaded = load_detector(checkpoint, set_ or [])
+    recipe = loaded.recipe
+    if dataset is not None and images is not None:
+        source = CocoDataset(annotations=str(dataset), images=str(images))
+    elif recipe.data.test.dataset is not None:
+        source = recipe.data.test.dataset
+    else:
+        raise UsageError(
+            f"{checkpoint}: its recipe has no data.test.dataset; pass --dataset JSON --images DIR"
+        )
+    short_size, max_size = eval_resize(recipe.data.test.resize)
+    test_set = load_test_dataset(source)
+    match = match_classes(loaded.classes, test_set, model_path=checkpoint)
+    if output is None:
+        suffix = f"_{Path(dataset).stem}" if dataset is not None else ""
+        output = checkpoint.parent / f"eval_{checkpoint.stem}{suffix}"
+    model = loaded.model.to(resolve_device(device or recipe.device))
+    if match.note and not as_json:
+        console.print(f"[cyan]note[/] {match.note}", highlight=False)
+    with (
+        Progress(
+            TextColumn("evaluating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=error_console,
+            transient=True,
+            disable=as_json,
+        ) as bar,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", coco_eval.EmptyResultsWarning)
+        task = bar.add_task("eval", total=len(test_set))
+        metrics = coco_eval.evaluate_detector(
+            model,
+            test_set,
+            output,
+            short_size=short_size,
+            max_size=max_size,
+            input_format=recipe.model.input_format,
+            images_per_batch=batch_size or recipe.data.test.images_per_batch,
+            num_workers=recipe.data.num_workers,
+            class_dataset_ids=match.dataset_ids,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=1))
+        return
+    overall = Table(*coco_eval.METRIC_NAMES, title=f"COCO box AP, {metrics['num_images']} images")
+    overall.add_row(*(_ap_text(metrics[name]) for name in coco_eval.METRIC_NAMES))
+    console.print(overall)
+    per_category = Table("category", "AP")
+    for name, value in metrics["per_category"].items():
+        per_category.add_row(name, _ap_text(value))
+    console.print(per_category)
+    for note in metrics["notes"]:
+        console.print(f"[yellow]note[/] {note}", highlight=False)
+    console.print(
+        f"{metrics['num_detections']} detections, {metrics['images_per_second']:.2f} images/s\n"
+        f"wrote {output / coco_eval.RESULTS_NAME}\nwrote {output / coco_eval.METRICS_NAME}",
+        highlight=False,
+    )
+
+
+def _ap_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Model file or training checkpoint.", show_default=False)
+    ],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Image files or folders (walked recursively, sorted).", show_default=False),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the drawn pictures and predictions.json.")
+    ] = Path("predictions"),
+    score_thresh: Annotated[
+        float,
+        typer.Option("--score-thresh", min=0.0, max=1.0, help="Keep detections scoring above this."),
+    ] = 0.5,
+    set_: SetOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Detect objects in images: pictures with boxes drawn, and predictions.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from retinacli.errors import DatasetError
+    from retinacli.evaluation.datasets import eval_resize
+    from retinacli.evaluation.inference import resolve_device
+    from retinacli.evaluation.predict import find_images, predict_images
+    from retinacli.model_files import load_detector
+
+    found = find_images(inputs, out_dir=out)
+    loaded = load_detector(checkpoint, [*(set_ or []), f"model.test.score_thresh={score_thresh}"])
+    recipe = loaded.recipe
+    short_size, max_size = eval_resize(recipe.data.test.resize)
+    model = loaded.model.to(resolve_device(device or recipe.device))
+    with Progress(
+        TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), console=error_console, transient=True
+    ) as bar:
+        task = bar.add_task("predict", total=len(found))
+        report = predict_images(
+            model,
+            found,
+            out_dir=out,
+            class_names=loaded.classes.names,
+            class_dataset_ids=loaded.classes.dataset_ids,
+            input_format=recipe.model.input_format,
+            short_size=short_size,
+            max_size=max_size,
+            model_name=str(checkpoint),
+            progress=lambda done, total: bar.update(task, completed=done),
+        )
+    table = Table("image", "detections", "best")
+    for entry in report.images:
+        dets = entry["detections"]
+        best = max(dets, key=lambda d: d["score"]) if dets else None
+        table.add_row(
+            entry["file"], str(len(dets)), f"{best['class_name']} {best['score']:.2f}" if best else "—"
+        )
+    console.print(table)
+    for skipped in report.skipped:
+        console.print(f"[yellow]skipped[/] {skipped['file']}: {skipped['reason']}", highlight=False)
+    console.print(
+        f"{len(report.images)} images, {report.num_detections} detections above {score_thresh:g}; "
+        f"wrote {out}/ and {report.json_path}",
+        highlight=False,
+    )
+    if not report.images:
+        raise DatasetError(
+            f"none of the {len(report.skipped)} images could be read (see above); pass image files "
+            "Pillow can open"
+        )
+
+
+@app.command("train")
+def train(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", help="Where the run goes (default: the recipe's output_dir).", show_default=False),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in the output dir from its last checkpoint.")
+    ] = False,
+    num_processes: Annotated[
+        int, typer.Option("--num-processes", min=1, help="Start this many local training processes (torch.distributed).")
+    ] = 1,
+) -> None:
+    """Train a detector from a recipe: progress, TensorBoard, checkpoints, resume, COCO eval."""
+    from retinacli.recipe import load_recipe
+    from retinacli.train.distributed import launch_local
+    from retinacli.train.progress import ConsoleReporter
+    from retinacli.train.run import train_from_recipe
+
+    overrides = list(set_ or [])
+    if output_dir is not None:
+        overrides.append(f"output_dir={output_dir}")
+    resolved = load_recipe(recipe, overrides)
+    if num_processes > 1:
+        argv = ["train", str(recipe), *[a for o in overrides for a in ("--set", o)]]
+        code = launch_local(num_processes, [*argv, *(["--resume"] if resume else [])])
+        raise typer.Exit(code)
+    result = train_from_recipe(
+        resolved,
+        resume=resume,
+        reporter=ConsoleReporter(console),
+        show_eval=lambda iteration, metrics: console.print(_metrics_table(metrics, title=f"COCO AP after iteration {iteration}")),
+    )
+    console.print(
+        f"done: {result.iterations_run} iterations in this run; outputs in {result.output_dir}"
+        + (f"; final model {result.final_checkpoint}" if result.final_checkpoint else ""),
+        highlight=False,
+    )
+
+
+def _metrics_table(metrics: dict[str, Any], *, title: str) -> Any:
+    """COCO AP (percent) as a Rich table: the summary row, then one row per category."""
+    from rich.table import Table
+
+    names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+    table = Table(*names, title=title)
+    table.add_row(*[_percent_text(metrics.get(name)) for name in names])
+    per_category = metrics.get("per_category") or {}
+    if per_category:
+        categories = Table("category", "AP", title="per category")
+        for name, value in per_category.items():
+            categories.add_row(str(name), _percent_text(value))
+        from rich.console import Group
+
+        return Group(table, categories)
+    return table
+
+
+def _percent_text(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.3f}"
 
 
 def main() -> None:

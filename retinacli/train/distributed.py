@@ -1,0 +1,134 @@
+"""Several processes with torch.distributed: torchrun's environment, or `--num-processes N`.
+
+Under `torchrun --nproc_per_node N -m retinacli train RECIPE` (or any launcher that sets the
+env:// variables RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT) each process joins
+one process group: gloo on CPU, nccl on CUDA. `retina train --num-processes N` starts N local
+copies of the same command with exactly that environment, as torchrun would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from retinacli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ProcessContext:
+    """This process's place in the run: rank of world_size, and the device it computes on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, writes checkpoints and evaluation results."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(kind: str, *, local_rank: int = 0) -> torch.device:
+    """"auto" is CUDA when available, else CPU; "cuda" without a GPU is a usage error."""
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                "device cuda: no CUDA device is available here; use --set device=cpu (or auto)"
+            )
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def init_process(device_kind: str) -> ProcessContext:
+    """Join the process group the environment describes (nothing to do for one process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    device = resolve_device(device_kind, local_rank=local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        missing = [v for v in ("MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if missing:
+            raise UsageError(
+                f"WORLD_SIZE={world_size} but {', '.join(missing)} not set; launch with torchrun "
+                "or `retina train --num-processes N`"
+            )
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+    return ProcessContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def shutdown_process() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_object(value: object, *, src: int = 0) -> object:
+    """`value` from rank `src` on every rank (identity for one process)."""
+    if not dist.is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def launch_local(num_processes: int, argv: Sequence[str]) -> int:
+    """Run `python -m retinacli ARGV...` in `num_processes` local processes, torchrun-style.
+
+    Returns the first non-zero exit code (the other processes are then stopped), else 0.
+    """
+    if num_processes < 1:
+        raise UsageError(f"--num-processes must be >= 1, got {num_processes}")
+    port = _free_port()
+    processes = []
+    for rank in range(num_processes):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(num_processes),
+            "LOCAL_WORLD_SIZE": str(num_processes),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes))),
+        }
+        processes.append(subprocess.Popen([sys.executable, "-m", "retinacli", *argv], env=env))
+    status = 0
+    try:
+        for process in processes:
+            code = process.wait()
+            if code != 0 and status == 0:
+                status = code
+                for other in processes:
+                    if other.poll() is None:
+                        other.send_signal(signal.SIGTERM)
+    except KeyboardInterrupt:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            process.wait()
+        raise
+    return status
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,280 @@
+"""The iteration loop: data, forward, losses, backward, clip, step, schedule; checkpoints,
+metrics and evaluation at their periods; the non-finite loss guard.
+
+`Trainer` takes explicit, already built components (see `train/run.py` for how a recipe
+becomes them). Iterations are 0-based; a checkpoint written after iteration i holds
+`iteration = i` and a resumed run continues at i + 1 with the data stream at that position.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+from retinacli.data.loader import Batch
+from retinacli.engine.detector import RetinaNet
+from retinacli.errors import TrainingError
+from retinacli.train.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
+from retinacli.train.metrics import MetricsWriter
+from retinacli.train.schedules import WarmupScheduler
+from retinacli.train.solver import clip_gradients
+
+LOSS_KEYS = ("loss_cls", "loss_box_reg")
+
+
+class Reporter(Protocol):
+    """Where the loop tells a person what happens (a Rich progress bar, plain lines, nothing)."""
+
+    def start(self, *, first_iteration: int, max_iter: int) -> None: ...
+
+    def update(self, iteration: int, scalars: Mapping[str, float]) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class SilentReporter:
+    """A Reporter that shows nothing (non-zero ranks, tests)."""
+
+    def start(self, *, first_iteration: int, max_iter: int) -> None:
+        pass
+
+    def update(self, iteration: int, scalars: Mapping[str, float]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@dataclass
+class ClipSettings:
+    """Gradient clipping (see `solver.clip_gradients`)."""
+
+    clip_type: Literal["value", "norm"]
+    clip_value: float
+    norm_type: float
+    scope: Literal["per_parameter", "full_model"]
+
+
+@dataclass
+class NonFinitePolicy:
+    """What a non-finite loss does: "stop", or "rollback" to the last good state with the learning
+    rate multiplied by `lr_factor`, at most `max_rollbacks` times."""
+
+    action: Literal["stop", "rollback"] = "stop"
+    max_rollbacks: int = 3
+    lr_factor: float = 0.5
+
+
+@dataclass
+class Trainer:
+    """Runs iterations `start_iteration .. max_iter - 1` of one process.
+
+    model: the detector (wrapped in DistributedDataParallel when `ddp_model` is given).
+    make_data: `make_data(start_iteration)` returns an iterator of Batches whose first batch is
+        the one of `start_iteration` (the sampler is positioned, so resume sees the same data).
+    evaluate: `evaluate(iteration)` runs the test-set evaluation (rank 0 writes its files); None
+        disables evaluation.
+    checkpoint_extra: plain data stored in every checkpoint (the resolved recipe, the classes).
+    """
+
+    model: RetinaNet
+    optimizer: torch.optim.Optimizer
+    scheduler: WarmupScheduler
+    make_data: Callable[[int], Iterator[Batch]]
+    max_iter: int
+    device: torch.device
+    checkpoints: CheckpointManager
+    checkpoint_period: int
+    metrics: MetricsWriter
+    checkpoint_extra: dict[str, Any]
+    is_main: bool = True
+    ddp_model: nn.Module | None = None
+    clip: ClipSettings | None = None
+    amp: bool = False
+    log_period: int = 20
+    eval_period: int = 0
+    evaluate: Callable[[int], Mapping[str, Any] | None] | None = None
+    nonfinite: NonFinitePolicy = field(default_factory=NonFinitePolicy)
+    reporter: Reporter = field(default_factory=SilentReporter)
+
+    def __post_init__(self) -> None:
+        self._scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
+        self._rollbacks = 0
+        self._last_good: dict[str, Any] = {}
+        self._lr_used = 0.0
+
+    # ------------------------------------------------------------------ state
+
+    def state(self, iteration: int) -> dict[str, Any]:
+        """Everything a resumed run needs, as `torch.load(weights_only=True)`-readable data."""
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "iteration": iteration,
+            "rng": capture_rng_state(),
+            "loss_normalizer": float(self.model.loss_normalizer),
+            **self.checkpoint_extra,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> int:
+        """Restore a `state()`; returns the first iteration still to run."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.model.loss_normalizer = float(state["loss_normalizer"])
+        restore_rng_state(state["rng"])
+        return int(state["iteration"]) + 1
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self, start_iteration: int = 0) -> int:
+        """Run to `max_iter`; returns the number of iterations run by this call."""
+        self._last_good = copy.deepcopy(self.state(start_iteration - 1))
+        iteration = start_iteration
+        data = self.make_data(iteration)
+        window: dict[str, list[float]] = {}
+        self.reporter.start(first_iteration=start_iteration, max_iter=self.max_iter)
+        period_start = time.perf_counter()
+        try:
+            while iteration < self.max_iter:
+                fetch_start = time.perf_counter()
+                batch = next(data).to(self.device)
+                data_time = time.perf_counter() - fetch_start
+                losses = self._step(batch)
+                if losses is None:  # non-finite: rolled back to the last good state
+                    iteration = int(self._last_good["iteration"]) + 1
+                    data = self.make_data(iteration)
+                    window.clear()
+                    continue
+                for name, value in {**losses, "data_time": data_time}.items():
+                    window.setdefault(name, []).append(value)
+                if (iteration + 1) % self.log_period == 0 or iteration == self.max_iter - 1:
+                    elapsed = time.perf_counter() - period_start
+                    scalars = {name: sum(v) / len(v) for name, v in window.items()}
+                    scalars["lr"] = self._lr_used
+                    scalars["time"] = elapsed / len(window["loss_cls"])
+                    self.metrics.write(iteration, scalars)
+                    self.reporter.update(iteration, scalars)
+                    window.clear()
+                    period_start = time.perf_counter()
+                saved = self.checkpoints.step(
+                    iteration,
+                    period=self.checkpoint_period,
+                    max_iter=self.max_iter,
+                    make_payload=lambda it=iteration: self.state(it),
+                ) if self.is_main else []
+                if saved or self._checkpoint_due(iteration):
+                    self._last_good = copy.deepcopy(self.state(iteration))
+                if self.evaluate is not None and self._evaluation_due(iteration):
+                    self.evaluate(iteration)
+                iteration += 1
+        finally:
+            self.reporter.stop()
+        return iteration - start_iteration
+
+    def _checkpoint_due(self, iteration: int) -> bool:
+        return (iteration + 1) % self.checkpoint_period == 0
+
+    def _evaluation_due(self, iteration: int) -> bool:
+        if iteration == self.max_iter - 1:
+            return True
+        return self.eval_period > 0 and (iteration + 1) % self.eval_period == 0
+
+    def _step(self, batch: Batch) -> dict[str, float] | None:
+        """One optimisation step; None when the loss was not finite and the state rolled back."""
+        network = self.ddp_model if self.ddp_model is not None else self.model
+        network.train()
+        autocast = (
+            torch.autocast("cuda", dtype=torch.float16)
+            if self.amp and self.device.type == "cuda"
+            else nullcontext()
+        )
+        with autocast:
+            outputs = network(batch.images, batch.targets)
+        loss = sum(outputs[key] for key in LOSS_KEYS)
+        values = {key: float(outputs[key].detach()) for key in LOSS_KEYS}
+        if not _finite_everywhere(values, self.device):
+            self._handle_nonfinite(values)
+            return None
+        self._lr_used = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.zero_grad(set_to_none=True)
+        self._scaler.scale(loss).backward()
+        if self.clip is not None:
+            self._scaler.unscale_(self.optimizer)
+            clip_gradients(
+                self.model.parameters(),
+                clip_type=self.clip.clip_type,
+                clip_value=self.clip.clip_value,
+                norm_type=self.clip.norm_type,
+                scope=self.clip.scope,
+            )
+        self._scaler.step(self.optimizer)
+        self._scaler.update()
+        self.scheduler.step()
+        values["num_pos_anchors"] = float(outputs["num_pos_anchors"]) / max(len(batch), 1)
+        return values
+
+    def _handle_nonfinite(self, values: Mapping[str, float]) -> None:
+        iteration = int(self.scheduler.last_epoch)
+        shown = ", ".join(f"{k}: {v}" for k, v in values.items())
+        if self.nonfinite.action == "rollback" and self._rollbacks < self.nonfinite.max_rollbacks:
+            self._rollbacks += 1
+            restart = self.load_state(self._last_good)
+            self.scheduler.base_lrs = [lr * self.nonfinite.lr_factor for lr in self.scheduler.base_lrs]
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr(), strict=True):
+                group["lr"] = lr
+            self.reporter.message(
+                f"Loss became infinite or NaN at iteration={iteration} ({shown}); rolled back to "
+                f"iteration {restart} with the learning rate times {self.nonfinite.lr_factor} "
+                f"(rollback {self._rollbacks} of {self.nonfinite.max_rollbacks})"
+            )
+            return
+        last = self.checkpoints.find_last() if self.is_main else None
+        kept = f"The last good checkpoint, {last}, is left in place." if last else "No checkpoint was written yet."
+        raise TrainingError(
+            f"Loss became infinite or NaN at iteration={iteration}!\n"
+            f"  loss_dict = {{{shown}}}\n"
+            "  Usual causes: a learning rate too high for the batch size (lower solver.base_lr or "
+            "lengthen solver.warmup_iters), model.head.prior_prob far from 0.01, or bad boxes in "
+            "the data (run `retina data check RECIPE`).\n"
+            f"  {kept}"
+            + (
+                ""
+                if self.nonfinite.action == "stop"
+                else f"\n  Gave up after {self._rollbacks} rollbacks (max_rollbacks)."
+            )
+        )
+
+
+def _finite_everywhere(values: Mapping[str, float], device: torch.device) -> bool:
+    """True when every loss is finite on every process (so all ranks stop or roll back together)."""
+    finite = all(math.isfinite(v) for v in values.values())
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.tensor([1.0 if finite else 0.0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        finite = bool(flag.item() == 1.0)
+    return finite
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a small text file (e.g. config.yaml) with the checkpoints' atomic writer."""
+    from retinacli.train.checkpoints import atomic_write
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, mode="w") as handle:
+        handle.write(text)

@@ -1,0 +1,79 @@
+"""How training shows itself: a Rich progress bar on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def format_scalars(scalars: Mapping[str, float]) -> str:
+    """`loss_cls 0.8123  loss_box_reg 0.3011  lr 0.0004  2.1 it/s  data 0.012s` (shared format)."""
+    parts = [f"{k} {scalars[k]:.4f}" for k in ("loss_cls", "loss_box_reg") if k in scalars]
+    if "num_pos_anchors" in scalars:
+        parts.append(f"pos/img {scalars['num_pos_anchors']:.1f}")
+    if "lr" in scalars:
+        parts.append(f"lr {scalars['lr']:.3g}")
+    if scalars.get("time"):
+        parts.append(f"{1.0 / scalars['time']:.2f} it/s")
+    if "data_time" in scalars:
+        parts.append(f"data {scalars['data_time']:.3f}s")
+    return "  ".join(parts)
+
+
+class ConsoleReporter:
+    """Rich progress bar (ETA, iteration of total, losses, lr, it/s, data time) on a terminal;
+    one plain line per logging period when the output is a file or a pipe."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Progress | None = None
+        self._task = None
+        self._max_iter = 0
+        self._start = 0.0
+        self._first = 0
+
+    def start(self, *, first_iteration: int, max_iter: int) -> None:
+        self._max_iter, self._first, self._start = max_iter, first_iteration, time.perf_counter()
+        if not self.console.is_terminal:
+            return
+        self._progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[scalars]}"),
+            console=self.console,
+            transient=False,
+        )
+        self._task = self._progress.add_task("train", total=max_iter, completed=first_iteration, scalars="")
+        self._progress.start()
+
+    def update(self, iteration: int, scalars: Mapping[str, float]) -> None:
+        text = format_scalars(scalars)
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=iteration + 1, scalars=text)
+            return
+        done = iteration + 1 - self._first
+        elapsed = time.perf_counter() - self._start
+        eta = elapsed / max(done, 1) * (self._max_iter - iteration - 1)
+        self.console.print(
+            f"iter {iteration + 1}/{self._max_iter}  {text}  eta {_duration(eta)}", highlight=False
+        )
+
+    def message(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
