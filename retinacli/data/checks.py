@@ -97,10 +97,16 @@ def check_coco(
         (dataset with the fixes applied, every image kept, report).
 
     Raises:
-        DatasetError: only if the json itself cannot be read (missing, not JSON, not COCO).
+        DatasetError: only if the json itself cannot be read (missing, not JSON, not COCO), or
+            `images` is not a folder (rather than one "not found" per image).
     """
     json_path = Path(annotations)
     raw = read_coco_json(json_path)
+    if check_files and not Path(images).is_dir():
+        raise DatasetError(
+            f"{images}: image folder not found; set the dataset's `images` to the folder the "
+            f"file_names in {json_path.name} are relative to"
+        )
     dataset, problems = parse_coco(raw, annotations=json_path, images=Path(images))
     if check_files:
         problems.extend(_check_files(dataset.records, decode=decode_images))

@@ -239,6 +239,15 @@ def test_malformed_json_entries(malformed_json_entries: Path) -> None:
     assert all(p.message.startswith(str(malformed_json_entries)) for p in report.problems)
 
 
+def test_missing_image_folder_is_one_error(missing_image_file: Path) -> None:
+    with pytest.raises(DatasetError, match=r"nowhere: image folder not found; .* train\.json"):
+        check_coco(
+            annotations=missing_image_file,
+            images=missing_image_file.parent / "nowhere",
+            fix_bad_boxes=True,
+        )
+
+
 def test_unreadable_json(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"nope\.json: annotation file not found"):
         check_coco(annotations=tmp_path / "nope.json", images=tmp_path, fix_bad_boxes=True)
