@@ -412,6 +412,73 @@ def _percent_text(value: Any) -> str:
     return "-" if value is None else f"{float(value):.3f}"
 
 
+@app.command("anchors")
+def anchors_command(
+    recipe: Annotated[
+        Path | None,
+        typer.Argument(help="Recipe YAML file; without it, the flags describe the anchors.", show_default=False),
+    ] = None,
+    set_: SetOption = None,
+    sizes: Annotated[
+        str | None,
+        typer.Option("--sizes", help="Anchor sizes: '32..512', '32,64,128,256,512' or [[32, 40.3], ...].", show_default=False),
+    ] = None,
+    scales: Annotated[
+        int | None, typer.Option("--scales", help="Sizes per level for the compact forms (default 3 with the default sizes).", show_default=False)
+    ] = None,
+    ratios: Annotated[
+        str | None, typer.Option("--ratios", help="Aspect ratios h/w shared by all levels (default 0.5,1,2).", show_default=False)
+    ] = None,
+    offset: Annotated[
+        float | None, typer.Option("--offset", help="Anchor centre offset in strides, [0, 1) (default 0.0).", show_default=False)
+    ] = None,
+    strides: Annotated[
+        str | None, typer.Option("--strides", help="Level strides (default 8,16,32,... one per size level).", show_default=False)
+    ] = None,
+    image_size: Annotated[
+        str | None,
+        typer.Option("--image-size", help="Input HxW (default: the recipe's test short side x max size, or 800x1333).", show_default=False),
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Draw the anchors over this picture (test-resized).", show_default=False)
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="PNG of the cell anchors to scale; with --coverage a folder for the IoU histogram.", show_default=False),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    coverage: Annotated[
+        bool, typer.Option("--coverage", help="Best anchor IoU of every training box: positive, low-quality only or none.")
+    ] = False,
+    suggest: Annotated[
+        bool, typer.Option("--suggest", help="Also propose sizes and ratios that raise coverage (implies --coverage).")
+    ] = False,
+    worst: Annotated[int, typer.Option("--worst", help="Worst-covered boxes to list.")] = 10,
+) -> None:
+    """Show the anchors of every pyramid level; with --coverage, whether the training boxes will ever match them."""
+    from retinacli.anchors_tool.command import render, result_json, run_anchors
+
+    result = run_anchors(
+        recipe=recipe,
+        overrides=set_ or [],
+        sizes=sizes,
+        scales=scales,
+        ratios=ratios,
+        offset=offset,
+        strides=strides,
+        image_size=image_size,
+        image=image,
+        out=out,
+        coverage=coverage,
+        suggest=suggest,
+        worst=worst,
+    )
+    if as_json:
+        typer.echo(json.dumps(result_json(result)))
+    else:
+        render(result, console)
+
+
 def main() -> None:
     """Entry point of the `retina` console script."""
     try:

@@ -1,0 +1,378 @@
+"""What `retina anchors` does: resolve the anchors (recipe or flags), measure, render.
+
+`run_anchors` checks the options and returns an `AnchorsResult`; `render` prints it with Rich and
+`result_json` gives the `--json` form. The CLI only parses options and calls these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from retinacli.anchors_tool.coverage import SIZE_BUCKETS, Counts, CoverageReport
+from retinacli.anchors_tool.layout import (
+    DEFAULT_IMAGE_HW,
+    AnchorLayout,
+    AnchorSpec,
+    describe_anchors,
+    format_number,
+    parse_image_size,
+    recipe_image_hw,
+    spec_from_flags,
+    spec_from_model,
+)
+from retinacli.anchors_tool.suggest import Suggestion
+from retinacli.errors import UsageError
+
+COVERAGE_PNG = "anchor_coverage.png"
+_NEEDS_RECIPE = (
+    "--coverage/--suggest: needs a RECIPE (its training set and matcher); "
+    "e.g. retina anchors recipes/raccoon.yaml --coverage"
+)
+
+
+@dataclass(frozen=True)
+class AnchorsResult:
+    """Everything `retina anchors` shows. `source` names the recipe or "flags"."""
+
+    source: str
+    spec: AnchorSpec
+    layout: AnchorLayout
+    test_resize: tuple[int, int]  # (short side, max size) used for --image and coverage
+    coverage: CoverageReport | None = None
+    suggestion: Suggestion | None = None
+    saved: list[Path] = field(default_factory=list)
+
+
+def run_anchors(
+    *,
+    recipe: Path | None,
+    overrides: Sequence[str] = (),
+    sizes: str | None = None,
+    scales: int | None = None,
+    ratios: str | None = None,
+    offset: float | None = None,
+    strides: str | None = None,
+    image_size: str | None = None,
+    image: Path | None = None,
+    out: Path | None = None,
+    coverage: bool = False,
+    suggest: bool = False,
+    worst: int = 10,
+) -> AnchorsResult:
+    """Resolve the anchors, then describe them, draw them, or measure coverage (`--suggest`
+    implies `--coverage`).
+
+    Raises:
+        UsageError: contradictory or malformed options. RecipeError / DatasetError: from the
+            recipe and its training set.
+    """
+    coverage = coverage or suggest
+    flags = {
+        "--sizes": sizes,
+        "--scales": scales,
+        "--ratios": ratios,
+        "--offset": offset,
+        "--strides": strides,
+    }
+    given = [name for name, value in flags.items() if value is not None]
+    if recipe is not None and given:
+        raise UsageError(
+            f"{', '.join(given)}: these describe anchors without a recipe; with RECIPE, override "
+            "its anchors with --set, e.g. --set model.anchors.sizes=32..512"
+        )
+    if recipe is None and overrides:
+        raise UsageError("--set: needs a RECIPE; give one, or describe anchors with --sizes etc.")
+    if coverage and recipe is None:
+        raise UsageError(_NEEDS_RECIPE)
+    if coverage and (image_size is not None or image is not None):
+        raise UsageError(
+            "--image-size/--image: coverage uses each training image's own test size; "
+            "drop them with --coverage"
+        )
+    if image is not None and image_size is not None:
+        raise UsageError(
+            "--image and --image-size: the picture's test-resized size is the input size; "
+            "give only one"
+        )
+    if image is not None and out is None:
+        raise UsageError(
+            "--image: the picture is drawn under the anchors in --out; add --out anchors.png"
+        )
+    if worst < 0:
+        raise UsageError(f"--worst {worst}: must be >= 0")
+
+    if recipe is None:
+        spec = spec_from_flags(
+            sizes=sizes, scales=scales, ratios=ratios, offset=offset or 0.0, strides=strides
+        )
+        test_resize = (min(DEFAULT_IMAGE_HW), max(DEFAULT_IMAGE_HW))
+        image_hw = DEFAULT_IMAGE_HW
+        source = "the flags"
+        loaded = None
+    else:
+        from retinacli.recipe import load_recipe
+
+        loaded = load_recipe(recipe, list(overrides))
+        spec = spec_from_model(loaded.model)
+        image_hw = recipe_image_hw(loaded.data.test.resize)
+        test_resize = image_hw
+        source = str(recipe)
+    if image_size is not None:
+        image_hw = parse_image_size(image_size)
+    picture = None
+    if image is not None:
+        picture = _read_resized(image, test_resize)
+        image_hw = picture.shape[:2]
+    layout = describe_anchors(spec, image_hw)
+    result = AnchorsResult(source=source, spec=spec, layout=layout, test_resize=test_resize)
+
+    if not coverage:
+        if out is not None:
+            from retinacli.anchors_tool.plots import save_anchor_png
+
+            title = Path(source).name if recipe is not None else "anchors"
+            result.saved.append(save_anchor_png(layout, out, image=picture, title=title))
+        return result
+
+    if loaded is None:
+        raise UsageError(_NEEDS_RECIPE)
+    if out is not None and out.suffix.lower() == ".png":
+        raise UsageError(
+            f"--out {out}: with --coverage, --out is a folder for {COVERAGE_PNG}; give a folder"
+        )
+    from retinacli.anchors_tool.coverage import coverage_report, gather_boxes
+    from retinacli.anchors_tool.suggest import suggest_anchors
+    from retinacli.build import build_dataset
+
+    dataset, _ = build_dataset(
+        loaded.data.train.dataset,
+        key="data.train.dataset",
+        filter_empty=loaded.data.train.filter_empty,
+        fix_bad_boxes=loaded.data.fix_bad_boxes,
+    )
+    gt = gather_boxes(dataset, short_size=test_resize[0], max_size=test_resize[1])
+    matcher = loaded.model.matcher
+    options = {
+        "threshold": matcher.iou_thresholds[-1],
+        "allow_low_quality_matches": matcher.allow_low_quality_matches,
+        "num_worst": worst,
+    }
+    suggestion = suggest_anchors(spec, gt, **options) if suggest else None
+    report = suggestion.before if suggestion else coverage_report(spec, gt, **options)
+    result = AnchorsResult(
+        source=source,
+        spec=spec,
+        layout=layout,
+        test_resize=test_resize,
+        coverage=report,
+        suggestion=suggestion,
+    )
+    if out is not None:
+        from retinacli.anchors_tool.plots import save_coverage_png
+
+        after = suggestion.after if suggestion and suggestion.improved else None
+        result.saved.append(
+            save_coverage_png(
+                report,
+                out / COVERAGE_PNG,
+                size_buckets=gt.size_buckets,
+                after=after,
+                title=Path(source).name,
+            )
+        )
+    return result
+
+
+def _read_resized(path: Path, test_resize: tuple[int, int]) -> np.ndarray:
+    from retinacli.data.images import read_image
+    from retinacli.data.transforms import resize_image, resized_hw
+
+    pixels = read_image(path, input_format="RGB")
+    height, width = resized_hw(
+        height=pixels.shape[0],
+        width=pixels.shape[1],
+        short_size=test_resize[0],
+        max_size=test_resize[1],
+    )
+    return resize_image(pixels, height=height, width=width)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def result_json(result: AnchorsResult) -> dict[str, Any]:
+    """`--json`: the layout JSON, or with --coverage {"coverage": ..., "suggestion": ...}."""
+    if result.coverage is None:
+        return result.layout.to_json()
+    data: dict[str, Any] = {"coverage": result.coverage.to_json()}
+    suggestion = result.suggestion
+    if suggestion is not None:
+        data["suggestion"] = {
+            "improved": suggestion.improved,
+            "candidate": suggestion.candidate,
+            "sizes": [list(level) for level in suggestion.sizes],
+            "aspect_ratios": [list(level) for level in suggestion.aspect_ratios],
+            "before": _summary_json(suggestion.before),
+            "after": _summary_json(suggestion.after),
+            "snippet": suggestion.snippet(),
+        }
+    return data
+
+
+def _summary_json(report: CoverageReport) -> dict[str, Any]:
+    return {**report.overall.to_json(), "mean_best_iou": report.mean_best_iou}
+
+
+def render(result: AnchorsResult, console: Console) -> None:
+    """Print the result: the anchor tables, or the coverage report (and suggestion)."""
+    if result.coverage is None:
+        _render_layout(result, console)
+    else:
+        _render_coverage(result, result.coverage, console)
+        if result.suggestion is not None:
+            _render_suggestion(result.suggestion, console)
+    for path in result.saved:
+        console.print(f"saved {escape(str(path))}", highlight=False)
+
+
+def _render_layout(result: AnchorsResult, console: Console) -> None:
+    layout = result.layout
+    (h, w), (ph, pw) = layout.image_size, layout.padded_size
+    console.print(
+        f"[bold]anchors of {escape(result.source)}[/] for a {h}x{w} input (HxW), padded to "
+        f"{ph}x{pw} (multiple of {result.spec.size_divisibility}); offset "
+        f"{result.spec.offset}",
+        highlight=False,
+    )
+    for level in layout.levels:
+        fh, fw = level.feature_size
+        table = Table(
+            "size",
+            "ratio",
+            "w x h",
+            "cell anchor (x0, y0, x1, y1)",
+            title=(
+                f"{level.name}: stride {level.stride}, sizes "
+                f"{', '.join(format_number(s) for s in level.sizes)}, aspect ratios "
+                f"{', '.join(_ratio(r) for r in level.aspect_ratios)}; "
+                f"{level.anchors_per_location} per location x {fh}x{fw} = {level.num_anchors}"
+            ),
+            title_justify="left",
+        )
+        per_size = len(level.aspect_ratios)
+        for k, (x0, y0, x1, y1) in enumerate(level.cell_anchors):
+            table.add_row(
+                format_number(level.sizes[k // per_size]),
+                _ratio(level.aspect_ratios[k % per_size]),
+                f"{format_number(x1 - x0)} x {format_number(y1 - y0)}",
+                ", ".join(format_number(v) for v in (x0, y0, x1, y1)),
+            )
+        console.print(table)
+    total = Table("level", "stride", "per location", "feature (HxW)", "anchors", title="total")
+    for level in layout.levels:
+        fh, fw = level.feature_size
+        total.add_row(
+            level.name,
+            str(level.stride),
+            str(level.anchors_per_location),
+            f"{fh}x{fw}",
+            str(level.num_anchors),
+        )
+    total.add_row("all", "", "", "", str(layout.total_anchors), style="bold")
+    console.print(total)
+
+
+def _ratio(value: float) -> str:
+    return f"{value:g}"
+
+
+def _cell(counts: Counts, verdict: str) -> str:
+    return f"{getattr(counts, verdict)} ({counts.share(verdict):.1%})"  # type: ignore[arg-type]
+
+
+def _render_coverage(result: AnchorsResult, report: CoverageReport, console: Console) -> None:
+    short, longest = result.test_resize
+    console.print(
+        f"[bold]anchor coverage of {escape(result.source)}[/]: {report.overall.total} boxes in "
+        f"{report.num_images} training images at the test size (short side {short}, max "
+        f"{longest}); positive = best IoU >= {report.threshold:g} "
+        "(model.matcher.iou_thresholds[-1])",
+        highlight=False,
+    )
+    table = Table("boxes", "count", "positive", "low-quality only", "none (IoU 0)")
+    table.add_row("all", str(report.overall.total), *_verdict_cells(report.overall), style="bold")
+    for name in SIZE_BUCKETS:
+        counts = report.by_size[name]
+        table.add_row(name, str(counts.total), *_verdict_cells(counts))
+    for name, counts in report.by_class.items():
+        table.add_row(f"class {escape(name)}", str(counts.total), *_verdict_cells(counts))
+    console.print(table)
+    rule = (
+        "the low-quality rule still makes their best anchors positive"
+        if report.allow_low_quality_matches
+        else "allow_low_quality_matches is off, so they get no positive anchor"
+    )
+    console.print(
+        f"mean best IoU {report.mean_best_iou:.3f}. Low-quality only: best IoU below "
+        f"{report.threshold:g}; {rule}. Sizes: COCO small < 32², medium < 96², large, by "
+        "area in original pixels.",
+        highlight=False,
+    )
+    if report.num_dropped:
+        console.print(f"{report.num_dropped} boxes became empty after the resize and are left out.")
+    if report.worst:
+        worst = Table(
+            "image",
+            "class",
+            "box (original px)",
+            "best IoU",
+            "best anchor (test-size px)",
+            title="worst boxes",
+        )
+        for w in report.worst:
+            worst.add_row(
+                f"{escape(Path(w.file_name).name)} (id {w.image_id})",
+                escape(w.class_name),
+                ", ".join(f"{v:.1f}" for v in w.box),
+                f"{w.best_iou:.3f}",
+                f"{w.level} " + ", ".join(f"{v:.1f}" for v in w.best_anchor),
+            )
+        console.print(worst)
+
+
+def _verdict_cells(counts: Counts) -> list[str]:
+    return [_cell(counts, v) for v in ("positive", "low_quality", "none")]
+
+
+def _render_suggestion(suggestion: Suggestion, console: Console) -> None:
+    before, after = suggestion.before, suggestion.after
+    table = Table("", "recipe's anchors", "proposal", title="suggestion")
+    for verdict, label in (
+        ("positive", "positive"),
+        ("low_quality", "low-quality only"),
+        ("none", "none"),
+    ):
+        table.add_row(label, _cell(before.overall, verdict), _cell(after.overall, verdict))
+    table.add_row("mean best IoU", f"{before.mean_best_iou:.3f}", f"{after.mean_best_iou:.3f}")
+    console.print(table)
+    if suggestion.improved:
+        console.print(
+            f"Proposal ({escape(suggestion.candidate)}): same levels, sizes per level and "
+            "anchors per location, so the head stays valid. Paste into the recipe:",
+            highlight=False,
+        )
+    else:
+        console.print(
+            "No candidate raises coverage over the recipe's anchors; keep them (unchanged):",
+            highlight=False,
+        )
+    # soft_wrap: long YAML lines must stay whole to be pasted.
+    console.print(escape(suggestion.snippet()), highlight=False, soft_wrap=True, end="")
