@@ -149,29 +149,26 @@ class Trainer:
         data = self.make_data(iteration)
         window: dict[str, list[float]] = {}
         self.reporter.start(first_iteration=start_iteration, max_iter=self.max_iter)
-        period_start = time.perf_counter()
         try:
             while iteration < self.max_iter:
                 fetch_start = time.perf_counter()
                 batch = next(data).to(self.device)
                 data_time = time.perf_counter() - fetch_start
                 losses = self._step(batch)
+                step_time = time.perf_counter() - fetch_start
                 if losses is None:  # non-finite: rolled back to the last good state
                     iteration = int(self._last_good["iteration"]) + 1
                     data = self.make_data(iteration)
                     window.clear()
                     continue
-                for name, value in {**losses, "data_time": data_time}.items():
+                for name, value in {**losses, "data_time": data_time, "time": step_time}.items():
                     window.setdefault(name, []).append(value)
                 if (iteration + 1) % self.log_period == 0 or iteration == self.max_iter - 1:
-                    elapsed = time.perf_counter() - period_start
                     scalars = {name: sum(v) / len(v) for name, v in window.items()}
                     scalars["lr"] = self._lr_used
-                    scalars["time"] = elapsed / len(window["loss_cls"])
                     self.metrics.write(iteration, scalars)
                     self.reporter.update(iteration, scalars)
                     window.clear()
-                    period_start = time.perf_counter()
                 saved = self.checkpoints.step(
                     iteration,
                     period=self.checkpoint_period,

@@ -1,0 +1,173 @@
+"""The training loop as `retina train` runs it: outputs, resume equality, the non-finite guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from retinacli.errors import TrainingError, UsageError
+from retinacli.recipe import load_recipe
+from retinacli.train import loop as loop_module
+from retinacli.train.checkpoints import load_checkpoint
+from retinacli.train.run import train_from_recipe
+from tests.cli_helpers import run_cli
+from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_train_command_writes_every_output(tmp_path, capsys, monkeypatch):
+    args = ["train", str(REPO / "recipes" / "shapes.yaml")]
+    for override in tiny_overrides(tmp_path, "eval_period=3"):
+        args += ["--set", override]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run"
+    assert "starting a new run" in result.stdout and "COCO AP after iteration 5" in result.stdout
+    # the resolved recipe loads back to the recipe that ran
+    assert load_recipe(out / "config.yaml") == tiny_recipe(tmp_path, "eval_period=3")
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [line for line in lines if "loss_cls" in line]
+    assert [line["iteration"] for line in train_lines] == [1, 3, 5]
+    for line in train_lines:
+        for key in ("lr", "loss_cls", "loss_box_reg", "num_pos_anchors", "time", "data_time"):
+            assert isinstance(line[key], float), (key, line)
+    assert any("eval/AP" in line for line in lines)
+    assert list(out.glob("events.out.tfevents.*"))
+    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000002.pth", "model_0000005.pth", "model_final.pth"]
+    final = load_checkpoint(out / "model_final.pth")
+    assert final["iteration"] == 5 and final["classes"]["names"] == ["circle", "square", "triangle"]
+    for iteration in ("2", "5"):
+        metrics = json.loads((out / "eval" / iteration / "metrics.json").read_text())
+        assert set(metrics) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_category"}
+        assert isinstance(json.loads((out / "eval" / iteration / "coco_results.json").read_text()), list)
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    train_from_recipe(tiny_recipe(tmp_path, "solver.max_iter=3"))
+    before = (tmp_path / "run" / "model_final.pth").read_bytes()
+    with pytest.raises(UsageError, match="already holds a run .* pass --resume"):
+        train_from_recipe(tiny_recipe(tmp_path, "solver.max_iter=3"))
+    assert (tmp_path / "run" / "model_final.pth").read_bytes() == before
+
+
+def test_resume_after_a_crash_gives_the_same_weights(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    train_from_recipe(tiny_recipe(straight))
+
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    real_step = loop_module.Trainer._step
+    calls = {"n": 0}
+
+    def crash_on_fifth(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # killed during iteration 4, after the checkpoint of iteration 2
+        return real_step(self, batch)
+
+    monkeypatch.setattr(loop_module.Trainer, "_step", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        train_from_recipe(tiny_recipe(crashed))
+    assert (crashed / "run" / "last_checkpoint").read_text() == "model_0000002.pth"
+    monkeypatch.setattr(loop_module.Trainer, "_step", real_step)
+    result = train_from_recipe(tiny_recipe(crashed), resume=True)
+    assert result.iterations_run == 3
+
+    a = load_checkpoint(straight / "run" / "model_final.pth")
+    b = load_checkpoint(crashed / "run" / "model_final.pth")
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    assert a["loss_normalizer"] == b["loss_normalizer"]
+
+
+def test_nonfinite_loss_stops_with_the_message(tmp_path):
+    recipe = tiny_recipe(
+        tmp_path, "model.head.prior_prob=0.99", "solver.base_lr=1000.0", "solver.optimizer=SGD",
+        "solver.warmup_iters=0", "solver.max_iter=30", "solver.checkpoint_period=1", "solver.clip_gradients.enabled=false",
+    )
+    with pytest.raises(TrainingError) as info:
+        train_from_recipe(recipe)
+    message = str(info.value)
+    assert "Loss became infinite or NaN at iteration=" in message
+    assert "loss_cls" in message and "loss_box_reg" in message
+    assert "learning rate" in message and "prior_prob" in message
+    last = (tmp_path / "run" / "last_checkpoint").read_text()
+    assert last in message  # the last good checkpoint is named and left in place
+    load_checkpoint(tmp_path / "run" / last)
+
+
+def test_rollback_lowers_the_learning_rate_and_goes_on(tmp_path):
+    recipe = tiny_recipe(
+        tmp_path, "model.head.prior_prob=0.99", "solver.base_lr=1000.0", "solver.optimizer=SGD",
+        "solver.warmup_iters=0", "solver.max_iter=30", "solver.checkpoint_period=1", "solver.clip_gradients.enabled=false",
+        "on_nonfinite=rollback", "max_rollbacks=2", "rollback_lr_factor=0.5",
+    )
+    with pytest.raises(TrainingError, match="Gave up after 2 rollbacks"):
+        train_from_recipe(recipe)
+
+
+def test_cli_reports_the_nonfinite_stop_without_traceback(tmp_path, capsys, monkeypatch):
+    args = ["train", str(REPO / "recipes" / "shapes.yaml")]
+    for override in tiny_overrides(
+        tmp_path, "model.head.prior_prob=0.99", "solver.base_lr=1000.0", "solver.warmup_iters=0",
+        "solver.max_iter=30", "solver.optimizer=SGD", "solver.clip_gradients.enabled=false",
+    ):
+        args += ["--set", override]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 1
+    assert "Loss became infinite or NaN at iteration=" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_weights_initialise_but_do_not_resume(tmp_path, golden_dir):
+    recipe = tiny_recipe(tmp_path, "solver.max_iter=1", "model.fpn.out_channels=64", "model.head.num_convs=4",
+                         f"model.weights={golden_dir / 'model_final.pth'}")
+    messages = []
+
+    class Collect(loop_module.SilentReporter):
+        def message(self, text):
+            messages.append(text)
+
+    train_from_recipe(recipe, reporter=Collect())
+    text = "\n".join(messages)
+    assert "initialised" in text and "detectron2 weights" in text and "starting a new run" in text
+    assert load_checkpoint(tmp_path / "run" / "model_final.pth")["iteration"] == 0
+
+
+def test_missing_weights_file_says_where_to_put_it(tmp_path):
+    from retinacli.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="model.weights: .*nope.pkl not found"):
+        train_from_recipe(tiny_recipe(tmp_path, f"model.weights={tmp_path / 'nope.pkl'}"))
+
+
+def test_dataset_class_count_must_match_the_head(tmp_path):
+    from retinacli.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="has 3 classes .* model.head.num_classes is 5"):
+        train_from_recipe(tiny_recipe(tmp_path, "model.head.num_classes=5"))
+
+
+def test_resume_with_nothing_to_resume_starts_fresh(tmp_path):
+    messages = []
+
+    class Collect(loop_module.SilentReporter):
+        def message(self, text):
+            messages.append(text)
+
+    train_from_recipe(tiny_recipe(tmp_path, "solver.max_iter=1"), resume=True, reporter=Collect())
+    assert any("no checkpoint" in m for m in messages)
+    assert Path(tmp_path / "run" / "model_final.pth").exists()
