@@ -254,19 +254,15 @@ def _render_layout(result: AnchorsResult, console: Console) -> None:
     )
     for level in layout.levels:
         fh, fw = level.feature_size
-        table = Table(
-            "size",
-            "ratio",
-            "w x h",
-            "cell anchor (x0, y0, x1, y1)",
-            title=(
-                f"{level.name}: stride {level.stride}, sizes "
-                f"{', '.join(format_number(s) for s in level.sizes)}, aspect ratios "
-                f"{', '.join(_ratio(r) for r in level.aspect_ratios)}; "
-                f"{level.anchors_per_location} per location x {fh}x{fw} = {level.num_anchors}"
-            ),
-            title_justify="left",
+        # The level's summary is a line of its own: a table title would wrap at the table width.
+        console.print(
+            f"[bold]{level.name}[/]: stride {level.stride}, sizes "
+            f"{', '.join(format_number(s) for s in level.sizes)}, aspect ratios "
+            f"{', '.join(_ratio(r) for r in level.aspect_ratios)}; "
+            f"{level.anchors_per_location} per location x {fh}x{fw} = {level.num_anchors}",
+            highlight=False,
         )
+        table = Table("size", "ratio", "w x h", "cell anchor (x0, y0, x1, y1)")
         per_size = len(level.aspect_ratios)
         for k, (x0, y0, x1, y1) in enumerate(level.cell_anchors):
             table.add_row(
