@@ -48,6 +48,7 @@ class TrainResult:
     iterations_run: int
     final_checkpoint: Path | None
     last_metrics: Mapping[str, Any] | None
+    model: torch.nn.Module | None = None
 
 
 def train_from_recipe(
@@ -238,7 +239,7 @@ def _train(
     finally:
         metrics.close()
     final = out / "model_final.pth"
-    return TrainResult(out, ran, final if final.exists() else None, dict(last_metrics) or None)
+    return TrainResult(out, ran, final if final.exists() else None, dict(last_metrics) or None, model)
 
 
 _SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
