@@ -158,12 +158,7 @@ def _one_thread() -> Iterator[None]:
 
 def _best_anchor_ious(spec: AnchorSpec, gt: GroundTruth) -> BestAnchors:
     boxes = torch.from_numpy(np.ascontiguousarray(gt.boxes, dtype=np.float32)).reshape(-1, 4)
-    image_hw = gt.resized_hw[gt.image_index] if len(gt) else np.zeros((0, 2), np.int64)
-    padded = np.array(
-        [padded_hw((int(h), int(w)), spec.size_divisibility) for h, w in image_hw], dtype=np.int64
-    ).reshape(-1, 2)
-    # Feature sizes per box and level: (N, L) each.
-    feat_h, feat_w = _feature_sizes(padded, spec.strides)
+    feat_h, feat_w = _feature_sizes(gt, spec)  # (N, L) each
     generator = spec.generator()
     ious, anchors, levels = [], [], []
     for start in range(0, len(gt), _BOXES_PER_CHUNK):
@@ -184,13 +179,26 @@ def _best_anchor_ious(spec: AnchorSpec, gt: GroundTruth) -> BestAnchors:
     return BestAnchors(torch.cat(ious), torch.cat(anchors), torch.cat(levels))
 
 
-def _feature_sizes(padded: np.ndarray, strides: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    sizes = {tuple(p) for p in padded.tolist()}
-    table = {p: [feature_hw(p, s) for s in strides] for p in sizes}  # once per padded size
-    hw = np.array([table[tuple(p)] for p in padded.tolist()], dtype=np.int64).reshape(
-        -1, len(strides), 2
-    )  # (N, L, 2)
-    return torch.from_numpy(hw[:, :, 0]), torch.from_numpy(hw[:, :, 1])
+def _feature_sizes(gt: GroundTruth, spec: AnchorSpec) -> tuple[Tensor, Tensor]:
+    """Feature-map height and width of every level for every box's image: (N, L) each.
+
+    Computed once per distinct padded input size, as the model would build its anchors.
+    """
+    levels = len(spec.strides)
+    if len(gt) == 0:
+        empty = torch.zeros((0, levels), dtype=torch.int64)
+        return empty, empty
+    padded_sizes = {padded_hw((int(h), int(w)), spec.size_divisibility) for h, w in gt.resized_hw}
+    order = sorted(padded_sizes)
+    row = {size: i for i, size in enumerate(order)}
+    table = np.array(
+        [[feature_hw(size, stride) for stride in spec.strides] for size in order], dtype=np.int64
+    )  # (P, L, 2) for P distinct padded sizes
+    per_image = np.array(
+        [row[padded_hw((int(h), int(w)), spec.size_divisibility)] for h, w in gt.resized_hw]
+    )  # (M,)
+    hw = table[per_image[gt.image_index]]  # (N, L, 2)
+    return torch.from_numpy(hw[:, :, 0].copy()), torch.from_numpy(hw[:, :, 1].copy())
 
 
 def _best_in_chunk(
