@@ -479,6 +479,121 @@ def anchors_command(
         render(result, console)
 
 
+data_app = typer.Typer(
+    help="Check, look at and make datasets.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("check")
+def data_check(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Which dataset: train, test or both.")
+    ] = "both",
+    decode: Annotated[
+        bool, typer.Option("--decode", help="Also decode every image (finds truncated files; slower).")
+    ] = False,
+) -> None:
+    """Validate the recipe's datasets and summarise them; exit code 2 when there are errors."""
+    from rich.table import Table
+
+    from retinacli.build import dataset_files
+    from retinacli.data.checks import check_coco
+    from retinacli.errors import UsageError
+    from retinacli.recipe import load_recipe
+
+    if split not in ("train", "test", "both"):
+        raise UsageError(f"--split {split}: use train, test or both")
+    resolved = load_recipe(recipe, set_ or [])
+    sections = [("train", resolved.data.train.dataset), ("test", resolved.data.test.dataset)]
+    chosen = [(name, cfg) for name, cfg in sections if split in (name, "both")]
+    if all(cfg is None for _, cfg in chosen):
+        raise RecipeError(f"{recipe}: no dataset to check (data.{split}.dataset is not set)")
+    errors = 0
+    for name, cfg in chosen:
+        if cfg is None:
+            console.print(f"data.{name}.dataset: not set", highlight=False)
+            continue
+        annotations, images = dataset_files(cfg)
+        _, report = check_coco(
+            annotations=annotations, images=images, fix_bad_boxes=resolved.data.fix_bad_boxes, decode_images=decode
+        )
+        summary = Table(title=f"data.{name}.dataset: {annotations}", show_header=False)
+        summary.add_row("images", f"{report.num_images} ({report.num_images_without_boxes} without boxes)")
+        summary.add_row("boxes", f"{report.num_boxes} (+{report.num_crowd_boxes} crowd, ignored in training)")
+        for size, count in report.size_counts.items():
+            summary.add_row(f"  {size}", str(count))
+        for class_name, count in report.boxes_per_class.items():
+            summary.add_row(f"  class {class_name}", str(count))
+        summary.add_row("problems", f"{len(report.errors)} errors, {len(report.fixed)} fixed")
+        console.print(summary)
+        if report.problems:
+            problems = Table("severity", "problem", title="problems")
+            for problem in report.problems[:50]:
+                problems.add_row(problem.severity, problem.message)
+            if len(report.problems) > 50:
+                problems.add_row("...", f"{len(report.problems) - 50} more")
+            console.print(problems)
+        errors += len(report.errors)
+    if errors:
+        error_console.print(
+            f"[bold red]error:[/] {errors} problem(s) must be fixed before training "
+            "(or set data.fix_bad_boxes: true for fixable box problems)"
+        )
+        raise typer.Exit(2)
+
+
+@data_app.command("show")
+def data_show(
+    recipe: RecipeArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the pictures.", show_default=False)],
+    set_: SetOption = None,
+    n: Annotated[int, typer.Option("--n", min=1, help="How many images.")] = 16,
+    augmented: Annotated[
+        bool, typer.Option("--augmented", help="Show them as training augments them (resize, flip).")
+    ] = False,
+    split: Annotated[str, typer.Option("--split", help="train or test.")] = "train",
+) -> None:
+    """Write pictures of images with their boxes and class names, optionally augmented."""
+    from retinacli.build import build_augmentation, build_dataset
+    from retinacli.data.visualize import show_dataset
+    from retinacli.errors import UsageError
+    from retinacli.recipe import load_recipe
+
+    if split not in ("train", "test"):
+        raise UsageError(f"--split {split}: use train or test")
+    resolved = load_recipe(recipe, set_ or [])
+    section = resolved.data.train if split == "train" else resolved.data.test
+    dataset, _ = build_dataset(
+        section.dataset, key=f"data.{split}.dataset", filter_empty=False, fix_bad_boxes=resolved.data.fix_bad_boxes
+    )
+    augmentation = None
+    if augmented:
+        flip = resolved.data.train.flip if split == "train" else "none"
+        augmentation = build_augmentation(section.resize, flip=flip)
+    written = show_dataset(dataset=dataset, out_dir=out, num_images=n, augmentation=augmentation, seed=resolved.seed)
+    for path in written:
+        console.print(str(path), highlight=False)
+
+
+@data_app.command("make-shapes")
+def data_make_shapes(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset into.", show_default=False)],
+    images: Annotated[int, typer.Option("--images", min=1, help="Training images (the test split gets a quarter).")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same images and boxes.")] = 0,
+) -> None:
+    """Write the synthetic shapes dataset (images + COCO json, train and test splits)."""
+    from retinacli.data.shapes import make_shapes
+
+    for split, count in (("train", images), ("test", max(1, images // 4))):
+        written = make_shapes(out_dir, num_images=count, seed=seed, split=split)
+        console.print(f"{split}: {written.num_images} images, annotations {written.annotations}, images {written.images}", highlight=False)
+
+
 def main() -> None:
     """Entry point of the `retina` console script."""
     try:

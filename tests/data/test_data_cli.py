@@ -1,0 +1,62 @@
+"""`retina data check | show | make-shapes` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from tests.cli_helpers import run_cli
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def raccoon_set(shared_dir: Path) -> list[str]:
+    return ["--set", f"data.train.dataset={{kind: coco, annotations: '{shared_dir}/data/raccoon/train.json', images: '{shared_dir}/data/raccoon/images'}}",
+            "--set", f"data.test.dataset={{kind: coco, annotations: '{shared_dir}/data/raccoon/val.json', images: '{shared_dir}/data/raccoon/images'}}"]
+
+
+def test_check_summarises_raccoon(shared_dir, capsys, monkeypatch):
+    result = run_cli(["data", "check", str(REPO / "recipes" / "raccoon.yaml"), *raccoon_set(shared_dir)], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert "157 (0 without boxes)" in result.stdout and "39 (0 without boxes)" in result.stdout
+    assert "class raccoon" in result.stdout and "0 errors, 0 fixed" in result.stdout
+
+
+def test_check_fails_with_the_problems_named(tmp_path, capsys, monkeypatch):
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+                   {"id": 2, "file_name": "missing.png", "width": 40, "height": 30}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0},
+                        {"id": 8, "image_id": 1, "category_id": 9, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "bad.json").write_text(json.dumps(coco))
+    dataset = f"{{kind: coco, annotations: '{tmp_path}/bad.json', images: '{tmp_path}'}}"
+    result = run_cli(["data", "check", str(REPO / "recipes" / "raccoon.yaml"), "--split", "train",
+                      "--set", f"data.train.dataset={dataset}"], capsys, monkeypatch)
+    assert result.exit_code == 2
+    assert "missing.png" in result.stdout and "image id 2" in result.stdout
+    assert "annotation id 8" in result.stdout or "annotation 8" in result.stdout
+    assert "must be fixed before training" in result.stderr
+
+
+def test_show_writes_pictures(shared_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "show"
+    result = run_cli(["data", "show", str(REPO / "recipes" / "raccoon.yaml"), *raccoon_set(shared_dir),
+                      "--out", str(out), "--n", "2", "--augmented"], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    pictures = sorted(out.glob("*.png"))
+    assert len(pictures) == 2 and all(Image.open(p).size[0] > 0 for p in pictures)
+
+
+def test_make_shapes_writes_both_splits(tmp_path, capsys, monkeypatch):
+    result = run_cli(["data", "make-shapes", str(tmp_path / "s"), "--images", "4", "--seed", "1"], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    train = json.loads((tmp_path / "s" / "train.json").read_text())
+    test = json.loads((tmp_path / "s" / "test.json").read_text())
+    assert len(train["images"]) == 4 and len(test["images"]) == 1
+    assert [c["name"] for c in train["categories"]] == ["circle", "square", "triangle"]
+    assert all((tmp_path / "s" / image["file_name"]).exists() for image in train["images"])
