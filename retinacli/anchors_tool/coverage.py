@@ -37,12 +37,11 @@ import torch
 from torch import Tensor
 
 from retinacli.anchors_tool.layout import AnchorSpec, feature_hw, padded_hw
-from retinacli.data.checks import MEDIUM_MAX_AREA, SMALL_MAX_AREA
+from retinacli.data.checks import MEDIUM_MAX_AREA, SMALL_MAX_AREA, SizeBucket
 from retinacli.data.coco import DetectionDataset
 from retinacli.data.transforms import clip_and_filter_boxes, resized_hw, transform_boxes
 
 Verdict = Literal["positive", "low_quality", "none"]
-SizeBucket = Literal["small", "medium", "large"]
 VERDICTS: tuple[Verdict, ...] = ("positive", "low_quality", "none")
 SIZE_BUCKETS: tuple[SizeBucket, ...] = ("small", "medium", "large")
 

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from retinacli.engine.anchors import AnchorGenerator
@@ -293,12 +292,6 @@ def describe_anchors(spec: AnchorSpec, image_hw: tuple[int, int]) -> AnchorLayou
             )
         )
     return AnchorLayout(image_size=tuple(image_hw), padded_size=padded, levels=tuple(levels))
-
-
-def anchor_shapes(spec: AnchorSpec) -> Tensor:
-    """(sum of A_l, 2) float32 width, height of every cell anchor of every level."""
-    cells = torch.cat(spec.generator().cell_anchors)  # (sum A_l, 4)
-    return torch.stack((cells[:, 2] - cells[:, 0], cells[:, 3] - cells[:, 1]), dim=1)
 
 
 def format_number(value: float, digits: int = 2) -> str:

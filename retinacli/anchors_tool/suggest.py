@@ -21,8 +21,10 @@ Candidates:
 Every candidate is rounded as printed (sizes 0.01 px, ratios 0.001) and scored by the real
 coverage (`coverage.best_anchor_ious`, anchors on their grids, the matcher's threshold): first
 the boxes with a positive anchor, then the boxes with any overlap, then the mean best IoU. The
-winner is checked again on every box; unless it strictly raises coverage there, the recipe's
-anchors are kept and the suggestion says so.
+best one is then refined one size (and one shared ratio) at a time, by factors 2**(+-1/8) and
+2**(+-1/4), for up to two passes: the clusterings ignore the grid, and a single size often
+decides a few boxes. The winner is checked again on every box; unless it strictly raises
+coverage there, the recipe's anchors are kept and the suggestion says so.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ MAX_SEARCH_BOXES = 20000
 _KMEDIANS_ITERATIONS = 50
 _SCALE_STEPS = (-3, -2, -1, 1, 2, 3)  # sizes * 2**(i/6)
 _BLENDS = (0.25, 0.5, 0.75)
+_REFINE_FACTORS = (2 ** (1 / 8), 2 ** (-1 / 8), 2 ** (1 / 4), 2 ** (-1 / 4))
+_REFINE_PASSES = 2
 _SIZE_DECIMALS = 2
 _RATIO_DECIMALS = 3
 
@@ -114,6 +118,9 @@ def suggest_anchors(
         score = _score(candidate, sample, threshold)
         if score > best_score:
             best_name, best_spec, best_score = name, candidate, score
+    refined, refined_score = _refine(best_spec, best_score, sample, threshold)
+    if refined_score > best_score:
+        best_name, best_spec = f"{best_name}, then refined size by size", refined
     if best_spec is spec:
         return kept
     after = coverage_report(
@@ -134,6 +141,40 @@ def suggest_anchors(
         improved=True,
         candidate=best_name,
     )
+
+
+def _refine(
+    spec: AnchorSpec, score: tuple[int, int, float], gt: GroundTruth, threshold: float
+) -> tuple[AnchorSpec, tuple[int, int, float]]:
+    """Coordinate search from `spec`: each size, then each shared ratio, times 2**(+-1/8) or
+    2**(+-1/4), kept when it scores higher; a few passes, stopping when nothing moves."""
+    shared = all(r == spec.aspect_ratios[0] for r in spec.aspect_ratios)
+    for _ in range(_REFINE_PASSES):
+        moved = False
+        for level, level_sizes in enumerate(spec.sizes):
+            for i in range(len(level_sizes)):
+                for factor in _REFINE_FACTORS:
+                    sizes = [list(s) for s in spec.sizes]
+                    sizes[level][i] = round(sizes[level][i] * factor, _SIZE_DECIMALS)
+                    candidate = spec.with_anchors(sizes=sizes, aspect_ratios=spec.aspect_ratios)
+                    candidate_score = _score(candidate, gt, threshold)
+                    if candidate_score > score:
+                        spec, score, moved = candidate, candidate_score, True
+                        break
+        for j in range(len(spec.aspect_ratios[0]) if shared else 0):
+            for factor in _REFINE_FACTORS:
+                ratios = list(spec.aspect_ratios[0])
+                ratios[j] = round(ratios[j] * factor, _RATIO_DECIMALS)
+                candidate = spec.with_anchors(
+                    sizes=spec.sizes, aspect_ratios=[ratios] * len(spec.aspect_ratios)
+                )
+                candidate_score = _score(candidate, gt, threshold)
+                if candidate_score > score:
+                    spec, score, moved = candidate, candidate_score, True
+                    break
+        if not moved:
+            break
+    return spec, score
 
 
 def _coverage_key(report: CoverageReport) -> tuple[int, int]:
