@@ -1,0 +1,159 @@
+"""Run a detector over a test loader: batched, without gradients, on the model's device.
+
+Each process runs the images of its own shard (see `retinacli.data.loader.build_test_loader`).
+When torch.distributed is initialised, the per-process results are gathered with
+`all_gather_object`, so every process ends with the detections of the whole dataset, each image
+once (duplicates dropped by image id, the first kept) and in dataset order: shards are contiguous
+blocks in rank order, so concatenating them by rank restores the order.
+
+Batches of more than one image are padded together, which changes features near the bottom and
+right borders and so some detections there (see `engine/detector.py`); 1 image per batch is
+detectron2's choice and the default everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from retinacli.data.loader import Batch
+from retinacli.engine.detector import RetinaNet
+from retinacli.engine.structures import Detections
+
+ProgressCallback = Callable[[int, int | None], None]
+"""Called after every batch with (images done in this process, images in this shard or None)."""
+
+
+@dataclass
+class ImageDetections:
+    """The detections of one image, on the CPU, in original-image pixels.
+
+    image_id: the dataset's image id. file_name: the image file. height, width: original size.
+    detections: boxes (D, 4) float32 XYXY, scores (D,) descending, labels (D,) contiguous
+    class indices 0..K-1.
+    """
+
+    image_id: int
+    file_name: str
+    height: int
+    width: int
+    detections: Detections
+
+
+@dataclass
+class InferenceRun:
+    """What `run_inference` returns: the images (whole dataset once gathered) and timing.
+
+    seconds: wall time of this process's loop, data loading included. local_images: images
+    this process ran.
+    """
+
+    images: list[ImageDetections]
+    seconds: float
+    local_images: int
+
+    @property
+    def images_per_second(self) -> float:
+        return self.local_images / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_device(kind: str) -> torch.device:
+    """The device of `--device`: auto is CUDA when available, else the CPU; cuda without a GPU
+    is a usage error."""
+    from retinacli.errors import UsageError
+
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            "--device cuda: no CUDA device is available here; use --device cpu or auto"
+        )
+    if kind not in ("cpu", "cuda"):
+        raise UsageError(f"--device {kind}: expected auto, cpu or cuda")
+    return torch.device(kind)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def shard_size(loader: Iterable[Any]) -> int | None:
+    """Images a test loader yields, counted from its batch sampler without reading any image;
+    None when the loader has no batch sampler to count."""
+    sampler = getattr(loader, "batch_sampler", None)
+    if sampler is None:
+        return None
+    return sum(len(keys) for keys in sampler)
+
+
+def run_inference(
+    model: RetinaNet,
+    loader: Iterable[Batch],
+    *,
+    progress: ProgressCallback | None = None,
+) -> InferenceRun:
+    """Detections of every image the loader yields, gathered over processes if distributed.
+
+    The model runs in eval mode under `torch.inference_mode()` on its own device (batches are
+    moved there); its previous train/eval mode is restored afterwards, so training can call this
+    at its evaluation periods. Results are moved to the CPU.
+    """
+    device = model_device(model)
+    total = shard_size(loader)
+    was_training = model.training
+    model.eval()
+    local: list[ImageDetections] = []
+    start = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                on_device = batch.to(device)
+                outputs = model(on_device.images, original_sizes=batch.original_sizes)
+                for i, dets in enumerate(outputs):
+                    height, width = batch.original_sizes[i]
+                    local.append(
+                        ImageDetections(
+                            image_id=int(batch.image_ids[i]),
+                            file_name=str(batch.file_names[i]),
+                            height=int(height),
+                            width=int(width),
+                            detections=dets.to("cpu"),
+                        )
+                    )
+                if progress is not None:
+                    progress(len(local), total)
+    finally:
+        model.train(was_training)
+    seconds = time.perf_counter() - start
+    return InferenceRun(images=gather_images(local), seconds=seconds, local_images=len(local))
+
+
+def gather_images(local: list[ImageDetections]) -> list[ImageDetections]:
+    """All processes' images in rank order, each image id once; `local` itself when not
+    distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return merge_shards([local])
+    shards: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shards, local)
+    return merge_shards(shards)
+
+
+def merge_shards(shards: Sequence[Sequence[ImageDetections]]) -> list[ImageDetections]:
+    """Concatenate per-rank results in rank order, keeping the first result of each image id
+    (a sampler that pads shards to equal length repeats images)."""
+    seen: set[int] = set()
+    merged: list[ImageDetections] = []
+    for shard in shards:
+        for item in shard:
+            if item.image_id not in seen:
+                seen.add(item.image_id)
+                merged.append(item)
+    return merged

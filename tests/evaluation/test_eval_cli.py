@@ -1,0 +1,126 @@
+"""`retina eval`: tables and files on raccoon val, and every error before any inference runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from retinacli.evaluation.coco_eval import METRIC_NAMES
+from tests.cli_helpers import run_cli
+
+
+def test_tiny_model_on_raccoon_val_writes_metrics_and_tables(
+    tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path, capsys, monkeypatch
+):
+    # An untrained model (training lands later): the check is the plumbing, not the accuracy.
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_raccoon_model), "--dataset", str(raccoon_subset)]
+    result = run_cli(
+        [*args, "--images", str(raccoon_dir / "images"), "--output", str(out), "--device", "cpu"],
+        capsys,
+        monkeypatch,
+    )
+    assert result.exit_code == 0, result.output
+    assert "COCO box AP, 3 images" in result.stdout
+    assert "raccoon" in result.stdout and "images/s" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for name in METRIC_NAMES:
+        assert metrics[name] is None or 0.0 <= metrics[name] <= 100.0, name
+    assert 0.0 <= metrics["AP"] <= 100.0
+    assert list(metrics["per_category"]) == ["raccoon"]
+    assert 0.0 <= metrics["per_category"]["raccoon"] <= 100.0
+    results = json.loads((out / "coco_results.json").read_text())
+    # at most 20 per image (threshold 0; clipping drops some degenerate boxes)
+    assert 0 < metrics["num_detections"] == len(results) <= 3 * 20
+    assert {r["category_id"] for r in results} == {1}
+    assert sorted({r["image_id"] for r in results}) == sorted(
+        img["id"] for img in json.loads(raccoon_subset.read_text())["images"]
+    )
+
+
+def test_default_output_dir_and_json_flag(
+    tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path, capsys, monkeypatch
+):
+    model = tmp_path / "run" / "model_0000999.pth"
+    model.parent.mkdir()
+    model.write_bytes(tiny_raccoon_model.read_bytes())
+    args = ["eval", str(model), "--dataset", str(raccoon_subset), "--images"]
+    result = run_cli([*args, str(raccoon_dir / "images"), "--json"], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "run" / "eval_model_0000999_val3"
+    assert json.loads(result.stdout) == json.loads((out / "metrics.json").read_text())
+
+
+def test_class_mismatch_is_an_error_before_inference(
+    tiny_raccoon_model, golden_dir, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_raccoon_model), "--dataset", str(golden_dir / "annotations.json")]
+    result = run_cli(
+        [*args, "--images", str(golden_dir / "images"), "--output", str(out)], capsys, monkeypatch
+    )
+    assert result.exit_code == 2
+    assert "annotations.json" in result.stderr and "do not fit the classes" in result.stderr
+    assert "1=raccoon" in result.stderr and "1=circle" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "not_ours"])
+def test_bad_checkpoint_exits_2_naming_the_file(
+    damage, tiny_raccoon_model, tmp_path, capsys, monkeypatch
+):
+    bad = tmp_path / "bad.pth"
+    data = tiny_raccoon_model.read_bytes()
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        bad.write_bytes(b"\x00not a checkpoint\xff" * 100)
+    else:
+        torch.save({"model": {"w": torch.zeros(2)}}, bad)
+    result = run_cli(["eval", str(bad)], capsys, monkeypatch)
+    assert result.exit_code == 2, result.output
+    assert str(bad) in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_checkpoint_and_half_a_dataset_are_usage_errors(
+    tiny_raccoon_model, raccoon_subset, tmp_path, capsys, monkeypatch
+):
+    result = run_cli(["eval", str(tmp_path / "nope.pth")], capsys, monkeypatch)
+    assert result.exit_code == 2 and "nope.pth" in result.stderr
+    args = ["eval", str(tiny_raccoon_model), "--dataset", str(raccoon_subset)]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 2 and "--images" in result.stderr
+
+
+def test_several_test_sizes_are_refused(tiny_raccoon_model, capsys, monkeypatch):
+    args = ["eval", str(tiny_raccoon_model), "--set", "data.test.resize.short_sizes=[320,352]"]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 2
+    assert "data.test.resize" in result.stderr and "one short size" in result.stderr
+
+
+def test_recipe_test_set_is_the_default_dataset(tiny_raccoon_model, tmp_path, capsys, monkeypatch):
+    # The stored recipe points at raccoon val; --set swaps in a missing json to prove it is read.
+    missing = tmp_path / "missing.json"
+    args = ["eval", str(tiny_raccoon_model), "--set", f"data.test.dataset.annotations={missing}"]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 2
+    assert f"{missing}: annotation file not found" in result.stderr
+
+
+def test_model_without_test_dataset_asks_for_one(tmp_path, capsys, monkeypatch):
+    from retinacli.build import build_model
+    from retinacli.model_files import ClassInfo, save_model_file
+    from retinacli.recipe import load_recipe
+
+    recipe = load_recipe(None, ["model.backbone.depth=18", "model.backbone.res2_out_channels=64"])
+    path = tmp_path / "m.pth"
+    save_model_file(
+        path, model=build_model(recipe.model), recipe=recipe, classes=ClassInfo.default(80)
+    )
+    result = run_cli(["eval", str(path)], capsys, monkeypatch)
+    assert result.exit_code == 2
+    assert "no data.test.dataset" in result.stderr and "--dataset" in result.stderr
