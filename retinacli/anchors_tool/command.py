@@ -228,7 +228,7 @@ def result_json(result: AnchorsResult) -> dict[str, Any]:
 
 
 def _summary_json(report: CoverageReport) -> dict[str, Any]:
-    return {**report.overall.to_json(), "mean_best_iou": report.mean_best_iou}
+    return {**report.overall.to_json(), "mean_best_iou": report.to_json()["mean_best_iou"]}
 
 
 def render(result: AnchorsResult, console: Console) -> None:

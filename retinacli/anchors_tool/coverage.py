@@ -318,7 +318,7 @@ class CoverageReport:
             "allow_low_quality_matches": self.allow_low_quality_matches,
             "images": self.num_images,
             "dropped_boxes": self.num_dropped,
-            "mean_best_iou": self.mean_best_iou,
+            "mean_best_iou": None if math.isnan(self.mean_best_iou) else self.mean_best_iou,
             "overall": self.overall.to_json(),
             "by_size": {k: v.to_json() for k, v in self.by_size.items()},
             "by_class": {k: v.to_json() for k, v in self.by_class.items()},

@@ -172,3 +172,4 @@ def test_no_boxes() -> None:
     gt = gather_boxes(_dataset([_record(1, np.zeros((0, 4)), [])]), short_size=256, max_size=256)
     report = coverage_report(SPARSE, gt, threshold=0.5)
     assert report.overall.total == 0 and report.coverage == 0.0 and report.worst == ()
+    assert report.to_json()["mean_best_iou"] is None  # JSON has no NaN
