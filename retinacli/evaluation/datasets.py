@@ -48,31 +48,19 @@ def load_test_dataset(config: CocoDataset | ShapesDataset) -> DetectionDataset:
     Raises:
         DatasetError: the json or an image file is missing or malformed, listing the problems.
     """
-    from retinacli.data.checks import prepare_coco
+    from retinacli.build import build_dataset
 
-    if isinstance(config, ShapesDataset):
-        from retinacli.data.shapes import ShapesSpec, ensure_shapes
-
-        split = ensure_shapes(
-            config.cache_dir,
-            num_images=config.num_images,
-            seed=config.seed,
-            split=config.split,
-            spec=ShapesSpec(image_size=(config.image_size[0], config.image_size[1])),
+    if isinstance(config, CocoDataset) and not Path(config.images).is_dir():
+        raise DatasetError(
+            f"{config.images}: image folder not found; pass the folder the json's file_name "
+            "entries are relative to"
         )
-        annotations, images = split.annotations, split.images
-    else:
-        annotations, images = Path(config.annotations), Path(config.images)
-        if not Path(images).is_dir():
-            raise DatasetError(
-                f"{images}: image folder not found; pass the folder the json's file_name "
-                "entries are relative to"
-            )
-    dataset, _report = prepare_coco(
-        annotations=annotations, images=images, filter_empty=False, fix_bad_boxes=True
+    # the same loading as training's (shapes generated with the recipe's spec, files checked)
+    dataset, _report = build_dataset(
+        config, key="data.test.dataset", filter_empty=False, fix_bad_boxes=True
     )
     if len(dataset) == 0:
-        raise DatasetError(f"{annotations}: the json has no images; nothing to evaluate")
+        raise DatasetError(f"{dataset.annotations}: the json has no images; nothing to evaluate")
     return dataset
 
 

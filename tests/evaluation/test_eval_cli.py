@@ -124,3 +124,42 @@ def test_model_without_test_dataset_asks_for_one(tmp_path, capsys, monkeypatch):
     result = run_cli(["eval", str(path)], capsys, monkeypatch)
     assert result.exit_code == 2
     assert "no data.test.dataset" in result.stderr and "--dataset" in result.stderr
+
+
+def test_shapes_test_set_from_the_recipe(tmp_path, capsys, monkeypatch):
+    # A recipe whose test set is the generated shapes dataset with non-default classes: eval
+    # must generate exactly what training would (same spec), and name the classes from it.
+    from retinacli.build import build_model
+    from retinacli.model_files import ClassInfo, save_model_file
+    from retinacli.recipe import load_recipe
+
+    shapes = (
+        "{kind: shapes, split: test, num_images: 2, image_size: [64, 80], "
+        f"classes: [diamond, cross], objects_per_image: [1, 2], cache_dir: {tmp_path / 'cache'}}}"
+    )
+    recipe = load_recipe(
+        None,
+        [
+            "model.backbone.depth=18",
+            "model.backbone.res2_out_channels=64",
+            "model.fpn.out_channels=16",
+            "model.head.num_classes=2",
+            "model.head.num_convs=1",
+            "data.num_workers=0",
+            "data.test.resize.short_sizes=[64]",
+            f"data.test.dataset={shapes}",
+        ],
+    )
+    torch.manual_seed(0)
+    path = tmp_path / "m.pth"
+    save_model_file(
+        path,
+        model=build_model(recipe.model),
+        recipe=recipe,
+        classes=ClassInfo(("diamond", "cross"), (1, 2)),
+    )
+    result = run_cli(["eval", str(path), "--json"], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert list(metrics["per_category"]) == ["diamond", "cross"]
+    assert metrics["num_images"] == 2
