@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from retinacli.data.coco import DetectionDataset, read_coco_json
+from retinacli.data.images import InputFormat
+from retinacli.engine.detector import RetinaNet
 from retinacli.evaluation.inference import ImageDetections, ProgressCallback, run_inference
 
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -197,13 +199,13 @@ def write_json_atomic(path: Path | str, data: Any) -> Path:
 
 
 def evaluate_detector(
-    model: Any,
+    model: RetinaNet,
     dataset: DetectionDataset,
     output_dir: Path | str,
     *,
     short_size: int,
     max_size: int,
-    input_format: str,
+    input_format: InputFormat,
     images_per_batch: int = 1,
     num_workers: int = 0,
     class_dataset_ids: Sequence[int] | None = None,
@@ -241,7 +243,7 @@ def evaluate_detector(
     loader = build_test_loader(
         dataset=dataset,
         augmentation=Augmentation(short_sizes=(short_size,), max_size=max_size, flip="none"),
-        input_format=input_format,  # type: ignore[arg-type]
+        input_format=input_format,
         num_workers=num_workers,
         images_per_batch=images_per_batch,
         rank=rank,
