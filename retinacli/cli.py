@@ -196,13 +196,19 @@ def eval_command(
     """COCO box AP of a model file on its recipe's test set (or --dataset/--images)."""
     import warnings
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.table import Table
 
+    from retinacli.devices import resolve_device
     from retinacli.errors import UsageError
     from retinacli.evaluation import coco_eval
     from retinacli.evaluation.datasets import eval_resize, load_test_dataset, match_classes
-    from retinacli.evaluation.inference import resolve_device
     from retinacli.model_files import load_detector
     from retinacli.recipe.schema import CocoDataset
 
@@ -224,7 +230,7 @@ def eval_command(
     if output is None:
         suffix = f"_{Path(dataset).stem}" if dataset is not None else ""
         output = checkpoint.parent / f"eval_{checkpoint.stem}{suffix}"
-    model = loaded.model.to(resolve_device(device or recipe.device))
+    model = loaded.model.to(resolve_device(device or recipe.device, source="--device" if device else "device"))
     if match.note and not as_json:
         console.print(f"[cyan]note[/] {match.note}", highlight=False)
     with (
@@ -299,9 +305,9 @@ def predict_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
+    from retinacli.devices import resolve_device
     from retinacli.errors import DatasetError
     from retinacli.evaluation.datasets import eval_resize
-    from retinacli.evaluation.inference import resolve_device
     from retinacli.evaluation.predict import find_images, predict_images
     from retinacli.model_files import load_detector
 
@@ -309,7 +315,7 @@ def predict_command(
     loaded = load_detector(checkpoint, [*(set_ or []), f"model.test.score_thresh={score_thresh}"])
     recipe = loaded.recipe
     short_size, max_size = eval_resize(recipe.data.test.resize)
-    model = loaded.model.to(resolve_device(device or recipe.device))
+    model = loaded.model.to(resolve_device(device or recipe.device, source="--device" if device else "device"))
     with Progress(
         TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), console=error_console, transient=True
     ) as bar:

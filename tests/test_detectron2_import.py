@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from retinacli.engine.d2_names import detectron2_to_retinacli
 from retinacli.model_files import load_detector
 from retinacli.recipe import load_recipe
 from tests.cli_helpers import run_cli
-
-
 
 
 def test_import_writes_recipe_and_model_file(golden_dir, tmp_path, capsys, monkeypatch):

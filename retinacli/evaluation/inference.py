@@ -62,22 +62,6 @@ class InferenceRun:
         return self.local_images / self.seconds if self.seconds > 0 else 0.0
 
 
-def resolve_device(kind: str) -> torch.device:
-    """The device of `--device`: auto is CUDA when available, else the CPU; cuda without a GPU
-    is a usage error."""
-    from retinacli.errors import UsageError
-
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError(
-            "--device cuda: no CUDA device is available here; use --device cpu or auto"
-        )
-    if kind not in ("cpu", "cuda"):
-        raise UsageError(f"--device {kind}: expected auto, cpu or cuda")
-    return torch.device(kind)
-
-
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of the model's first parameter (CPU for a model without parameters)."""
     for parameter in model.parameters():

@@ -40,8 +40,7 @@ def iter_keys(model: type[BaseModel] = Recipe, prefix: str = "") -> Iterator[Key
             yield KeyDoc(path, "coco | shapes | null", "null", info.description or "")
             for sub in submodels:
                 kind = sub.model_fields["kind"].default
-                for key in iter_keys(sub, f"{path}.(kind: {kind})."):
-                    yield key
+                yield from iter_keys(sub, f"{path}.(kind: {kind}).")
             continue
         default = info.default
         if default is PydanticUndefined and info.default_factory is not None:

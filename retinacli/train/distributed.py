@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from retinacli.devices import resolve_device
 from retinacli.errors import UsageError
 
 
@@ -39,19 +40,6 @@ class ProcessContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(kind: str, *, local_rank: int = 0) -> torch.device:
-    """"auto" is CUDA when available, else CPU; "cuda" without a GPU is a usage error."""
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(
-                "device cuda: no CUDA device is available here; use --set device=cpu (or auto)"
-            )
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def init_process(device_kind: str) -> ProcessContext:
