@@ -203,7 +203,6 @@ def eval_command(
         TextColumn,
         TimeRemainingColumn,
     )
-    from rich.table import Table
 
     from retinacli.devices import resolve_device
     from retinacli.errors import UsageError
@@ -262,13 +261,7 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps(metrics, indent=1))
         return
-    overall = Table(*coco_eval.METRIC_NAMES, title=f"COCO box AP, {metrics['num_images']} images")
-    overall.add_row(*(_ap_text(metrics[name]) for name in coco_eval.METRIC_NAMES))
-    console.print(overall)
-    per_category = Table("category", "AP")
-    for name, value in metrics["per_category"].items():
-        per_category.add_row(name, _ap_text(value))
-    console.print(per_category)
+    console.print(_metrics_table(metrics, title=f"COCO box AP, {metrics['num_images']} images"))
     for note in metrics["notes"]:
         console.print(f"[yellow]note[/] {note}", highlight=False)
     console.print(
@@ -397,25 +390,18 @@ def train(
 
 
 def _metrics_table(metrics: dict[str, Any], *, title: str) -> Any:
-    """COCO AP (percent) as a Rich table: the summary row, then one row per category."""
+    """COCO AP (percent) as Rich tables: the summary row, then one row per category."""
+    from rich.console import Group
     from rich.table import Table
 
-    names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-    table = Table(*names, title=title)
-    table.add_row(*[_percent_text(metrics.get(name)) for name in names])
-    per_category = metrics.get("per_category") or {}
-    if per_category:
-        categories = Table("category", "AP", title="per category")
-        for name, value in per_category.items():
-            categories.add_row(str(name), _percent_text(value))
-        from rich.console import Group
+    from retinacli.evaluation.coco_eval import METRIC_NAMES
 
-        return Group(table, categories)
-    return table
-
-
-def _percent_text(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.3f}"
+    overall = Table(*METRIC_NAMES, title=title)
+    overall.add_row(*(_ap_text(metrics.get(name)) for name in METRIC_NAMES))
+    per_category = Table("category", "AP")
+    for name, value in (metrics.get("per_category") or {}).items():
+        per_category.add_row(str(name), _ap_text(value))
+    return Group(overall, per_category)
 
 
 @app.command("anchors")
