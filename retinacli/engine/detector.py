@@ -213,12 +213,17 @@ class RetinaNet(nn.Module):
                 raise ValueError(
                     f"RetinaNet.forward: {len(images)} images but {len(targets)} targets"
                 )
-            return self._losses(self.run_network(images), targets)
+            return self.losses(self.run_network(images), targets)
         if targets is not None:
             raise ValueError(
                 "RetinaNet.forward: targets given in eval mode; call model.train() to compute losses"
             )
-        net = self.run_network(images)
+        return self.detect(self.run_network(images), original_sizes)
+
+    def detect(
+        self, net: NetworkOutputs, original_sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[Detections]:
+        """Detections of every image of `net` in the pixels of `original_sizes` (default: input sizes)."""
         return postprocess_detections(
             logits=net.logits,
             deltas=net.deltas,
@@ -232,12 +237,16 @@ class RetinaNet(nn.Module):
             detections_per_image=self.detections_per_image,
         )
 
-    def _losses(self, net: NetworkOutputs, targets: Sequence[Targets]) -> dict[str, Tensor]:
+    def losses(self, net: NetworkOutputs, targets: Sequence[Targets]) -> dict[str, Tensor]:
+        """Losses of `net` against `targets` (one per image); updates `loss_normalizer`.
+
+        Returns the dict described in `forward`.
+        """
         anchors = torch.cat(net.anchors)  # (R, 4)
         anchor_targets = self.label_anchors(anchors, targets)
         sums = retinanet_loss_sums(
-            logits=torch.cat(net.logits, dim=1),  # (B, R, K)
-            deltas=torch.cat(net.deltas, dim=1),  # (B, R, 4)
+            logits=net.logits,
+            deltas=net.deltas,
             anchors=anchors,
             gt_labels=anchor_targets.gt_labels,
             matched_gt_boxes=anchor_targets.matched_gt_boxes,

@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
+from retinacli.engine import losses
 from retinacli.engine.box_coder import BoxCoder
 from retinacli.engine.losses import (
     IGNORE_LABEL,
+    focal_loss_sum,
     retinanet_loss_sums,
     sigmoid_focal_loss,
     smooth_l1_loss,
@@ -116,8 +118,14 @@ def _inputs(num_images: int, num_anchors: int, seed: int = 0) -> dict:
 
 
 def _sums(inputs: dict, box_loss: str = "smooth_l1"):
+    # Split the anchors into two levels, as the detector passes them.
+    cut = inputs["logits"].shape[1] // 3
+    levels = {
+        k: list(inputs[k].split([cut, inputs[k].shape[1] - cut], dim=1))
+        for k in ("logits", "deltas")
+    }
     return retinanet_loss_sums(
-        **inputs,
+        **{**inputs, **levels},
         box_coder=BoxCoder(),
         focal_alpha=0.25,
         focal_gamma=2.0,
@@ -172,3 +180,34 @@ def test_giou_loss_is_zero_for_a_perfect_prediction() -> None:
     sums = _sums(inputs, "giou")
     assert int(sums.num_pos) == 20
     assert sums.box.item() < 1e-4
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    alpha=st.sampled_from([0.25, 0.5, -1.0]),
+    gamma=st.sampled_from([0.0, 1.5, 2.0]),
+    seed=st.integers(0, 2**16),
+    chunk=st.sampled_from([1, 7, 1 << 18]),
+)
+def test_fused_focal_sum_equals_elementwise_sum_gradients_included(
+    alpha: float, gamma: float, seed: int, chunk: int
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(-1, K + 1, (2, 25), generator=gen)  # ignore, classes, background
+    logits = (torch.randn(2, 25, K, generator=gen) * 6).requires_grad_(True)
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    onehot = (labels[:, :, None] == torch.arange(K)).float()
+    valid = (labels != IGNORE_LABEL)[:, :, None]
+    ref = torch.where(
+        valid, sigmoid_focal_loss(ref_logits, onehot, alpha=alpha, gamma=gamma), 0.0
+    ).sum()
+    saved = losses._FOCAL_CHUNK_CPU
+    losses._FOCAL_CHUNK_CPU = chunk  # rows per chunk = chunk // K, at least 1: chunk seams tested
+    try:
+        fused = focal_loss_sum(logits, labels, num_classes=K, alpha=alpha, gamma=gamma)
+    finally:
+        losses._FOCAL_CHUNK_CPU = saved
+    assert_close(fused, ref.detach(), rtol=1e-5, atol=1e-6)
+    (2.0 * fused).backward()
+    (2.0 * ref).backward()
+    assert_close(logits.grad, ref_logits.grad, rtol=1e-4, atol=1e-6)
