@@ -14,6 +14,7 @@ purpose). Thresholding and top-k are batched over images; only NMS loops over th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +42,16 @@ class Candidates:
     valid: Tensor
 
 
+# Candidates are first pre-selected in logit space with this margin below logit(score_thresh),
+# far wider than the float32 rounding of the sigmoid; the exact `score > score_thresh` test is
+# then applied to the sigmoid of the survivors, so the result is the same as thresholding first.
+_LOGIT_MARGIN = 1e-3
+# Top-k on the compacted survivors is cheaper than on the whole level unless nearly every anchor
+# has a class passing the pre-selection (measured on CPU: still 1.6x cheaper with 54% and 78% of
+# the anchors of p3 and p4 passing); above this fraction of anchors the whole level is used.
+_DENSE_ANCHOR_FRACTION = 0.9
+
+
 def level_candidates(
     *,
     logits: Tensor,
@@ -52,17 +63,46 @@ def level_candidates(
 ) -> Candidates:
     """Threshold, top-k and decode one level for the whole batch.
 
-    logits: (B, N, K); deltas: (B, N, 4); anchors: (N, 4). Returns candidates with
-    C = min(N * K, topk_candidates).
+    logits: (B, N, K); deltas: (B, N, 4); anchors: (N, 4). Returns candidates padded to
+    C <= min(N * K, topk_candidates) per image, sorted by descending score; entries past an
+    image's own count have `valid` False.
     """
     num_images, num_anchors, num_classes = logits.shape
-    scores = torch.sigmoid(logits.float()).reshape(
-        num_images, num_anchors * num_classes
-    )  # (B, N*K)
-    # Thresholding is monotone, so the top-k of all scores, cut at the threshold, is the top-k of
-    # the scores above it: one batched topk instead of a ragged selection per image.
+    x = logits.float()
     k = min(num_anchors * num_classes, topk_candidates)
-    top_scores, top_idx = scores.topk(k, dim=1, sorted=True)  # (B, C)
+    # Sigmoid is monotone: the top-k of the logits are the top-k of the scores, so the sigmoid is
+    # only computed for them.
+    if score_thresh >= 1.0 or k == 0:
+        top_logits = x.new_zeros((num_images, 0))
+        top_idx = torch.zeros((num_images, 0), dtype=torch.int64, device=x.device)
+    else:
+        if score_thresh > 0.0:
+            cutoff = math.log(score_thresh / (1.0 - score_thresh)) - _LOGIT_MARGIN
+            # Stage 1: anchors whose best class passes; one reduction over K.
+            hit_anchors = (x.amax(dim=2) > cutoff).reshape(-1).nonzero().squeeze(1)  # (M_a,)
+        if (
+            score_thresh <= 0.0
+            or hit_anchors.numel() > _DENSE_ANCHOR_FRACTION * x.shape[0] * num_anchors
+        ):
+            top_logits, top_idx = x.reshape(num_images, -1).topk(k, dim=1, sorted=True)  # (B, C)
+        else:
+            # Stage 2: the classes of those anchors, packed per image into (B, max_count).
+            sub = x.reshape(-1, num_classes)[hit_anchors]  # (M_a, K)
+            hit_row, hit_class = (sub > cutoff).nonzero(as_tuple=True)  # (M,) each
+            flat_anchor = hit_anchors[hit_row]  # b * N + n, grouped by image
+            image = flat_anchor // num_anchors
+            counts = torch.bincount(image, minlength=num_images)  # (B,)
+            max_count = int(counts.max()) if num_images > 0 else 0
+            slot = (
+                torch.arange(image.shape[0], device=x.device) - (counts.cumsum(0) - counts)[image]
+            )
+            packed = x.new_full((num_images, max_count), -math.inf)
+            packed[image, slot] = sub[hit_row, hit_class]
+            packed_idx = torch.zeros((num_images, max_count), dtype=torch.int64, device=x.device)
+            packed_idx[image, slot] = (flat_anchor - image * num_anchors) * num_classes + hit_class
+            top_logits, top_pos = packed.topk(min(k, max_count), dim=1, sorted=True)  # (B, C)
+            top_idx = packed_idx.gather(1, top_pos)
+    top_scores = torch.sigmoid(top_logits)
     anchor_idx = top_idx // num_classes
     labels = top_idx % num_classes
     top_deltas = deltas.gather(1, anchor_idx[:, :, None].expand(-1, -1, 4))  # (B, C, 4)

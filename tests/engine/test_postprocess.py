@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.testing import assert_close
 
+from retinacli.engine import postprocess
 from retinacli.engine.box_coder import BoxCoder
 from retinacli.engine.postprocess import level_candidates, postprocess_detections
 
@@ -149,3 +151,47 @@ def test_batched_equals_one_image_at_a_time() -> None:
         assert torch.equal(batched[i].boxes, single.boxes)
         assert torch.equal(batched[i].scores, single.scores)
         assert torch.equal(batched[i].labels, single.labels)
+
+
+@pytest.mark.parametrize("score_thresh", [0.0, 0.05, 0.3])
+def test_sparse_and_dense_topk_paths_agree(
+    score_thresh: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 400, 6, generator=gen) * 2 - 3  # about 30% of scores above 0.05
+    logits[1] -= 10  # an image with (almost) nothing above the threshold
+    deltas = 0.1 * torch.randn(3, 400, 4, generator=gen)
+    xy = torch.rand(400, 2, generator=gen) * 200
+    anchors = torch.cat([xy, xy + 16], dim=1)
+    results = []
+    for fraction in (0.0, 1.0):  # 0: always the whole level, 1: always the compacted survivors
+        monkeypatch.setattr(postprocess, "_DENSE_ANCHOR_FRACTION", fraction)
+        cand = level_candidates(
+            logits=logits,
+            deltas=deltas,
+            anchors=anchors,
+            box_coder=BoxCoder(),
+            score_thresh=score_thresh,
+            topk_candidates=50,
+        )
+        results.append(
+            [(c.valid.sum().item(), c.scores[c.valid], c.boxes[c.valid]) for c in _rows(cand)]
+        )
+    for (n_a, s_a, b_a), (n_b, s_b, b_b) in zip(*results, strict=True):
+        assert n_a == n_b
+        assert torch.equal(s_a, s_b) and torch.equal(b_a, b_b)
+    expected_kept = ((torch.sigmoid(logits) > score_thresh).sum(dim=(1, 2))).clamp(max=50)
+    assert [r[0] for r in results[0]] == expected_kept.tolist()
+
+
+def _rows(cand):
+    return [
+        type(cand)(
+            boxes=cand.boxes[i],
+            scores=cand.scores[i],
+            labels=cand.labels[i],
+            anchor_idx=cand.anchor_idx[i],
+            valid=cand.valid[i],
+        )
+        for i in range(cand.scores.shape[0])
+    ]
