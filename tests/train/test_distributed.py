@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -27,8 +28,22 @@ def _torchrun(tmp_path, overrides: list[str], out_file) -> None:
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         str(WORKER), str(REPO / "recipes" / "shapes.yaml"), str(out_file), json.dumps(overrides),
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    _run_group(command, env)
+
+
+def _run_group(command: list[str], env: dict[str, str], timeout: float = 300) -> str:
+    """Run `command` in its own process group; on timeout kill the whole group (no orphans)."""
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"timed out after {timeout} s:\n{stdout[-2000:]}{stderr[-2000:]}")
+    assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
 
 
 def test_two_processes_keep_identical_weights(tmp_path):
@@ -93,7 +108,6 @@ def test_num_processes_option_launches_local_processes(tmp_path):
     for override in tiny_overrides(tmp_path, "solver.max_iter=2", "solver.checkpoint_period=2"):
         args += ["--set", override]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "(2 processes)" in done.stdout
+    stdout = _run_group([sys.executable, *args], env)
+    assert "(2 processes)" in stdout
     assert (tmp_path / "run" / "model_final.pth").exists()
