@@ -61,10 +61,11 @@ class BasicBlock(nn.Module):
         self.downsample = _shortcut(in_channels, out_channels, stride, norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        # In-place ReLU/add on fresh norm outputs: no backward here needs them (fewer allocations).
+        out = self.bn1(self.conv1(x)).relu_()
         out = self.bn2(self.conv2(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+        return out.add_(shortcut).relu_()
 
 
 class Bottleneck(nn.Module):
@@ -91,11 +92,11 @@ class Bottleneck(nn.Module):
         self.downsample = _shortcut(in_channels, out_channels, stride, norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn1(self.conv1(x)).relu_()
+        out = self.bn2(self.conv2(out)).relu_()
         out = self.bn3(self.conv3(out))
         shortcut = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + shortcut)
+        return out.add_(shortcut).relu_()
 
 
 class ResNet(nn.Module):
@@ -209,7 +210,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         outputs: dict[str, Tensor] = {}
-        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.bn1(self.conv1(x)).relu_()
         x = F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
         if "stem" in self.out_features:
             outputs["stem"] = x

@@ -28,7 +28,7 @@ def _subnet(channels: int, num_convs: int, norm: NormKind) -> nn.Sequential:
         layers.append(nn.Conv2d(channels, channels, 3, padding=1))
         if norm != "none":
             layers.append(make_norm(norm, channels))
-        layers.append(nn.ReLU())
+        layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 

@@ -107,3 +107,25 @@ def test_torchvision_resnet18_weights_load_and_give_the_same_features() -> None:
 def test_bad_arguments_raise(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="ResNet"):
         ResNet(**kwargs)
+
+
+def test_training_mode_gradients_match_torchvision() -> None:
+    # The blocks use in-place ReLU/add; autograd must still give torchvision's gradients.
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None).train()
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    body = ResNet(depth=18, norm="BN", freeze_at=0, res2_out_channels=64, out_features=["res5"])
+    body.load_state_dict(state, strict=True)
+    body.train()
+    x = torch.randn(2, 3, 64, 64)
+    stem = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+    ref = reference.layer4(reference.layer3(reference.layer2(reference.layer1(stem))))
+    ref.square().sum().backward()
+    body(x)["res5"].square().sum().backward()
+    assert_close(body.conv1.weight.grad, reference.conv1.weight.grad, atol=1e-4, rtol=1e-4)
+    assert_close(
+        body.layer3[0].conv2.weight.grad,
+        reference.layer3[0].conv2.weight.grad,
+        atol=1e-4,
+        rtol=1e-4,
+    )
