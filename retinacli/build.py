@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from retinacli.data.checks import DatasetReport, prepare_coco
 from retinacli.data.coco import DetectionDataset
 from retinacli.data.shapes import ShapesSpec, ensure_shapes
@@ -28,6 +30,8 @@ from retinacli.recipe.schema import (
     ShapesDataset,
     SolverConfig,
 )
+from retinacli.train.schedules import WarmupScheduler
+from retinacli.train.solver import build_optimizer
 
 
 def build_anchor_generator(model: ModelConfig) -> AnchorGenerator:
@@ -155,3 +159,20 @@ def build_dataset(
     return prepare_coco(
         annotations=annotations, images=images, filter_empty=filter_empty, fix_bad_boxes=fix_bad_boxes
     )
+
+
+def build_solver(solver: SolverConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, WarmupScheduler]:
+    """The optimizer over `model`'s parameter groups and its per-iteration LR scheduler."""
+    optimizer = build_optimizer(
+        model,
+        name=solver.optimizer,
+        base_lr=solver.base_lr,
+        momentum=solver.momentum,
+        nesterov=solver.nesterov,
+        betas=solver.betas,
+        weight_decay=solver.weight_decay,
+        weight_decay_norm=solver.weight_decay_norm,
+        weight_decay_bias=solver.weight_decay_bias,
+        bias_lr_factor=solver.bias_lr_factor,
+    )
+    return optimizer, WarmupScheduler(optimizer, **schedule_arguments(solver))

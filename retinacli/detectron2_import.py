@@ -13,7 +13,7 @@ from retinacli.build import build_model
 from retinacli.detectron2_config import read_detectron2_config, translate
 from retinacli.engine.d2_names import detectron2_to_retinacli
 from retinacli.errors import CheckpointError
-from retinacli.model_files import ClassInfo, save_model_file
+from retinacli.model_files import ClassInfo, describe_state_mismatch, save_model_file
 from retinacli.recipe import dump_recipe, validate_recipe
 from retinacli.train.checkpoints import atomic_write, load_torch_file
 
@@ -53,21 +53,11 @@ def import_detectron2(
     state = read_detectron2_weights(weights_path)
     mapped, unmapped = detectron2_to_retinacli(state)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in mapped]
-    mismatched = [
-        f"{k} {tuple(mapped[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected
-        if k in mapped and tuple(mapped[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or mismatched:
-        details = []
-        if missing:
-            details.append(f"missing {len(missing)}: {', '.join(missing[:6])}")
-        if mismatched:
-            details.append(f"shape differs: {', '.join(mismatched[:6])}")
+    mismatch = describe_state_mismatch(expected, {k: v for k, v in mapped.items() if k in expected})
+    if mismatch:
         raise CheckpointError(
             f"{weights_path}: these weights do not fit the model {config_path} describes "
-            f"({'; '.join(details)}); pass the weights trained with this config"
+            f"({mismatch}); pass the weights trained with this config"
         )
     model.load_state_dict({k: mapped[k] for k in expected}, strict=True)
     unused = [k for k in unmapped if not k.endswith(_HARMLESS_UNMAPPED)]

@@ -98,17 +98,10 @@ def load_detector(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
         raise RecipeError(str(exc)) from None
     model = build_model(recipe.model)
     state = data["model"]
-    missing_keys, unexpected_keys, mismatched = _compare_state(model.state_dict(), state)
-    if missing_keys or unexpected_keys or mismatched:
-        problems = []
-        if missing_keys:
-            problems.append(f"missing {_few(missing_keys)}")
-        if unexpected_keys:
-            problems.append(f"unexpected {_few(unexpected_keys)}")
-        if mismatched:
-            problems.append(f"shape differs for {_few(mismatched)}")
+    mismatch = describe_state_mismatch(model.state_dict(), state)
+    if mismatch:
         raise CheckpointError(
-            f"{target}: the weights do not fit the model its recipe describes ({'; '.join(problems)}); "
+            f"{target}: the weights do not fit the model its recipe describes ({mismatch}); "
             "the file is damaged, or --set changed the architecture"
         )
     model.load_state_dict(state)
@@ -135,18 +128,24 @@ def load_detector(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -
     )
 
 
-def _compare_state(
-    expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]
-) -> tuple[list[str], list[str], list[str]]:
+def describe_state_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> str:
+    """'' when `given` has exactly the keys and shapes of `expected`, else what differs."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     mismatched = [
-        k
+        f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
         for k in expected
-        if k in given
-        and (not isinstance(given[k], torch.Tensor) or given[k].shape != expected[k].shape)
+        if k in given and isinstance(given[k], torch.Tensor) and given[k].shape != expected[k].shape
     ]
-    return missing, unexpected, mismatched
+    mismatched += [k for k in expected if k in given and not isinstance(given[k], torch.Tensor)]
+    problems = []
+    if missing:
+        problems.append(f"missing {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_few(unexpected)}")
+    if mismatched:
+        problems.append(f"shape differs for {_few(mismatched)}")
+    return "; ".join(problems)
 
 
 def _few(keys: Sequence[str], limit: int = 5) -> str:

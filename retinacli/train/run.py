@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from retinacli.build import build_augmentation, build_dataset, build_model, schedule_arguments
+from retinacli.build import build_augmentation, build_dataset, build_model, build_solver
 from retinacli.data.loader import build_train_loader
 from retinacli.errors import CheckpointError, RecipeError, UsageError
 from retinacli.model_files import ClassInfo
@@ -34,8 +34,6 @@ from retinacli.train.loop import (
     write_text_atomically,
 )
 from retinacli.train.metrics import MetricsWriter
-from retinacli.train.schedules import WarmupScheduler
-from retinacli.train.solver import build_optimizer
 
 CONFIG_NAME = "config.yaml"
 
@@ -121,19 +119,7 @@ def _train(
         reporter.message(init_from_weights(model, recipe.model.weights).summary())
     model.to(ctx.device)
     solver = recipe.solver
-    optimizer = build_optimizer(
-        model,
-        name=solver.optimizer,
-        base_lr=solver.base_lr,
-        momentum=solver.momentum,
-        nesterov=solver.nesterov,
-        betas=solver.betas,
-        weight_decay=solver.weight_decay,
-        weight_decay_norm=solver.weight_decay_norm,
-        weight_decay_bias=solver.weight_decay_bias,
-        bias_lr_factor=solver.bias_lr_factor,
-    )
-    scheduler = WarmupScheduler(optimizer, **schedule_arguments(solver))
+    optimizer, scheduler = build_solver(solver, model)
     ddp_model = None
     if ctx.distributed:
         ddp_model = torch.nn.parallel.DistributedDataParallel(

@@ -12,11 +12,9 @@ import sys
 import pytest
 import torch
 
-from retinacli.build import build_augmentation, build_dataset, build_model, schedule_arguments
+from retinacli.build import build_augmentation, build_dataset, build_model, build_solver
 from retinacli.data.loader import build_train_loader
 from retinacli.train.run import _seed_everything
-from retinacli.train.schedules import WarmupScheduler
-from retinacli.train.solver import build_optimizer
 from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
 
 WORKER = REPO / "tests" / "train" / "ddp_worker.py"
@@ -67,14 +65,7 @@ def test_first_update_equals_the_single_process_update_over_the_same_shards(tmp_
     _seed_everything(recipe.seed)
     dataset, _ = build_dataset(recipe.data.train.dataset, key="train", filter_empty=True, fix_bad_boxes=True)
     model = build_model(recipe.model)
-    solver = recipe.solver
-    optimizer = build_optimizer(
-        model, name=solver.optimizer, base_lr=solver.base_lr, momentum=solver.momentum,
-        nesterov=solver.nesterov, betas=solver.betas, weight_decay=solver.weight_decay,
-        weight_decay_norm=solver.weight_decay_norm, weight_decay_bias=solver.weight_decay_bias,
-        bias_lr_factor=solver.bias_lr_factor,
-    )
-    scheduler = WarmupScheduler(optimizer, **schedule_arguments(solver))
+    optimizer, scheduler = build_solver(recipe.solver, model)
     model.train()
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
     grads = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
