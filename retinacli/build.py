@@ -7,7 +7,6 @@ recipe's sections and passes their values on, one name per concept.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -30,7 +29,7 @@ from retinacli.recipe.schema import (
     ShapesDataset,
     SolverConfig,
 )
-from retinacli.train.schedules import WarmupScheduler
+from retinacli.train.schedules import Schedule, WarmupScheduler
 from retinacli.train.solver import build_optimizer
 
 
@@ -96,19 +95,22 @@ def build_model(model: ModelConfig) -> RetinaNet:
     )
 
 
-def schedule_arguments(solver: SolverConfig) -> dict[str, Any]:
-    """The learning-rate schedule arguments of `retinacli.train.schedules` from `solver`."""
-    return {
-        "base_lr": solver.base_lr,
-        "scheduler": solver.scheduler,
-        "max_iter": solver.max_iter,
-        "steps": solver.steps if solver.scheduler == "WarmupMultiStepLR" else [],
-        "gamma": solver.gamma,
-        "warmup_factor": solver.warmup_factor,
-        "warmup_iters": solver.warmup_iters,
-        "warmup_method": solver.warmup_method,
-        "base_lr_end": solver.base_lr_end,
-    }
+def build_schedule(solver: SolverConfig) -> Schedule:
+    """The learning-rate schedule of `solver` (steps only count for WarmupMultiStepLR).
+
+    Raises ValueError naming the setting when the schedule is not well defined.
+    """
+    return Schedule(
+        base_lr=solver.base_lr,
+        scheduler=solver.scheduler,
+        max_iter=solver.max_iter,
+        steps=solver.steps if solver.scheduler == "WarmupMultiStepLR" else [],
+        gamma=solver.gamma,
+        warmup_factor=solver.warmup_factor,
+        warmup_iters=solver.warmup_iters,
+        warmup_method=solver.warmup_method,
+        base_lr_end=solver.base_lr_end,
+    )
 
 
 def build_augmentation(resize: ResizeConfig, *, flip: str = "none") -> Augmentation:
@@ -175,4 +177,4 @@ def build_solver(solver: SolverConfig, model: torch.nn.Module) -> tuple[torch.op
         weight_decay_bias=solver.weight_decay_bias,
         bias_lr_factor=solver.bias_lr_factor,
     )
-    return optimizer, WarmupScheduler(optimizer, **schedule_arguments(solver))
+    return optimizer, WarmupScheduler(optimizer, schedule=build_schedule(solver))

@@ -92,20 +92,20 @@ def lr_plot(
     """Show the recipe's learning-rate curve: warmup, steps or cosine (no dataset needed)."""
     from rich.table import Table
 
-    from retinacli.build import schedule_arguments
+    from retinacli.build import build_schedule
     from retinacli.recipe import load_recipe
     from retinacli.train import lr_plot as plot
 
     solver = load_recipe(recipe, set_ or []).solver
-    arguments = schedule_arguments(solver)
     try:
-        curve = plot.lr_curve(**arguments)
+        schedule = build_schedule(solver)
     except ValueError as exc:
         raise RecipeError(f"{recipe}: solver: {exc}") from None
+    curve = plot.lr_curve(schedule)
     if as_json:
         typer.echo(json.dumps(plot.curve_json(curve)))
         return
-    points = plot.key_points(**arguments)
+    points = plot.key_points(schedule)
     marks = plot.chart_marks(points)
     width = max(20, min(100, console.width - 14))
     console.print(

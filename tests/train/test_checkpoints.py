@@ -22,7 +22,7 @@ from retinacli.train.checkpoints import (
     restore_rng_state,
     save_checkpoint,
 )
-from retinacli.train.schedules import WarmupScheduler
+from retinacli.train.schedules import Schedule, WarmupScheduler
 
 RECIPE = {"solver": {"base_lr": 0.01, "steps": [6, 9], "weights": None}, "seed": 0, "amp": False}
 
@@ -31,8 +31,7 @@ def make_payload(iteration: int) -> dict:
     torch.manual_seed(iteration)
     model = nn.Linear(3, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    scheduler = WarmupScheduler(
-        optimizer,
+    schedule = Schedule(
         base_lr=0.01,
         scheduler="WarmupMultiStepLR",
         max_iter=20,
@@ -42,6 +41,7 @@ def make_payload(iteration: int) -> dict:
         warmup_iters=2,
         warmup_method="linear",
     )
+    scheduler = WarmupScheduler(optimizer, schedule=schedule)
     model(torch.ones(1, 3)).sum().backward()
     optimizer.step()  # creates momentum buffers: optimizer state with tensors
     scheduler.step()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -15,9 +16,9 @@ from retinacli.train.lr_plot import (
     render_terminal_chart,
     save_png,
 )
-from retinacli.train.schedules import lr_at
+from retinacli.train.schedules import Schedule
 
-TINY = dict(
+TINY = Schedule(
     base_lr=0.1,
     scheduler="WarmupMultiStepLR",
     max_iter=12,
@@ -30,8 +31,8 @@ TINY = dict(
 
 
 def test_curve_is_lr_at_for_every_training_iteration():
-    curve = lr_curve(**TINY)
-    assert curve == [lr_at(i, **TINY) for i in range(12)]
+    curve = lr_curve(TINY)
+    assert curve == [TINY.lr_at(i) for i in range(12)]
     assert curve[:5] == [
         0.010000000000000002,
         0.0325,
@@ -42,9 +43,9 @@ def test_curve_is_lr_at_for_every_training_iteration():
 
 
 def test_curve_of_a_full_detectron2_schedule():
-    config = dict(TINY, base_lr=0.01, max_iter=90000, steps=[60000, 80000], warmup_factor=0.001,
-                  warmup_iters=1000)  # fmt: skip
-    curve = lr_curve(**config)
+    config = replace(TINY, base_lr=0.01, max_iter=90000, steps=[60000, 80000], warmup_factor=0.001,
+                     warmup_iters=1000)  # fmt: skip
+    curve = lr_curve(config)
     assert len(curve) == 90000
     # 0.01 * 0.001 at 0; full rate from 1000; 0.01 * 0.1 from 60000; 0.01 * 0.1**2 from 80000
     assert [curve[i] for i in (0, 999, 1000, 59999, 60000, 79999, 80000, 89999)] == [
@@ -60,7 +61,7 @@ def test_curve_of_a_full_detectron2_schedule():
 
 
 def test_key_points_multistep():
-    assert key_points(**TINY) == [
+    assert key_points(TINY) == [
         KeyPoint("start", "start", 0, 0.010000000000000002),
         KeyPoint("warmup_end", "warmup end", 4, 0.1),
         KeyPoint("step", "step 1", 6, 0.010000000000000002),
@@ -70,14 +71,14 @@ def test_key_points_multistep():
 
 
 def test_key_points_cosine_and_marks():
-    points = key_points(**dict(TINY, scheduler="WarmupCosineLR", steps=[]))
+    points = key_points(replace(TINY, scheduler="WarmupCosineLR", steps=[]))
     assert [(p.kind, p.iteration) for p in points] == [("start", 0), ("warmup_end", 4), ("end", 11)]
     assert points[1].lr == 0.07500000000000001  # 0.1 * 0.5 * (1 + cos(pi * 4 / 12)) = 0.075
     assert chart_marks(points) == [(4, "warmup end")]
 
 
 def test_key_points_without_warmup_and_step_at_max_iter():
-    points = key_points(**dict(TINY, warmup_iters=0, steps=[6, 12]))
+    points = key_points(replace(TINY, warmup_iters=0, steps=[6, 12]))
     assert [(p.label, p.iteration) for p in points] == [("start", 0), ("step 1", 6), ("end", 11)]
 
 
@@ -102,7 +103,7 @@ def test_terminal_chart_exact():
 
 
 def test_terminal_chart_of_long_curve_has_requested_size():
-    curve = lr_curve(**dict(TINY, max_iter=5000, steps=[3000, 4000], warmup_iters=100))
+    curve = lr_curve(replace(TINY, max_iter=5000, steps=[3000, 4000], warmup_iters=100))
     lines = render_terminal_chart(curve, width=40, height=6, marks=[(3000, "step 1")]).split("\n")
     assert len(lines) == 6 + 3
     assert all(len(line) == len("0.1 ┤") + 40 for line in lines[:6])
@@ -117,8 +118,8 @@ def test_terminal_chart_rejects_empty_or_tiny(curve, width, height):
 
 def test_save_png_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "plots" / "lr.png"
-    curve = lr_curve(**TINY)
-    assert save_png(curve, target, chart_marks(key_points(**TINY))) == target
+    curve = lr_curve(TINY)
+    assert save_png(curve, target, chart_marks(key_points(TINY))) == target
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     before = target.read_bytes()
 

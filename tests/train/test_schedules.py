@@ -9,7 +9,7 @@ from bisect import bisect_right
 import pytest
 import torch
 
-from retinacli.train.schedules import WarmupScheduler, lr_at, make_lr_function
+from retinacli.train.schedules import Schedule, WarmupScheduler
 
 # A tiny schedule: 12 iterations, 4 of linear warmup from 0.1x, steps at 6 and 9.
 MULTISTEP = dict(
@@ -40,8 +40,14 @@ def legacy_d2(it: int, *, base_lr, scheduler, max_iter, steps, gamma, warmup_fac
     return base_lr * factor * 0.5 * (1.0 + math.cos(math.pi * it / max_iter))
 
 
+def lrs(config, iterations):
+    """The rates of `iterations` under the schedule of the keyword arguments `config`."""
+    schedule = Schedule(**config)
+    return [schedule.lr_at(i) for i in iterations]
+
+
 def test_multistep_linear_warmup_exact_list():
-    got = [lr_at(i, **MULTISTEP) for i in range(13)]
+    got = lrs(MULTISTEP, range(13))
     # warmup: factor = 0.1 * (1 - i/4) + i/4 -> 0.1, 0.325, 0.55, 0.775; times base 0.1.
     # then 0.1 until the step at 6, 0.1 * 0.1 from 6, 0.1 * 0.1**2 from 9 (12 = max_iter included).
     assert got == [
@@ -64,7 +70,7 @@ def test_multistep_linear_warmup_exact_list():
 
 def test_multistep_constant_warmup_exact_list():
     config = dict(MULTISTEP, warmup_method="constant")
-    got = [lr_at(i, **config) for i in range(12)]
+    got = lrs(config, range(12))
     # constant warmup: 0.1 * 0.1 for i < 4, then as above.
     assert (
         got
@@ -78,11 +84,11 @@ def test_multistep_constant_warmup_exact_list():
 
 def test_no_warmup_starts_at_base_lr():
     config = dict(MULTISTEP, warmup_iters=0)
-    assert [lr_at(i, **config) for i in range(7)] == [0.1] * 6 + [0.010000000000000002]
+    assert lrs(config, range(7)) == [0.1] * 6 + [0.010000000000000002]
 
 
 def test_cosine_linear_warmup_exact_list():
-    got = [lr_at(i, **COSINE) for i in range(13)]
+    got = lrs(COSINE, range(13))
     # lr = 0.1 * warmup(i) * 0.5 * (1 + cos(pi * i / 12)); e.g. i=4: 0.1 * 1 * 0.5 * 1.5 = 0.075,
     # i=6: 0.1 * 0.5 * (1 + cos(pi/2)) = 0.05, i=12: cos(pi) = -1 -> exactly 0.
     assert got == [
@@ -107,7 +113,7 @@ def test_cosine_linear_warmup_exact_list():
 
 def test_cosine_constant_warmup_and_end_value():
     config = dict(COSINE, warmup_method="constant", base_lr_end=0.01)
-    got = [lr_at(i, **config) for i in (0, 3, 4, 6, 12)]
+    got = lrs(config, (0, 3, 4, 6, 12))
     # end ratio 0.01 / 0.1 = 0.1: lr = 0.1 * w * (0.1 + 0.9 * 0.5 * (1 + cos(pi i / 12)))
     # i=0: 0.1 * 0.1 * 1 = 0.01; i=3: 0.1 * 0.1 * (0.1 + 0.9 * 0.853553...) ; i=4: 0.1 * 0.775
     # i=6: 0.1 * (0.1 + 0.45) = 0.055; i=12: 0.1 * 0.1 = base_lr_end.
@@ -117,7 +123,7 @@ def test_cosine_constant_warmup_and_end_value():
 
 def test_cosine_end_zero_equals_legacy_bit_for_bit():
     config = dict(COSINE, max_iter=37, warmup_iters=5)
-    assert [lr_at(i, **config) for i in range(38)] == [legacy_d2(i, **config) for i in range(38)]
+    assert lrs(config, range(38)) == [legacy_d2(i, **config) for i in range(38)]
 
 
 def _sgd_two_groups(lrs=(0.1, 0.2)):
@@ -137,11 +143,11 @@ def _run(optimizer, scheduler, n):
 
 def test_scheduler_gives_each_group_its_own_base_times_schedule():
     optimizer = _sgd_two_groups()
-    scheduler = WarmupScheduler(optimizer, **{k: v for k, v in MULTISTEP.items()})
+    schedule = Schedule(**MULTISTEP)
+    scheduler = WarmupScheduler(optimizer, schedule=schedule)
     seen = _run(optimizer, scheduler, 12)
-    fn = make_lr_function(**MULTISTEP)
-    assert [row[0] for row in seen] == [lr_at(i, **MULTISTEP) for i in range(12)]
-    assert [row[1] for row in seen] == [fn(0.2, i) for i in range(12)]
+    assert [row[0] for row in seen] == [schedule.lr_at(i) for i in range(12)]
+    assert [row[1] for row in seen] == [schedule.lr(0.2, i) for i in range(12)]
     # the bias group (lr factor 2) is twice the base group at every iteration
     assert [row[1] for row in seen] == pytest.approx([2 * row[0] for row in seen], rel=1e-15)
     assert seen[6] == [0.010000000000000002, 0.020000000000000004]
@@ -168,7 +174,7 @@ def test_scheduler_state_round_trip_resumes_exactly():
 
 def _pair():
     optimizer = _sgd_two_groups()
-    return optimizer, WarmupScheduler(optimizer, **COSINE)
+    return optimizer, WarmupScheduler(optimizer, schedule=Schedule(**COSINE))
 
 
 def test_scheduler_refuses_state_of_another_group_count():
@@ -198,17 +204,17 @@ def test_scheduler_refuses_state_of_another_group_count():
 )
 def test_invalid_schedules_raise_clear_errors(change, message):
     with pytest.raises(ValueError, match=message):
-        lr_at(0, **dict(MULTISTEP, **change))
+        Schedule(**dict(MULTISTEP, **change))
 
 
 def test_iteration_outside_schedule_is_refused():
     with pytest.raises(ValueError, match=r"iteration: 13 is outside the schedule 0..max_iter"):
-        lr_at(13, **MULTISTEP)
+        Schedule(**MULTISTEP).lr_at(13)
     with pytest.raises(ValueError, match="iteration: -1"):
-        lr_at(-1, **MULTISTEP)
+        Schedule(**MULTISTEP).lr_at(-1)
 
 
 def test_step_at_max_iter_is_allowed_and_only_changes_the_final_value():
     config = dict(MULTISTEP, steps=[12])
-    assert lr_at(11, **config) == 0.1
-    assert lr_at(12, **config) == 0.010000000000000002
+    assert Schedule(**config).lr_at(11) == 0.1
+    assert Schedule(**config).lr_at(12) == 0.010000000000000002
