@@ -125,6 +125,16 @@ class RetinaNet(nn.Module):
                 f"RetinaNet: anchor strides {anchor_generator.strides} differ from the backbone's "
                 f"level strides {backbone.out_strides}"
             )
+        if not (0.0 <= score_thresh < 1.0 and 0.0 <= nms_thresh <= 1.0):
+            raise ValueError(
+                f"RetinaNet: score_thresh must be in [0, 1) and nms_thresh in [0, 1], got "
+                f"{score_thresh} and {nms_thresh}"
+            )
+        if topk_candidates < 1 or detections_per_image < 1:
+            raise ValueError(
+                f"RetinaNet: topk_candidates and detections_per_image must be >= 1, got "
+                f"{topk_candidates} and {detections_per_image}"
+            )
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"RetinaNet: box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
         if len(pixel_mean) != 3 or len(pixel_std) != 3 or min(pixel_std) <= 0:

@@ -41,7 +41,9 @@ class Detections:
 
     def to(self, device: torch.device | str) -> Detections:
         return Detections(
-            boxes=self.boxes.to(device), scores=self.scores.to(device), labels=self.labels.to(device)
+            boxes=self.boxes.to(device),
+            scores=self.scores.to(device),
+            labels=self.labels.to(device),
         )
 
 
@@ -58,7 +60,9 @@ class PaddedTargets:
     valid: Tensor
 
 
-def pad_targets(targets: list[Targets], *, device: torch.device | str | None = None) -> PaddedTargets:
+def pad_targets(
+    targets: list[Targets], *, device: torch.device | str | None = None
+) -> PaddedTargets:
     """Stack per-image `Targets` into `PaddedTargets` (G_max = 0 when no image has a box)."""
     num_images = len(targets)
     num_gt = max((int(t.boxes.shape[0]) for t in targets), default=0)

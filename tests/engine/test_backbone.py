@@ -117,7 +117,7 @@ def test_training_mode_gradients_match_torchvision() -> None:
     body = ResNet(depth=18, norm="BN", freeze_at=0, res2_out_channels=64, out_features=["res5"])
     body.load_state_dict(state, strict=True)
     body.train()
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 32, 32)
     stem = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
     ref = reference.layer4(reference.layer3(reference.layer2(reference.layer1(stem))))
     ref.square().sum().backward()

@@ -153,6 +153,20 @@ def test_user_errors() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"score_thresh": 1.0},
+        {"topk_candidates": 0},
+        {"detections_per_image": 0},
+        {"box_loss": "l2"},
+    ],
+)
+def test_bad_inference_settings_raise(overrides: dict) -> None:
+    with pytest.raises(ValueError, match="RetinaNet"):
+        tiny(**overrides)
+
+
 def test_state_dict_roots() -> None:
     roots = {
         ".".join(k.split(".")[:2]) if k.startswith("backbone.") else k.split(".")[0]
