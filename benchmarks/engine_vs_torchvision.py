@@ -11,8 +11,9 @@ p3 and p4 then still hit the top-1000 cut and NMS sees a few thousand boxes per 
 
 Measured in one process, ours and torchvision's alternating, median of `--repeats` runs after a
 warm-up, with a fixed thread count:
-- train iteration: forward + backward of the whole model (training mode);
 - inference: eval-mode forward under no_grad;
+- train iteration: forward + backward of the whole model (training mode; measured last, since
+  it moves the BatchNorm statistics);
 - anchors + matching + loss: from precomputed head outputs, forward and backward of the loss;
 - postprocess: from precomputed head outputs, anchors + decoding + NMS + rescaling.
 
@@ -221,10 +222,6 @@ def main() -> None:
         out = theirs(tv_images, tv_targets)
         sum(out.values()).backward()
 
-    if not args.parts_only:
-        ours.train()
-        theirs.train()
-        compare("train iteration (fwd+bwd)", train_ours, train_theirs, args.full_repeats)
     ours.eval()
     theirs.eval()
     with torch.no_grad():
@@ -287,6 +284,12 @@ def main() -> None:
         compare("  postprocess", post_ours, post_theirs, args.repeats)
         num_dets = [len(d.scores) for d in ours.detect(ours_outputs(False), original_sizes)]
     print(f"detections per image after postprocess (ours): {num_dets}")
+
+    # Last: training-mode forwards update the BatchNorm statistics, which changes eval outputs.
+    if not args.parts_only:
+        ours.train()
+        theirs.train()
+        compare("train iteration (fwd+bwd)", train_ours, train_theirs, args.full_repeats)
 
 
 if __name__ == "__main__":
