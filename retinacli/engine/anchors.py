@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -115,7 +115,7 @@ class AnchorGenerator(nn.Module):
         """Per level, A_l = number of sizes x number of aspect ratios."""
         return [len(s) * len(r) for s, r in zip(self.sizes, self.aspect_ratios, strict=True)]
 
-    def _apply(self, fn, recurse=True):  # noqa: ANN001 - nn.Module signature
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> AnchorGenerator:
         # Moving or casting the module invalidates anchors cached on the old device.
         self._grid_cache.clear()
         return super()._apply(fn, recurse)
