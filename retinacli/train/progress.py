@@ -60,7 +60,9 @@ class ConsoleReporter:
         elapsed = time.perf_counter() - self._start
         eta = elapsed / max(done, 1) * (self._max_iter - iteration - 1)
         self.console.print(
-            f"iter {iteration + 1}/{self._max_iter}  {text}  eta {_duration(eta)}", highlight=False
+            f"iter {iteration + 1}/{self._max_iter}  {text}  eta {_duration(eta)}",
+            highlight=False,
+            soft_wrap=True,
         )
 
     def message(self, text: str) -> None:

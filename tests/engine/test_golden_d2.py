@@ -18,11 +18,13 @@ from torch.testing import assert_close
 
 from retinacli.data.images import read_image
 from retinacli.data.transforms import resize_image, resized_hw
+from retinacli.detectron2_import import import_detectron2
 from retinacli.engine.d2_names import detectron2_to_retinacli
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.losses import IGNORE_LABEL
 from retinacli.engine.postprocess import level_candidates
 from retinacli.engine.structures import Detections, Targets
+from retinacli.model_files import load_detector
 from tests.engine.builders import build_retinanet
 
 NUM_CLASSES = 3
@@ -35,14 +37,26 @@ MIN_SIZE, MAX_SIZE = 320, 533  # INPUT.MIN_SIZE_TEST/TRAIN and MAX_SIZE_TEST/TRA
 
 
 @pytest.fixture(scope="module")
-def golden_model(golden_dir: Path) -> RetinaNet:
-    model = build_retinanet()
+def golden_model(golden_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> RetinaNet:
+    """The golden case the way a user gets it: `retina import-detectron2` turns detectron2's
+    config.yaml and model_final.pth into a recipe and a model file, which the engine loads."""
+    out = tmp_path_factory.mktemp("imported")
+    import_detectron2(golden_dir / "config.yaml", golden_dir / "model_final.pth", out)
+    return load_detector(out / "model.pth").model
+
+
+def test_import_builds_the_model_the_config_describes(golden_dir: Path, golden_model: RetinaNet) -> None:
+    """The imported recipe gives the same architecture as building from the config's values by
+    hand, and every detectron2 weight lands in it unchanged."""
+    by_hand = build_retinanet()
     state = torch.load(golden_dir / "model_final.pth", weights_only=True)["model"]
     mapped, unmapped = detectron2_to_retinacli(state)
     assert unmapped == []
-    result = model.load_state_dict(mapped, strict=True)
-    assert result.missing_keys == [] and result.unexpected_keys == []
-    return model
+    by_hand.load_state_dict(mapped, strict=True)
+    imported = golden_model.state_dict()
+    assert imported.keys() == by_hand.state_dict().keys()
+    for key, value in by_hand.state_dict().items():
+        assert_close(imported[key], value, rtol=0, atol=0, msg=key)
 
 
 @pytest.fixture(scope="module")
