@@ -21,7 +21,7 @@ from retinacli.engine.detector import RetinaNet
 from retinacli.engine.fpn import FPN, ResNetFPN
 from retinacli.engine.head import RetinaNetHead
 from retinacli.engine.matcher import Matcher
-from retinacli.errors import RecipeError
+from retinacli.errors import DatasetError, RecipeError
 from retinacli.recipe.schema import (
     CocoDataset,
     ModelConfig,
@@ -158,9 +158,16 @@ def build_dataset(
             f"kind: shapes) or pass --set {key}=\"{{kind: coco, annotations: a.json, images: dir}}\""
         )
     annotations, images = dataset_files(dataset)
-    return prepare_coco(
-        annotations=annotations, images=images, filter_empty=filter_empty, fix_bad_boxes=fix_bad_boxes
-    )
+    try:
+        return prepare_coco(
+            annotations=annotations, images=images, filter_empty=filter_empty, fix_bad_boxes=fix_bad_boxes
+        )
+    except DatasetError as exc:
+        hint = (
+            f"\n(set by {key} in the recipe; change it with --set {key}.annotations=... and "
+            f"--set {key}.images=..., or set the environment variable the recipe's path uses)"
+        )
+        raise DatasetError(f"{exc}{hint}") from None
 
 
 def build_solver(solver: SolverConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, WarmupScheduler]:
