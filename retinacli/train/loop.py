@@ -144,7 +144,8 @@ class Trainer:
 
     def train(self, start_iteration: int = 0) -> int:
         """Run to `max_iter`; returns the number of iterations run by this call."""
-        self._last_good = copy.deepcopy(self.state(start_iteration - 1))
+        if self.nonfinite.action == "rollback":  # the state a first rollback returns to
+            self._last_good = copy.deepcopy(self.state(start_iteration - 1))
         iteration = start_iteration
         data = self.make_data(iteration)
         window: dict[str, list[float]] = {}
@@ -175,7 +176,7 @@ class Trainer:
                     max_iter=self.max_iter,
                     make_payload=lambda it=iteration: self.state(it),
                 ) if self.is_main else []
-                if saved or self._checkpoint_due(iteration):
+                if self.nonfinite.action == "rollback" and (saved or self._checkpoint_due(iteration)):
                     self._last_good = copy.deepcopy(self.state(iteration))
                 if self.evaluate is not None and self._evaluation_due(iteration):
                     self.evaluate(iteration)

@@ -87,6 +87,20 @@ def _train(
             f"data.train.images_per_batch {total_batch} is the total over all processes and must "
             f"divide evenly among {ctx.world_size} processes"
         )
+    sync_bn = [
+        key
+        for key, norm in (
+            ("model.backbone.norm", recipe.model.backbone.norm),
+            ("model.fpn.norm", recipe.model.fpn.norm),
+            ("model.head.norm", recipe.model.head.norm),
+        )
+        if norm == "SyncBN"
+    ]
+    if sync_bn and ctx.distributed and ctx.device.type != "cuda":
+        raise RecipeError(
+            f"{', '.join(sync_bn)}: SyncBN synchronises over CUDA (nccl) only; on the CPU use BN "
+            "or GN with several processes"
+        )
     _seed_everything(recipe.seed)
 
     train_set, train_report = build_dataset(
