@@ -58,100 +58,65 @@ def _root(
     _state["debug"] = debug
 
 
-@app.command("inspect-config")
-def inspect_config(
-    recipe: RecipeArg,
-    set_: SetOption = None,
-    diff: Annotated[bool, typer.Option("--diff", help="Show only what differs from the defaults.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-) -> None:
-    """Print the fully resolved, validated recipe (YAML that loads back to the same recipe)."""
-    from retinacli.recipe import diff_from_defaults, dump_recipe, load_recipe, recipe_to_dict
-
-    resolved = load_recipe(recipe, set_ or [])
-    data: dict[str, Any] = diff_from_defaults(resolved) if diff else recipe_to_dict(resolved)
-    if as_json:
-        typer.echo(json.dumps(data, indent=2))
-    elif diff and not data:
-        console.print("# the recipe equals the defaults")
-    else:
-        typer.echo(dump_recipe(data), nl=False)
+def _ap_text(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
-@app.command("lr-plot")
-def lr_plot(
-    recipe: RecipeArg,
-    set_: SetOption = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Also save the curve as a PNG here.", show_default=False)
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help='Print [{"iteration": i, "lr": x}, ...] for every iteration.')
-    ] = False,
-) -> None:
-    """Show the recipe's learning-rate curve: warmup, steps or cosine (no dataset needed)."""
+def _metrics_table(metrics: dict[str, Any], *, title: str) -> Any:
+    """COCO AP (percent) as Rich tables: the summary row, then one row per category."""
+    from rich.console import Group
     from rich.table import Table
 
-    from retinacli.build import build_schedule
-    from retinacli.recipe import load_recipe
-    from retinacli.train import lr_plot as plot
+    from retinacli.evaluation.coco_eval import METRIC_NAMES
 
-    solver = load_recipe(recipe, set_ or []).solver
-    try:
-        schedule = build_schedule(solver)
-    except ValueError as exc:
-        raise RecipeError(f"{recipe}: solver: {exc}") from None
-    curve = plot.lr_curve(schedule)
-    if as_json:
-        typer.echo(json.dumps(plot.curve_json(curve)))
-        return
-    points = plot.key_points(schedule)
-    marks = plot.chart_marks(points)
-    width = max(20, min(100, console.width - 14))
+    overall = Table(*METRIC_NAMES, title=title)
+    overall.add_row(*(_ap_text(metrics.get(name)) for name in METRIC_NAMES))
+    per_category = Table("category", "AP")
+    for name, value in (metrics.get("per_category") or {}).items():
+        per_category.add_row(str(name), _ap_text(value))
+    return Group(overall, per_category)
+
+
+@app.command("train")
+def train(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", help="Where the run goes (default: the recipe's output_dir).", show_default=False),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in the output dir from its last checkpoint.")
+    ] = False,
+    num_processes: Annotated[
+        int, typer.Option("--num-processes", min=1, help="Start this many local training processes (torch.distributed).")
+    ] = 1,
+) -> None:
+    """Train a detector from a recipe: progress, TensorBoard, checkpoints, resume, COCO eval."""
+    from retinacli.recipe import load_recipe
+    from retinacli.train.distributed import launch_local
+    from retinacli.train.progress import ConsoleReporter
+    from retinacli.train.run import train_from_recipe
+
+    overrides = list(set_ or [])
+    if output_dir is not None:
+        overrides.append(f"output_dir={output_dir}")
+    resolved = load_recipe(recipe, overrides)
+    if num_processes > 1:
+        argv = ["train", str(recipe), *[a for o in overrides for a in ("--set", o)]]
+        code = launch_local(num_processes, [*argv, *(["--resume"] if resume else [])])
+        raise typer.Exit(code)
+    result = train_from_recipe(
+        resolved,
+        resume=resume,
+        reporter=ConsoleReporter(console),
+        show_eval=lambda iteration, metrics: console.print(_metrics_table(metrics, title=f"COCO AP after iteration {iteration}")),
+    )
     console.print(
-        f"[bold]{solver.scheduler}[/], base_lr {solver.base_lr:g}, {solver.max_iter} iterations",
+        f"done: {result.iterations_run} iterations in this run; outputs in {result.output_dir}"
+        + (f"; final model {result.final_checkpoint}" if result.final_checkpoint else ""),
         highlight=False,
     )
-    console.print(plot.render_terminal_chart(curve, width=width, height=10, marks=marks), highlight=False)
-    table = Table("point", "iteration", "lr")
-    for point in points:
-        table.add_row(point.label, str(point.iteration), f"{point.lr:.6g}")
-    console.print(table)
-    if out is not None:
-        path = plot.save_png(curve, out, marks, title=f"{recipe.name}: {solver.scheduler}")
-        console.print(f"saved {path}")
-
-
-@app.command("import-detectron2")
-def import_detectron2_command(
-    config: Annotated[Path, typer.Argument(help="detectron2 config YAML (with _BASE_ chains).", show_default=False)],
-    weights: Annotated[
-        Path, typer.Option("--weights", help="detectron2 weights: .pth or model-zoo .pkl.", show_default=False)
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for recipe.yaml and model.pth.", show_default=False)],
-    classes: Annotated[
-        str | None,
-        typer.Option("--classes", help="Comma-separated class names, in the model's class order.", show_default=False),
-    ] = None,
-) -> None:
-    """Turn a detectron2 RetinaNet config + weights into a recipe and a model file."""
-    from retinacli.detectron2_import import import_detectron2
-
-    names = [n.strip() for n in classes.split(",")] if classes else None
-    result = import_detectron2(config, weights, out, class_names=names)
-    console.print(f"wrote {result.recipe_path}\nwrote {result.model_path}", highlight=False)
-    for key in result.ignored_config_keys:
-        console.print(f"[yellow]ignored config key[/] {key} (not used by RetinaNet here)", highlight=False)
-    for key in result.unused_weight_keys:
-        console.print(f"[yellow]unused weight[/] {key}", highlight=False)
-    for note in result.notes:
-        console.print(f"[cyan]note[/] {note}", highlight=False)
-
-
-DeviceOption = Annotated[
-    Literal["auto", "cpu", "cuda"] | None,
-    typer.Option("--device", help="auto|cpu|cuda [default: the recipe's device].", show_default=False),
-]
 
 
 @app.command("eval")
@@ -271,10 +236,6 @@ def eval_command(
     )
 
 
-def _ap_text(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
 @app.command("predict")
 def predict_command(
     checkpoint: Annotated[
@@ -347,61 +308,68 @@ def predict_command(
         )
 
 
-@app.command("train")
-def train(
+@app.command("inspect-config")
+def inspect_config(
     recipe: RecipeArg,
     set_: SetOption = None,
-    output_dir: Annotated[
-        Path | None,
-        typer.Option("--output-dir", help="Where the run goes (default: the recipe's output_dir).", show_default=False),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in the output dir from its last checkpoint.")
-    ] = False,
-    num_processes: Annotated[
-        int, typer.Option("--num-processes", min=1, help="Start this many local training processes (torch.distributed).")
-    ] = 1,
+    diff: Annotated[bool, typer.Option("--diff", help="Show only what differs from the defaults.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Train a detector from a recipe: progress, TensorBoard, checkpoints, resume, COCO eval."""
-    from retinacli.recipe import load_recipe
-    from retinacli.train.distributed import launch_local
-    from retinacli.train.progress import ConsoleReporter
-    from retinacli.train.run import train_from_recipe
+    """Print the fully resolved, validated recipe (YAML that loads back to the same recipe)."""
+    from retinacli.recipe import diff_from_defaults, dump_recipe, load_recipe, recipe_to_dict
 
-    overrides = list(set_ or [])
-    if output_dir is not None:
-        overrides.append(f"output_dir={output_dir}")
-    resolved = load_recipe(recipe, overrides)
-    if num_processes > 1:
-        argv = ["train", str(recipe), *[a for o in overrides for a in ("--set", o)]]
-        code = launch_local(num_processes, [*argv, *(["--resume"] if resume else [])])
-        raise typer.Exit(code)
-    result = train_from_recipe(
-        resolved,
-        resume=resume,
-        reporter=ConsoleReporter(console),
-        show_eval=lambda iteration, metrics: console.print(_metrics_table(metrics, title=f"COCO AP after iteration {iteration}")),
-    )
-    console.print(
-        f"done: {result.iterations_run} iterations in this run; outputs in {result.output_dir}"
-        + (f"; final model {result.final_checkpoint}" if result.final_checkpoint else ""),
-        highlight=False,
-    )
+    resolved = load_recipe(recipe, set_ or [])
+    data: dict[str, Any] = diff_from_defaults(resolved) if diff else recipe_to_dict(resolved)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    elif diff and not data:
+        console.print("# the recipe equals the defaults")
+    else:
+        typer.echo(dump_recipe(data), nl=False)
 
 
-def _metrics_table(metrics: dict[str, Any], *, title: str) -> Any:
-    """COCO AP (percent) as Rich tables: the summary row, then one row per category."""
-    from rich.console import Group
+@app.command("lr-plot")
+def lr_plot(
+    recipe: RecipeArg,
+    set_: SetOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also save the curve as a PNG here.", show_default=False)
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print [{"iteration": i, "lr": x}, ...] for every iteration.')
+    ] = False,
+) -> None:
+    """Show the recipe's learning-rate curve: warmup, steps or cosine (no dataset needed)."""
     from rich.table import Table
 
-    from retinacli.evaluation.coco_eval import METRIC_NAMES
+    from retinacli.build import build_schedule
+    from retinacli.recipe import load_recipe
+    from retinacli.train import lr_plot as plot
 
-    overall = Table(*METRIC_NAMES, title=title)
-    overall.add_row(*(_ap_text(metrics.get(name)) for name in METRIC_NAMES))
-    per_category = Table("category", "AP")
-    for name, value in (metrics.get("per_category") or {}).items():
-        per_category.add_row(str(name), _ap_text(value))
-    return Group(overall, per_category)
+    solver = load_recipe(recipe, set_ or []).solver
+    try:
+        schedule = build_schedule(solver)
+    except ValueError as exc:
+        raise RecipeError(f"{recipe}: solver: {exc}") from None
+    curve = plot.lr_curve(schedule)
+    if as_json:
+        typer.echo(json.dumps(plot.curve_json(curve)))
+        return
+    points = plot.key_points(schedule)
+    marks = plot.chart_marks(points)
+    width = max(20, min(100, console.width - 14))
+    console.print(
+        f"[bold]{solver.scheduler}[/], base_lr {solver.base_lr:g}, {solver.max_iter} iterations",
+        highlight=False,
+    )
+    console.print(plot.render_terminal_chart(curve, width=width, height=10, marks=marks), highlight=False)
+    table = Table("point", "iteration", "lr")
+    for point in points:
+        table.add_row(point.label, str(point.iteration), f"{point.lr:.6g}")
+    console.print(table)
+    if out is not None:
+        path = plot.save_png(curve, out, marks, title=f"{recipe.name}: {solver.scheduler}")
+        console.print(f"saved {path}")
 
 
 @app.command("anchors")
@@ -469,6 +437,38 @@ def anchors_command(
         typer.echo(json.dumps(result_json(result)))
     else:
         render(result, console)
+
+
+@app.command("import-detectron2")
+def import_detectron2_command(
+    config: Annotated[Path, typer.Argument(help="detectron2 config YAML (with _BASE_ chains).", show_default=False)],
+    weights: Annotated[
+        Path, typer.Option("--weights", help="detectron2 weights: .pth or model-zoo .pkl.", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for recipe.yaml and model.pth.", show_default=False)],
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="Comma-separated class names, in the model's class order.", show_default=False),
+    ] = None,
+) -> None:
+    """Turn a detectron2 RetinaNet config + weights into a recipe and a model file."""
+    from retinacli.detectron2_import import import_detectron2
+
+    names = [n.strip() for n in classes.split(",")] if classes else None
+    result = import_detectron2(config, weights, out, class_names=names)
+    console.print(f"wrote {result.recipe_path}\nwrote {result.model_path}", highlight=False)
+    for key in result.ignored_config_keys:
+        console.print(f"[yellow]ignored config key[/] {key} (not used by RetinaNet here)", highlight=False)
+    for key in result.unused_weight_keys:
+        console.print(f"[yellow]unused weight[/] {key}", highlight=False)
+    for note in result.notes:
+        console.print(f"[cyan]note[/] {note}", highlight=False)
+
+
+DeviceOption = Annotated[
+    Literal["auto", "cpu", "cuda"] | None,
+    typer.Option("--device", help="auto|cpu|cuda [default: the recipe's device].", show_default=False),
+]
 
 
 data_app = typer.Typer(
