@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from retinacli.engine.detector import RetinaNet
 from retinacli.errors import TrainingError, UsageError
 from retinacli.recipe import load_recipe
 from retinacli.train import loop as loop_module
@@ -171,3 +172,34 @@ def test_resume_with_nothing_to_resume_starts_fresh(tmp_path):
     train_from_recipe(tiny_recipe(tmp_path, "solver.max_iter=1"), resume=True, reporter=Collect())
     assert any("no checkpoint" in m for m in messages)
     assert Path(tmp_path / "run" / "model_final.pth").exists()
+
+
+def test_rollback_recovers_from_one_bad_iteration(tmp_path, monkeypatch):
+    """A single non-finite loss (iteration 4) rolls back to the checkpoint of iteration 2,
+    halves the learning rate and trains on to the end."""
+    recipe = tiny_recipe(tmp_path, "on_nonfinite=rollback", "rollback_lr_factor=0.5", "solver.warmup_iters=0")
+    real_forward = RetinaNet.forward
+    calls = {"n": 0}
+
+    def nan_once(self, images, targets=None, original_sizes=None):
+        out = real_forward(self, images, targets, original_sizes)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 5:  # the 5th training forward: iteration 4
+                out["loss_cls"] = out["loss_cls"] * float("nan")
+        return out
+
+    monkeypatch.setattr(RetinaNet, "forward", nan_once)
+    messages = []
+
+    class Collect(loop_module.SilentReporter):
+        def message(self, text):
+            messages.append(text)
+
+    result = train_from_recipe(recipe, reporter=Collect())
+    assert any("rolled back to iteration 3" in m and "rollback 1 of 3" in m for m in messages), messages
+    assert result.final_checkpoint is not None
+    final = load_checkpoint(result.final_checkpoint)
+    assert final["iteration"] == 5
+    assert final["scheduler"]["base_lrs"][0] == pytest.approx(recipe.solver.base_lr * 0.5)
+    assert all(torch.isfinite(v).all() for v in final["model"].values() if v.is_floating_point())
