@@ -35,14 +35,10 @@ from collections.abc import Callable
 import torch
 from torchvision.models.detection import retinanet_resnet50_fpn
 
-from retinacli.engine.anchors import AnchorGenerator
-from retinacli.engine.backbone import ResNet
-from retinacli.engine.box_coder import BoxCoder
+from retinacli.build import build_model
 from retinacli.engine.detector import NetworkOutputs, RetinaNet
-from retinacli.engine.fpn import FPN, ResNetFPN
-from retinacli.engine.head import RetinaNetHead
-from retinacli.engine.matcher import BACKGROUND, FOREGROUND, IGNORE, Matcher
 from retinacli.engine.structures import Targets
+from retinacli.recipe import load_recipe
 
 HEIGHT, WIDTH = 480, 640
 NUM_IMAGES = 2
@@ -53,48 +49,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_ours(num_classes: int) -> RetinaNet:
-    body = ResNet(
-        depth=50,
-        norm="BN",
-        freeze_at=0,
-        stride_in_1x1=False,
-        stem_out_channels=64,
-        res2_out_channels=256,
-        out_features=["res3", "res4", "res5"],
+    """Our RetinaNet through the recipe builder users get, set to torchvision's layout."""
+    mean = [255 * m for m in IMAGENET_MEAN]
+    std = [255 * v for v in IMAGENET_STD]
+    recipe = load_recipe(
+        None,
+        [
+            "model.input_format=RGB",
+            f"model.pixel_mean={mean}",
+            f"model.pixel_std={std}",
+            "model.backbone.norm=BN",
+            "model.backbone.freeze_at=0",
+            "model.backbone.stride_in_1x1=false",
+            "model.fpn.top_block_input=p5",
+            f"model.head.num_classes={num_classes}",
+            "model.loss.smooth_l1_beta=0.0",
+            "model.test.detections_per_image=300",
+        ],
     )
-    fpn = FPN(
-        in_channels=[512, 1024, 2048],
-        in_strides=[8, 16, 32],
-        out_channels=256,
-        norm="none",
-        fuse_type="sum",
-        top_block_input="p5",
-    )
-    sizes = [[x, x * 2 ** (1 / 3), x * 2 ** (2 / 3)] for x in (32, 64, 128, 256, 512)]
-    anchors = AnchorGenerator(
-        sizes=sizes, aspect_ratios=[[0.5, 1.0, 2.0]], strides=[8, 16, 32, 64, 128], offset=0.0
-    )
-    head = RetinaNetHead(in_channels=256, num_classes=num_classes, num_anchors=9, num_convs=4)
-    return RetinaNet(
-        backbone=ResNetFPN(body=body, fpn=fpn, in_features=["res3", "res4", "res5"]),
-        head=head,
-        anchor_generator=anchors,
-        box_coder=BoxCoder(weights=(1.0, 1.0, 1.0, 1.0)),
-        matcher=Matcher(
-            thresholds=[0.4, 0.5],
-            labels=[BACKGROUND, IGNORE, FOREGROUND],
-            allow_low_quality_matches=True,
-        ),
-        num_classes=num_classes,
-        box_loss="smooth_l1",
-        smooth_l1_beta=0.0,
-        score_thresh=0.05,
-        topk_candidates=1000,
-        nms_thresh=0.5,
-        detections_per_image=300,
-        pixel_mean=[255 * m for m in IMAGENET_MEAN],
-        pixel_std=[255 * s for s in IMAGENET_STD],
-    )
+    return build_model(recipe.model)
 
 
 def build_torchvision(num_classes: int) -> torch.nn.Module:

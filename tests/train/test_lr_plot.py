@@ -17,17 +17,9 @@ from retinacli.train.lr_plot import (
     save_png,
 )
 from retinacli.train.schedules import Schedule
+from tests.train.test_schedules import MULTISTEP
 
-TINY = Schedule(
-    base_lr=0.1,
-    scheduler="WarmupMultiStepLR",
-    max_iter=12,
-    steps=[6, 9],
-    gamma=0.1,
-    warmup_factor=0.1,
-    warmup_iters=4,
-    warmup_method="linear",
-)
+TINY = Schedule(**MULTISTEP)  # 12 iterations, 4 of linear warmup from 0.1x, steps at 6 and 9
 
 
 def test_curve_is_lr_at_for_every_training_iteration():
