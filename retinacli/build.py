@@ -1,7 +1,9 @@
-"""The one place a recipe becomes engine objects.
+"""The one place a recipe's sections become engine, data and training objects.
 
-Engine modules take explicit typed arguments and never see a recipe; this module reads the
-recipe's sections and passes their values on, one name per concept.
+Engine, data, train and evaluation modules take explicit typed arguments and never see a recipe;
+these builders read the recipe's sections and pass their values on, one name per concept (the
+recipe key `model.test.score_thresh` is the argument `score_thresh`). The commands layer
+(`retinacli/commands/`) calls them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from retinacli.anchors_tool.layout import AnchorSpec
 from retinacli.data.checks import DatasetReport, prepare_coco
 from retinacli.data.coco import DetectionDataset
 from retinacli.data.shapes import ShapesSpec, ensure_shapes
@@ -23,14 +26,21 @@ from retinacli.engine.head import RetinaNetHead
 from retinacli.engine.matcher import Matcher
 from retinacli.errors import DatasetError, RecipeError
 from retinacli.recipe.schema import (
+    ClipGradientsConfig,
     CocoDataset,
     ModelConfig,
-    ResizeConfig,
+    Recipe,
     ShapesDataset,
     SolverConfig,
+    TestDataConfig,
+    TrainDataConfig,
+    stage_stride,
 )
+from retinacli.train.loop import ClipSettings, NonFinitePolicy
 from retinacli.train.schedules import Schedule, WarmupScheduler
 from retinacli.train.solver import build_optimizer
+
+# ----------------------------------------------------------------------------- model
 
 
 def build_anchor_generator(model: ModelConfig) -> AnchorGenerator:
@@ -40,6 +50,18 @@ def build_anchor_generator(model: ModelConfig) -> AnchorGenerator:
         aspect_ratios=model.anchors.aspect_ratios,
         strides=model.fpn.level_strides,
         offset=model.anchors.offset,
+    )
+
+
+def build_anchor_spec(model: ModelConfig) -> AnchorSpec:
+    """What `retina anchors` measures: the recipe's pyramid levels and their anchors."""
+    return AnchorSpec(
+        level_names=tuple(model.fpn.level_names),
+        strides=tuple(model.fpn.level_strides),
+        sizes=tuple(tuple(level) for level in model.anchors.sizes),
+        aspect_ratios=tuple(tuple(level) for level in model.anchors.aspect_ratios),
+        offset=model.anchors.offset,
+        size_divisibility=stage_stride(model.fpn.in_features[-1]),
     )
 
 
@@ -77,8 +99,8 @@ def build_model(model: ModelConfig) -> RetinaNet:
         anchor_generator=anchor_generator,
         box_coder=BoxCoder(weights=model.box_coder.weights, scale_clamp=model.box_coder.scale_clamp),
         matcher=Matcher(
-            thresholds=model.matcher.iou_thresholds,
-            labels=model.matcher.iou_labels,
+            iou_thresholds=model.matcher.iou_thresholds,
+            iou_labels=model.matcher.iou_labels,
             allow_low_quality_matches=model.matcher.allow_low_quality_matches,
         ),
         num_classes=model.head.num_classes,
@@ -95,32 +117,88 @@ def build_model(model: ModelConfig) -> RetinaNet:
     )
 
 
+# ----------------------------------------------------------------------------- solver
+
+
 def build_schedule(solver: SolverConfig) -> Schedule:
     """The learning-rate schedule of `solver` (steps only count for WarmupMultiStepLR).
 
-    Raises ValueError naming the setting when the schedule is not well defined.
+    Raises RecipeError naming the setting when the schedule is not well defined.
     """
-    return Schedule(
+    try:
+        return Schedule(
+            base_lr=solver.base_lr,
+            scheduler=solver.scheduler,
+            max_iter=solver.max_iter,
+            steps=solver.steps if solver.scheduler == "WarmupMultiStepLR" else [],
+            gamma=solver.gamma,
+            warmup_factor=solver.warmup_factor,
+            warmup_iters=solver.warmup_iters,
+            warmup_method=solver.warmup_method,
+            base_lr_end=solver.base_lr_end,
+        )
+    except ValueError as exc:
+        raise RecipeError(f"solver.{exc}") from None
+
+
+def build_solver(solver: SolverConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, WarmupScheduler]:
+    """The optimizer over `model`'s parameter groups and its per-iteration LR scheduler."""
+    optimizer = build_optimizer(
+        model,
+        optimizer=solver.optimizer,
         base_lr=solver.base_lr,
-        scheduler=solver.scheduler,
-        max_iter=solver.max_iter,
-        steps=solver.steps if solver.scheduler == "WarmupMultiStepLR" else [],
-        gamma=solver.gamma,
-        warmup_factor=solver.warmup_factor,
-        warmup_iters=solver.warmup_iters,
-        warmup_method=solver.warmup_method,
-        base_lr_end=solver.base_lr_end,
+        momentum=solver.momentum,
+        nesterov=solver.nesterov,
+        betas=solver.betas,
+        weight_decay=solver.weight_decay,
+        weight_decay_norm=solver.weight_decay_norm,
+        weight_decay_bias=solver.weight_decay_bias,
+        bias_lr_factor=solver.bias_lr_factor,
+    )
+    return optimizer, WarmupScheduler(optimizer, schedule=build_schedule(solver))
+
+
+def build_clip_settings(clip: ClipGradientsConfig) -> ClipSettings | None:
+    """Gradient clipping for the loop, None when `solver.clip_gradients.enabled` is false."""
+    if not clip.enabled:
+        return None
+    return ClipSettings(
+        clip_type=clip.clip_type, clip_value=clip.clip_value, norm_type=clip.norm_type, scope=clip.scope
     )
 
 
-def build_augmentation(resize: ResizeConfig, *, flip: str = "none") -> Augmentation:
-    """ResizeShortestEdge (+ RandomFlip for training) from a recipe's resize section."""
+def build_nonfinite_policy(recipe: Recipe) -> NonFinitePolicy:
+    """What the loop does when a loss becomes infinite or NaN."""
+    return NonFinitePolicy(
+        on_nonfinite=recipe.on_nonfinite,
+        max_rollbacks=recipe.max_rollbacks,
+        rollback_lr_factor=recipe.rollback_lr_factor,
+    )
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def build_train_augmentation(train: TrainDataConfig) -> Augmentation:
+    """ResizeShortestEdge + RandomFlip as `data.train` says."""
     return Augmentation(
-        short_sizes=tuple(resize.short_sizes),
-        max_size=resize.max_size,
-        sampling=resize.sampling,
-        flip=flip,
+        short_sizes=tuple(train.resize.short_sizes),
+        max_size=train.resize.max_size,
+        sampling=train.resize.sampling,
+        flip=train.flip,
     )
+
+
+def inference_resize(test: TestDataConfig) -> tuple[int, int]:
+    """(short side, max size) of the test resize: the one rule every evaluation, `retina predict`
+    and `retina anchors` use. The schema allows exactly one short size there."""
+    return test.resize.short_sizes[0], test.resize.max_size
+
+
+def build_test_augmentation(test: TestDataConfig) -> Augmentation:
+    """The deterministic test resize (one short side, no flip)."""
+    short_size, max_size = inference_resize(test)
+    return Augmentation(short_sizes=(short_size,), max_size=max_size, flip="none")
 
 
 def dataset_files(dataset: CocoDataset | ShapesDataset) -> tuple[Path, Path]:
@@ -170,18 +248,20 @@ def build_dataset(
         raise DatasetError(f"{exc}{hint}") from None
 
 
-def build_solver(solver: SolverConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, WarmupScheduler]:
-    """The optimizer over `model`'s parameter groups and its per-iteration LR scheduler."""
-    optimizer = build_optimizer(
-        model,
-        name=solver.optimizer,
-        base_lr=solver.base_lr,
-        momentum=solver.momentum,
-        nesterov=solver.nesterov,
-        betas=solver.betas,
-        weight_decay=solver.weight_decay,
-        weight_decay_norm=solver.weight_decay_norm,
-        weight_decay_bias=solver.weight_decay_bias,
-        bias_lr_factor=solver.bias_lr_factor,
-    )
-    return optimizer, WarmupScheduler(optimizer, schedule=build_schedule(solver))
+def build_test_dataset(dataset: CocoDataset | ShapesDataset | None, *, key: str) -> DetectionDataset:
+    """An evaluation dataset: every image kept (with or without boxes), boxes reaching outside
+    their image clipped in the records, which only feed the loader (the ground truth of the
+    metrics is the json itself, as in detectron2).
+
+    Raises:
+        DatasetError: the json or an image file is missing or malformed, or there is no image.
+    """
+    if isinstance(dataset, CocoDataset) and not Path(dataset.images).is_dir():
+        raise DatasetError(
+            f"{dataset.images}: image folder not found; pass the folder the json's file_name "
+            f"entries are relative to (set by {key})"
+        )
+    loaded, _ = build_dataset(dataset, key=key, filter_empty=False, fix_bad_boxes=True)
+    if len(loaded) == 0:
+        raise DatasetError(f"{loaded.annotations}: the json has no images; nothing to evaluate")
+    return loaded

@@ -1,4 +1,4 @@
-"""`retina anchors`: see a recipe's anchors, and whether a dataset's boxes will ever match them.
+"""What `retina anchors` measures, from explicit typed arguments (no recipe).
 
 - `layout`: the anchors of every pyramid level for one image size (table, JSON).
 - `coverage`: the best IoU of every training box with the anchors of its image.

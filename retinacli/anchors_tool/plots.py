@@ -1,7 +1,7 @@
 """PNG pictures for `retina anchors`: the cell anchors to scale, and the coverage histogram.
 
 Both are drawn on an explicit matplotlib Agg canvas (no display, pyplot's backend left alone)
-and written atomically (`train.checkpoints.atomic_write`).
+and written atomically (`files.atomic_write`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from retinacli.anchors_tool.coverage import SIZE_BUCKETS, CoverageReport
 from retinacli.anchors_tool.layout import AnchorLayout, format_number
-from retinacli.train.checkpoints import atomic_write
+from retinacli.files import atomic_write
 
 _COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
 _PANEL_INCHES = 4.0

@@ -14,6 +14,7 @@ from retinacli.data.coco import DetectionDataset
 from retinacli.data.images import read_image
 from retinacli.data.loader import MappedDataset, TrainBatchSampler
 from retinacli.data.transforms import Augmentation
+from retinacli.files import atomic_write
 
 # Distinct, readable colours; class i uses PALETTE[i % len(PALETTE)].
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -148,5 +149,6 @@ def show_dataset(
 
 def _save(canvas: Image.Image, out: Path, k: int, image_id: int) -> Path:
     path = out / f"{k:03d}_image{image_id}.png"
-    canvas.save(path)
+    with atomic_write(path) as handle:
+        canvas.save(handle, format="PNG")
     return path

@@ -4,7 +4,7 @@ Module names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1`` .. ``la
 with ``conv1/bn1/conv2/bn2[/conv3/bn3]`` and ``downsample.0`` (1x1 conv) / ``downsample.1``
 (norm)), so torchvision ImageNet weights load directly. The ``bn*`` modules are whatever `norm`
 asks for (FrozenBN, BN, SyncBN or GN). detectron2's stage names map as stem -> conv1/bn1,
-res2 -> layer1, ..., res5 -> layer4 (see `d2_names`).
+res2 -> layer1, ..., res5 -> layer4 (see `retinacli.weights.names`).
 
 Stem: conv 7x7 stride 2 -> norm -> ReLU -> max-pool 3x3 stride 2 (stride 4 in all).
 BasicBlock (depth 18, 34): 3x3 (stride here) -> norm -> ReLU -> 3x3 -> norm, + shortcut, ReLU.

@@ -57,34 +57,35 @@ class Matcher:
     """Labels each anchor FOREGROUND, IGNORE or BACKGROUND from its IoU with the GT boxes.
 
     Args (keyword-only):
-        thresholds: increasing IoU thresholds, e.g. [0.4, 0.5]; the first must be > 0.
-        labels: len(thresholds) + 1 labels from {BACKGROUND, IGNORE, FOREGROUND}: labels[0] for
-            IoU < thresholds[0], labels[i] for thresholds[i-1] <= IoU < thresholds[i], and the
-            last one for IoU >= thresholds[-1]. RetinaNet: [BACKGROUND, IGNORE, FOREGROUND].
+        iou_thresholds: increasing IoU thresholds, e.g. [0.4, 0.5]; the first must be > 0.
+        iou_labels: len(iou_thresholds) + 1 labels from {BACKGROUND, IGNORE, FOREGROUND}:
+            iou_labels[0] for IoU < iou_thresholds[0], iou_labels[i] for
+            iou_thresholds[i-1] <= IoU < iou_thresholds[i], and the last one for
+            IoU >= iou_thresholds[-1]. RetinaNet: [BACKGROUND, IGNORE, FOREGROUND].
         allow_low_quality_matches: also make FOREGROUND each GT box's best anchors (ties included).
     """
 
     def __init__(
         self,
         *,
-        thresholds: Sequence[float],
-        labels: Sequence[int],
+        iou_thresholds: Sequence[float],
+        iou_labels: Sequence[int],
         allow_low_quality_matches: bool,
     ) -> None:
-        thresholds = [float(t) for t in thresholds]
+        thresholds = [float(t) for t in iou_thresholds]
         if not thresholds or thresholds[0] <= 0:
-            raise ValueError(f"Matcher: thresholds must be non-empty and > 0, got {thresholds}")
+            raise ValueError(f"Matcher: iou_thresholds must be non-empty and > 0, got {thresholds}")
         if any(lo > hi for lo, hi in zip(thresholds[:-1], thresholds[1:], strict=True)):
-            raise ValueError(f"Matcher: thresholds must be increasing, got {thresholds}")
-        if len(labels) != len(thresholds) + 1:
+            raise ValueError(f"Matcher: iou_thresholds must be increasing, got {thresholds}")
+        if len(iou_labels) != len(thresholds) + 1:
             raise ValueError(
-                f"Matcher: {len(thresholds)} thresholds need {len(thresholds) + 1} labels, "
-                f"got {list(labels)}"
+                f"Matcher: {len(thresholds)} iou_thresholds need {len(thresholds) + 1} iou_labels, "
+                f"got {list(iou_labels)}"
             )
-        if any(label not in _VALID_LABELS for label in labels):
-            raise ValueError(f"Matcher: labels must be in {_VALID_LABELS}, got {list(labels)}")
-        self.thresholds = thresholds
-        self.labels = [int(label) for label in labels]
+        if any(label not in _VALID_LABELS for label in iou_labels):
+            raise ValueError(f"Matcher: iou_labels must be in {_VALID_LABELS}, got {list(iou_labels)}")
+        self.iou_thresholds = thresholds
+        self.iou_labels = [int(label) for label in iou_labels]
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
 
     def __call__(self, iou: Tensor, gt_valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,7 +104,7 @@ class Matcher:
         num_images, num_gt, num_anchors = iou.shape
         if num_gt == 0:
             matches = torch.zeros((num_images, num_anchors), dtype=torch.int64, device=iou.device)
-            labels = torch.full_like(matches, self.labels[0], dtype=torch.int8)
+            labels = torch.full_like(matches, self.iou_labels[0], dtype=torch.int8)
             return matches, labels
         iou = torch.where(
             gt_valid[:, :, None],
@@ -114,8 +115,8 @@ class Matcher:
         # An image without any GT keeps matches 0, as detectron2's empty-matrix case.
         matches = torch.where(gt_valid.any(dim=1, keepdim=True), matches, 0)
         match_labels = torch.full_like(matches, FOREGROUND, dtype=torch.int8)
-        bounds = [-math.inf, *self.thresholds, math.inf]
-        for label, low, high in zip(self.labels, bounds[:-1], bounds[1:], strict=True):
+        bounds = [-math.inf, *self.iou_thresholds, math.inf]
+        for label, low, high in zip(self.iou_labels, bounds[:-1], bounds[1:], strict=True):
             match_labels[(best_iou >= low) & (best_iou < high)] = label
         if self.allow_low_quality_matches:
             best_per_gt = iou.max(dim=2, keepdim=True).values  # (B, G, 1)

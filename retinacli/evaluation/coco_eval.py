@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from retinacli.data.coco import DetectionDataset, read_coco_json
 from retinacli.data.images import InputFormat
 from retinacli.engine.detector import RetinaNet
 from retinacli.evaluation.inference import ImageDetections, ProgressCallback, run_inference
+from retinacli.files import write_json
 
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 RESULTS_NAME = "coco_results.json"
@@ -181,20 +181,6 @@ def _percent(value: float) -> float | None:
     return value * 100 if value >= 0 and math.isfinite(value) else None
 
 
-# ----------------------------------------------------------------------------- files
-
-
-def write_json_atomic(path: Path | str, data: Any) -> Path:
-    """Write JSON to a temporary file next to `path`, then `os.replace` it into place."""
-    from retinacli.train.checkpoints import atomic_write
-
-    target = Path(path)
-    with atomic_write(target, mode="w") as handle:
-        json.dump(data, handle, indent=1, allow_nan=False)
-        handle.write("\n")
-    return target
-
-
 # ----------------------------------------------------------------------------- the one entry point
 
 
@@ -262,8 +248,8 @@ def evaluate_detector(
     metrics["num_detections"] = len(results)
     metrics["images_per_second"] = run.images_per_second
     out = Path(output_dir)
-    write_json_atomic(out / RESULTS_NAME, results)
-    write_json_atomic(out / METRICS_NAME, metrics)
+    write_json(out / RESULTS_NAME, results)
+    write_json(out / METRICS_NAME, metrics)
     return metrics
 
 
@@ -276,5 +262,4 @@ __all__ = [
     "coco_ground_truth",
     "detections_to_coco_results",
     "evaluate_detector",
-    "write_json_atomic",
 ]

@@ -40,8 +40,8 @@ from retinacli.data.images import InputFormat, read_image
 from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.engine.detector import RetinaNet
 from retinacli.errors import DatasetError, UsageError
-from retinacli.evaluation.coco_eval import write_json_atomic
 from retinacli.evaluation.inference import model_device
+from retinacli.files import atomic_write, write_json
 
 PREDICTIONS_NAME = "predictions.json"
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
@@ -58,13 +58,14 @@ class ImageInput:
 @dataclass
 class PredictReport:
     """What `predict_images` did: per-image entries as in predictions.json, the skipped files,
-    the JSON path and the time spent (reading and drawing included)."""
+    the JSON path, the time spent (reading and drawing included) and the score threshold."""
 
     images: list[dict[str, Any]]
     skipped: list[dict[str, str]]
     json_path: Path
     seconds: float
     num_detections: int = field(default=0)
+    score_thresh: float = field(default=0.0)
 
 
 def image_suffixes() -> frozenset[str]:
@@ -196,7 +197,7 @@ def predict_images(
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
-    json_path = write_json_atomic(
+    json_path = write_json(
         out / PREDICTIONS_NAME,
         {
             "model": model_name,
@@ -212,6 +213,7 @@ def predict_images(
         json_path=json_path,
         seconds=seconds,
         num_detections=num_detections,
+        score_thresh=model.score_thresh,
     )
 
 
@@ -251,11 +253,11 @@ def _predict_one(
     ]
     rgb = pixels[:, :, ::-1] if input_format == "BGR" else pixels
     picture = draw_detections(np.ascontiguousarray(rgb), detections)
-    item.picture.parent.mkdir(parents=True, exist_ok=True)
-    if item.picture.suffix.lower() in _JPEG_SUFFIXES:
-        picture.save(item.picture, quality=95)
-    else:
-        picture.save(item.picture)
+    with atomic_write(item.picture) as handle:
+        if item.picture.suffix.lower() in _JPEG_SUFFIXES:
+            picture.save(handle, format="JPEG", quality=95)
+        else:
+            picture.save(handle, format="PNG")
     return {
         "file": str(item.path),
         "picture": item.picture.relative_to(out).as_posix(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -19,8 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from retinacli.errors import RecipeError
 from retinacli.recipe.anchor_sizes import format_compact
+from retinacli.recipe.safe_expr import UnsafeExpressionError, evaluate
 from retinacli.recipe.schema import Recipe
-from retinacli.safe_expr import UnsafeExpressionError, evaluate
 
 BASE_KEY = "_base_"
 _PYTHON_TAG_PREFIX = "tag:yaml.org,2002:python/"
@@ -44,8 +44,21 @@ class _Origins:
 # ----------------------------------------------------------------------------- public API
 
 
-def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Recipe:
-    """Read, merge (`_base_`), override (`--set key=value`) and validate a recipe.
+@dataclass(frozen=True)
+class Override:
+    """One change to a recipe key: `key_path` set to `value` (already typed by the schema).
+
+    `origin` names where it came from in messages: `--set solver.base_lr=0.02`, or a command's
+    flag that stands for a key (`--sizes 32..512`).
+    """
+
+    key_path: tuple[str, ...]
+    value: Any
+    origin: str
+
+
+def load_recipe(path: str | Path | None, overrides: Sequence[str | Override] = ()) -> Recipe:
+    """Read, merge (`_base_`), override (`--set key=value` or `Override`s) and validate a recipe.
 
     `path` None starts from the defaults alone. Raises RecipeError with a message naming the
     file, line, key path and fix for every problem found.
@@ -54,26 +67,37 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str] = ()) -> Recip
     raw: dict[str, Any] = {}
     source = "the defaults"
     if path is not None:
-        raw = _read_with_bases(Path(path), stack=(), origins=origins)
+        raw = read_with_bases(
+            Path(path), base_key=BASE_KEY, read_file=read_yaml_file, origins=origins
+        )
         source = str(path)
-    for override in overrides:
-        key_path, value = parse_override(override)
-        _set_path(raw, key_path, value, override)
-        origins.by_path[tuple(key_path)] = f"--set {override}"
+    _apply_overrides(raw, overrides, origins)
     return validate_recipe(raw, source=source, origins=origins)
 
 
 def recipe_from_dict(
-    raw: Mapping[str, Any], overrides: Sequence[str] = (), *, source: str = "recipe"
+    raw: Mapping[str, Any], overrides: Sequence[str | Override] = (), *, source: str = "recipe"
 ) -> Recipe:
-    """Validate a recipe held as plain data (e.g. inside a checkpoint), `--set` applied first."""
+    """Validate a recipe held as plain data (e.g. inside a checkpoint), overrides applied first."""
     merged = copy.deepcopy(dict(raw))
     origins = _Origins()
-    for override in overrides:
-        key_path, value = parse_override(override)
-        _set_path(merged, key_path, value, override)
-        origins.by_path[tuple(key_path)] = f"--set {override}"
+    _apply_overrides(merged, overrides, origins)
     return validate_recipe(merged, source=source, origins=origins)
+
+
+def upgrade_stored_recipe(raw: Mapping[str, Any], *, format_version: int) -> dict[str, Any]:
+    """A recipe stored in a file of an older `format_version`, with its keys as they are named now.
+
+    Version 1 spelt `solver.clip_gradients.clip_type` and `clip_value` as `type` and `value`.
+    """
+    data = copy.deepcopy(dict(raw))
+    if format_version < 2:
+        clip = data.get("solver", {}).get("clip_gradients")
+        if isinstance(clip, dict):
+            for old, new in (("type", "clip_type"), ("value", "clip_value")):
+                if old in clip:
+                    clip[new] = clip.pop(old)
+    return data
 
 
 def validate_recipe(
@@ -86,18 +110,26 @@ def validate_recipe(
         raise RecipeError(_format_validation_error(exc, source, origins or _Origins())) from None
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str) -> Override:
     """Split `dotted.key=value` and type the value by the schema field it names."""
     if "=" not in text:
         raise RecipeError(
             f"--set {text}: expected KEY=VALUE such as --set solver.base_lr=0.02"
         )
     key, _, value_text = text.partition("=")
-    key_path = [part for part in key.strip().split(".")]
+    return key_override(key, value_text, origin=f"--set {text}")
+
+
+def key_override(key: str, value_text: str, *, origin: str) -> Override:
+    """The override of dotted `key` by `value_text`, typed by the schema field the key names.
+
+    `origin` names the setting in errors (e.g. `--set k=v` or a flag such as `--offset 0.5`).
+    """
+    key_path = key.strip().split(".")
     if not key.strip() or any(not part for part in key_path):
-        raise RecipeError(f"--set {text}: {key!r} is not a dotted key such as model.head.num_classes")
-    annotation = _annotation_at(Recipe, key_path, text)
-    return key_path, _parse_value(value_text.strip(), annotation, text)
+        raise RecipeError(f"{origin}: {key!r} is not a dotted key such as model.head.num_classes")
+    annotation = _annotation_at(Recipe, key_path, origin)
+    return Override(tuple(key_path), _parse_value(value_text.strip(), annotation, origin), origin)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -118,69 +150,106 @@ def diff_from_defaults(recipe: Recipe) -> dict[str, Any]:
     return _diff(recipe_to_dict(recipe), recipe_to_dict(Recipe()))
 
 
-def read_yaml_file(path: Path) -> Any:
-    """Safe-load one YAML file; RecipeError for a missing file, bad syntax or a Python tag."""
+def read_yaml_file(path: Path, *, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+    """Load one YAML file with `loader` (a safe loader); RecipeError for a missing file or bad
+    syntax, naming the file, line and column. With the plain `yaml.SafeLoader`, any Python tag is
+    refused first with the line and the safe form (`_refuse_python_tags`); a subclass that adds
+    constructors of its own (detectron2's `apply:eval`) is trusted to refuse the rest."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{path}: file not found; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: cannot be read ({exc}); check the file") from None
-    _refuse_python_tags(text, path)
+    if loader is yaml.SafeLoader:
+        _refuse_python_tags(text, path)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=loader)  # noqa: S506 - always a SafeLoader (sub)class
+    except yaml.constructor.ConstructorError as exc:  # a tag the loader refuses
+        raise RecipeError(f"{path}{_mark_text(exc)}: {_problem(exc)}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}{_mark_text(exc)}: not valid YAML ({_problem(exc)})") from None
 
 
-# ----------------------------------------------------------------------------- _base_
+def read_with_bases(
+    path: Path,
+    *,
+    base_key: str,
+    read_file: Callable[[Path], Any],
+    origins: _Origins | None = None,
+    stack: tuple[Path, ...] = (),
+) -> dict[str, Any]:
+    """One YAML mapping from `path` and the chain of files its `base_key` names (recipes'
+    `_base_`, detectron2's `_BASE_`): a path or a list of paths, relative to the file that names
+    them; later files override earlier ones key by key (`deep_merge`).
 
-
-def _read_with_bases(path: Path, *, stack: tuple[Path, ...], origins: _Origins) -> dict[str, Any]:
+    `read_file` loads one file. An empty file, a file that is not a mapping, a missing base and a
+    cycle are RecipeErrors naming the file. `origins`, when given, records where each key was set.
+    """
     resolved = path.resolve()
     if resolved in stack:
         chain = " -> ".join(str(p) for p in (*stack, resolved))
-        raise RecipeError(f"{path}: _base_ chain has a cycle ({chain}); remove one of the links")
-    data = read_yaml_file(path)
+        raise RecipeError(f"{path}: {base_key} chain has a cycle ({chain}); remove one of the links")
+    data = read_file(path)
     if data is None:
-        data = {}
+        raise RecipeError(
+            f"{path}: the file is empty; write the keys it sets (model:, data:, solver: ...), "
+            "or {} to take every default"
+        )
     if not isinstance(data, dict):
         raise RecipeError(
-            f"{path}: a recipe must be a mapping of keys (model:, data:, solver: ...), "
+            f"{path}: the file must be a mapping of keys (model:, data:, solver: ...), "
             f"got a {type(data).__name__}"
         )
-    bases = data.pop(BASE_KEY, None)
+    bases = data.pop(base_key, None)
     if bases is None:
         bases = []
     elif isinstance(bases, str):
         bases = [bases]
     elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
-        raise RecipeError(f"{path}: _base_ must be a path or a list of paths, got {bases!r}")
+        raise RecipeError(f"{path}: {base_key} must be a path or a list of paths, got {bases!r}")
     merged: dict[str, Any] = {}
     for base in bases:
-        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        base_path = Path(base) if Path(base).is_absolute() else path.parent / base
         if not base_path.exists():
             raise RecipeError(
-                f"{path}: _base_ {base!r} not found (looked for {base_path}); paths are "
-                "relative to the recipe that names them"
+                f"{path}: {base_key} {base!r} not found (looked for {base_path}); paths are "
+                "relative to the file that names them"
             )
-        merged = _deep_merge(merged, _read_with_bases(base_path, stack=(*stack, resolved), origins=origins))
-    lines = _key_lines(path)
-    for key_path in _leaf_paths(data):
-        line = lines.get(key_path)
-        origins.by_path[key_path] = f"{path}" + (f" line {line}" if line else "")
-    return _deep_merge(merged, data)
+        parent = read_with_bases(
+            base_path, base_key=base_key, read_file=read_file, origins=origins, stack=(*stack, resolved)
+        )
+        merged = deep_merge(merged, parent)
+    if origins is not None:
+        lines = _key_lines(path)
+        for key_path in _leaf_paths(data):
+            line = lines.get(key_path)
+            origins.by_path[key_path] = f"{path}" + (f" line {line}" if line else "")
+    return deep_merge(merged, data)
 
 
-def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Mappings merge key by key; any other value (lists included) replaces the base's."""
-    result = copy.deepcopy(base)
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key; any other value (lists included) replaces the base's. A
+    mapping with a `kind` key (a dataset section) replaces the base's as a whole."""
+    result = copy.deepcopy(dict(base))
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(result.get(key), dict) and "kind" not in value:
-            result[key] = _deep_merge(result[key], value)
+            result[key] = deep_merge(result[key], value)
         else:
             result[key] = copy.deepcopy(value)
     return result
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _apply_overrides(
+    raw: dict[str, Any], overrides: Sequence[str | Override], origins: _Origins
+) -> None:
+    for item in overrides:
+        override = parse_override(item) if isinstance(item, str) else item
+        _set_path(raw, list(override.key_path), override.value, override.origin)
+        origins.by_path[override.key_path] = override.origin
 
 
 def _leaf_paths(data: Any, prefix: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
@@ -282,20 +351,20 @@ def _safe_sizes_suggestion(expression: str | None) -> str:
 # ----------------------------------------------------------------------------- --set
 
 
-def _annotation_at(model: type[BaseModel], key_path: list[str], text: str) -> Any:
+def _annotation_at(model: type[BaseModel], key_path: list[str], origin: str) -> Any:
     annotation: Any = model
     walked: list[str] = []
     for part in key_path:
         models = _models_in(annotation)
         if not models:
             raise RecipeError(
-                f"--set {text}: {'.'.join(walked)} is a value, not a section; "
+                f"{origin}: {'.'.join(walked)} is a value, not a section; "
                 f"set it directly, e.g. --set {'.'.join(walked)}=..."
             )
         fields = {name: f for m in models for name, f in m.model_fields.items()}
         if part not in fields:
             raise RecipeError(
-                f"--set {text}: unknown key {'.'.join([*walked, part])!r}"
+                f"{origin}: unknown key {'.'.join([*walked, part])!r}"
                 + _did_you_mean(part, fields)
             )
         annotation = fields[part].annotation
@@ -312,7 +381,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return models
 
 
-def _parse_value(value_text: str, annotation: Any, text: str) -> Any:
+def _parse_value(value_text: str, annotation: Any, origin: str) -> Any:
     args = set(get_args(annotation)) if get_origin(annotation) in (Union, _UnionType) else {annotation}
     if str in args:
         if type(None) in args and value_text.lower() in ("null", "none", "~", ""):
@@ -321,17 +390,17 @@ def _parse_value(value_text: str, annotation: Any, text: str) -> Any:
     try:
         return yaml.safe_load(value_text) if value_text else None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {text}: the value is not valid YAML ({_problem(exc)})") from None
+        raise RecipeError(f"{origin}: the value is not valid YAML ({_problem(exc)})") from None
 
 
-def _set_path(raw: dict[str, Any], key_path: list[str], value: Any, text: str) -> None:
+def _set_path(raw: dict[str, Any], key_path: list[str], value: Any, origin: str) -> None:
     node = raw
     for part in key_path[:-1]:
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise RecipeError(f"--set {text}: {part!r} holds a value, not a section")
+            raise RecipeError(f"{origin}: {part!r} holds a value, not a section")
         node = child
     node[key_path[-1]] = value
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from retinacli.recipe.anchor_sizes import AnchorSizeError, parse_anchor_sizes
 
@@ -165,7 +166,8 @@ class AnchorsConfig(Section):
             try:
                 data["sizes"] = parse_anchor_sizes(data.get("sizes", "32..512"), scales=data.get("scales"))
             except AnchorSizeError as exc:
-                raise ValueError(str(exc)) from None
+                key = "scales" if str(exc).startswith("scales") else "sizes"
+                raise _error_at(cls, key, str(exc), data.get(key)) from None
         data["scales"] = None
         ratios = data.get("aspect_ratios")
         if isinstance(ratios, list) and ratios and all(_is_number(r) for r in ratios):
@@ -278,13 +280,19 @@ class TestConfig(Section):
     __test__ = False  # not a pytest class
 
     score_thresh: float = Field(
-        0.05, ge=0.0, le=1.0, description="Candidates need a score strictly above this."
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Candidates need a score strictly above this (so 1.0 would keep nothing).",
     )
     topk_candidates: int = Field(
         1000, ge=1, description="Best candidates kept per level before NMS."
     )
     nms_thresh: float = Field(
-        0.5, gt=0.0, le=1.0, description="Class-wise NMS suppresses boxes with IoU above this."
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Class-wise NMS suppresses boxes with IoU above this (1.0 suppresses nothing).",
     )
     detections_per_image: int = Field(100, ge=1, description="Detections kept per image.")
 
@@ -335,6 +343,27 @@ class ModelConfig(Section):
     def _expand_weights(cls, value: str | None) -> str | None:
         return None if value in (None, "") else expand_env(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _anchors_per_level(cls, data: Any) -> Any:
+        # One list of sizes or aspect ratios applies to every pyramid level (detectron2's rule);
+        # it is expanded here, before the model is built, so the resolved recipe holds one list
+        # per level. Invalid sections are left alone: validation then reports them by key path.
+        if not isinstance(data, dict):
+            return data
+        try:
+            fpn = FPNConfig.model_validate(data.get("fpn", {}))
+            anchors = AnchorsConfig.model_validate(data.get("anchors", {}))
+        except ValidationError:
+            return data
+        levels = len(fpn.level_names)
+        update = {
+            key: [list(getattr(anchors, key)[0]) for _ in range(levels)]
+            for key in ("sizes", "aspect_ratios")
+            if len(getattr(anchors, key)) == 1 and levels > 1
+        }
+        return {**data, "anchors": anchors.model_copy(update=update)} if update else data
+
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         missing = [f for f in self.fpn.in_features if f not in self.backbone.out_features]
@@ -346,9 +375,7 @@ class ModelConfig(Section):
         levels = len(self.fpn.level_names)
         for key in ("sizes", "aspect_ratios"):
             per_level = getattr(self.anchors, key)
-            if len(per_level) == 1 and levels > 1:
-                object.__setattr__(self.anchors, key, [list(per_level[0]) for _ in range(levels)])
-            elif len(per_level) != levels:
+            if len(per_level) != levels:
                 raise ValueError(
                     f"anchors.{key} has {len(per_level)} levels but the pyramid has {levels} "
                     f"({', '.join(self.fpn.level_names)}); give one list per level or one for all"
@@ -495,13 +522,28 @@ class TestDataConfig(Section):
     __test__ = False  # not a pytest class
 
     dataset: Dataset | None = Field(None, description="The evaluation dataset (coco or shapes).")
-    resize: ResizeConfig = Field(default_factory=ResizeConfig)
+    resize: ResizeConfig = Field(
+        default_factory=ResizeConfig,
+        description="The test resize: exactly one short size (sampling choice), used by every "
+        "evaluation, `retina predict` and `retina anchors`.",
+    )
     images_per_batch: int = Field(
         1,
         ge=1,
         description="Images per inference batch. 1 is detectron2's choice: padding several "
         "images into one tensor changes features near their borders and so the detections.",
     )
+
+    @field_validator("resize")
+    @classmethod
+    def _one_test_size(cls, value: ResizeConfig) -> ResizeConfig:
+        # detectron2's MIN_SIZE_TEST is one size: inference resizes every image the same way.
+        if len(value.short_sizes) != 1 or value.sampling != "choice":
+            raise ValueError(
+                f"the test resize takes one short size, got short_sizes {value.short_sizes} "
+                f"(sampling {value.sampling}); set e.g. short_sizes: [{value.short_sizes[-1]}]"
+            )
+        return value
 
 
 class DataConfig(Section):
@@ -524,21 +566,25 @@ class ClipGradientsConfig(Section):
     """Gradient clipping between backward and step (detectron2 `SOLVER.CLIP_GRADIENTS`)."""
 
     enabled: bool = Field(False, description="Clip gradients at all.")
-    type: Literal["value", "norm"] = Field(
-        "value", description="Clip each element to [-value, value], or rescale to a norm."
+    clip_type: Literal["value", "norm"] = Field(
+        "value",
+        description="Clip each element to [-clip_value, clip_value], or rescale to a norm "
+        "(detectron2 CLIP_TYPE).",
     )
-    value: float = Field(1.0, gt=0.0, description="The clip value or maximum norm.")
-    norm_type: float = Field(2.0, gt=0.0, description="p of the p-norm (type norm).")
+    clip_value: float = Field(
+        1.0, gt=0.0, description="The clip value or maximum norm (detectron2 CLIP_VALUE)."
+    )
+    norm_type: float = Field(2.0, gt=0.0, description="p of the p-norm (clip_type norm).")
     scope: Literal["per_parameter", "full_model"] = Field(
         "per_parameter",
         description="Clip each parameter on its own, or the norm of all gradients together "
-        "(type norm only).",
+        "(clip_type norm only).",
     )
 
     @model_validator(mode="after")
     def _check(self) -> ClipGradientsConfig:
-        if self.scope == "full_model" and self.type != "norm":
-            raise ValueError("scope full_model needs type norm")
+        if self.scope == "full_model" and self.clip_type != "norm":
+            raise ValueError("scope full_model needs clip_type norm")
         return self
 
 
@@ -680,6 +726,15 @@ def _check_stage_order(stages: list[str], key: str) -> None:
         raise ValueError(f"{key} needs at least one stage")
     if len(set(stages)) != len(stages) or stages != sorted(stages, key=_STAGES.index):
         raise ValueError(f"{key} must list distinct stages in order res2..res5")
+
+
+def _error_at(model: type[BaseModel], key: str, message: str, value: Any) -> ValidationError:
+    """A validation error located at `key` of `model`, for checks that must run before the
+    fields are validated (so errors still name the key path, e.g. model.anchors.sizes)."""
+    detail = InitErrorDetails(
+        type=PydanticCustomError("value_error", "{message}", {"message": message}), loc=(key,), input=value
+    )
+    return ValidationError.from_exception_data(model.__name__, [detail])
 
 
 def _is_number(value: Any) -> bool:

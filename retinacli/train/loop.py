@@ -1,8 +1,8 @@
 """The iteration loop: data, forward, losses, backward, clip, step, schedule; checkpoints,
 metrics and evaluation at their periods; the non-finite loss guard.
 
-`Trainer` takes explicit, already built components (see `train/run.py` for how a recipe
-becomes them). Iterations are 0-based; a checkpoint written after iteration i holds
+`Trainer` takes explicit, already built components (`commands/train.py` builds them from a
+recipe). Iterations are 0-based; a checkpoint written after iteration i holds
 `iteration = i` and a resumed run continues at i + 1 with the data stream at that position.
 """
 
@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
@@ -23,8 +22,9 @@ from torch import nn
 from retinacli.data.loader import Batch
 from retinacli.engine.detector import RetinaNet
 from retinacli.errors import TrainingError
-from retinacli.train.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
+from retinacli.train.checkpoints import CheckpointManager
 from retinacli.train.metrics import MetricsWriter
+from retinacli.train.rng import capture_rng_state, restore_rng_state
 from retinacli.train.schedules import WarmupScheduler
 from retinacli.train.solver import clip_gradients
 
@@ -71,12 +71,12 @@ class ClipSettings:
 
 @dataclass
 class NonFinitePolicy:
-    """What a non-finite loss does: "stop", or "rollback" to the last good state with the learning
-    rate multiplied by `lr_factor`, at most `max_rollbacks` times."""
+    """What a non-finite loss does (`on_nonfinite`): "stop", or "rollback" to the last good state
+    with the learning rate multiplied by `rollback_lr_factor`, at most `max_rollbacks` times."""
 
-    action: Literal["stop", "rollback"] = "stop"
+    on_nonfinite: Literal["stop", "rollback"] = "stop"
     max_rollbacks: int = 3
-    lr_factor: float = 0.5
+    rollback_lr_factor: float = 0.5
 
 
 @dataclass
@@ -144,7 +144,7 @@ class Trainer:
 
     def train(self, start_iteration: int = 0) -> int:
         """Run to `max_iter`; returns the number of iterations run by this call."""
-        if self.nonfinite.action == "rollback":  # the state a first rollback returns to
+        if self.nonfinite.on_nonfinite == "rollback":  # the state a first rollback returns to
             self._last_good = copy.deepcopy(self.state(start_iteration - 1))
         iteration = start_iteration
         data = self.make_data(iteration)
@@ -176,7 +176,7 @@ class Trainer:
                     max_iter=self.max_iter,
                     make_payload=lambda it=iteration: self.state(it),
                 ) if self.is_main else []
-                if self.nonfinite.action == "rollback" and (saved or self._checkpoint_due(iteration)):
+                if self.nonfinite.on_nonfinite == "rollback" and (saved or self._checkpoint_due(iteration)):
                     self._last_good = copy.deepcopy(self.state(iteration))
                 if self.evaluate is not None and self._evaluation_due(iteration):
                     self.evaluate(iteration)
@@ -230,15 +230,15 @@ class Trainer:
     def _handle_nonfinite(self, values: Mapping[str, float]) -> None:
         iteration = int(self.scheduler.last_epoch)
         shown = ", ".join(f"{k}: {v}" for k, v in values.items())
-        if self.nonfinite.action == "rollback" and self._rollbacks < self.nonfinite.max_rollbacks:
+        if self.nonfinite.on_nonfinite == "rollback" and self._rollbacks < self.nonfinite.max_rollbacks:
             self._rollbacks += 1
             restart = self.load_state(self._last_good)
-            self.scheduler.base_lrs = [lr * self.nonfinite.lr_factor for lr in self.scheduler.base_lrs]
+            self.scheduler.base_lrs = [lr * self.nonfinite.rollback_lr_factor for lr in self.scheduler.base_lrs]
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr(), strict=True):
                 group["lr"] = lr
             self.reporter.message(
                 f"Loss became infinite or NaN at iteration={iteration} ({shown}); rolled back to "
-                f"iteration {restart} with the learning rate times {self.nonfinite.lr_factor} "
+                f"iteration {restart} with the learning rate times {self.nonfinite.rollback_lr_factor} "
                 f"(rollback {self._rollbacks} of {self.nonfinite.max_rollbacks})"
             )
             return
@@ -253,7 +253,7 @@ class Trainer:
             f"  {kept}"
             + (
                 ""
-                if self.nonfinite.action == "stop"
+                if self.nonfinite.on_nonfinite == "stop"
                 else f"\n  Gave up after {self._rollbacks} rollbacks (max_rollbacks)."
             )
         )
@@ -267,12 +267,3 @@ def _finite_everywhere(values: Mapping[str, float], device: torch.device) -> boo
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         finite = bool(flag.item() == 1.0)
     return finite
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write a small text file (e.g. config.yaml) with the checkpoints' atomic writer."""
-    from retinacli.train.checkpoints import atomic_write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, mode="w") as handle:
-        handle.write(text)

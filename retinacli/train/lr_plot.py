@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from retinacli.train.checkpoints import atomic_write
+from retinacli.files import atomic_write
 from retinacli.train.schedules import Schedule
 
 KeyPointKind = Literal["start", "warmup_end", "step", "end"]
@@ -142,7 +142,7 @@ def save_png(
 ) -> Path:
     """Plot `curve` to a PNG at `path` (matplotlib Agg), a dashed vertical line and label per mark.
 
-    Written atomically (`checkpoints.atomic_write`: a temporary file in the same directory, then
+    Written atomically (`files.atomic_write`: a temporary file in the same directory, then
     `os.replace`). Returns the path.
     """
     # An explicit Agg canvas: no display needed, and pyplot's global backend is left alone.

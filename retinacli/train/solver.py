@@ -84,7 +84,7 @@ def default_param_groups(
 def build_optimizer(
     model: nn.Module,
     *,
-    name: OptimizerName,
+    optimizer: OptimizerName,
     base_lr: float,
     momentum: float,
     nesterov: bool,
@@ -101,8 +101,8 @@ def build_optimizer(
     "lr" is its base rate: a `WarmupScheduler` built afterwards scales it per iteration.
     Raises ValueError naming the argument for out-of-range values.
     """
-    if name not in ("SGD", "AdamW"):
-        raise ValueError(f"name: unknown optimizer {name!r}; use SGD or AdamW")
+    if optimizer not in ("SGD", "AdamW"):
+        raise ValueError(f"optimizer: unknown optimizer {optimizer!r}; use SGD or AdamW")
     for label, value in (("base_lr", base_lr), ("bias_lr_factor", bias_lr_factor)):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{label}: must be a positive number, got {value!r}")
@@ -121,7 +121,7 @@ def build_optimizer(
         weight_decay_bias=weight_decay_bias,
         bias_lr_factor=bias_lr_factor,
     )
-    if name == "SGD":
+    if optimizer == "SGD":
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}; detectron2 uses 0.9")
         if nesterov and momentum == 0.0:

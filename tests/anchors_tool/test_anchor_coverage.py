@@ -15,9 +15,11 @@ from retinacli.anchors_tool.coverage import (
     coverage_report,
     gather_boxes,
 )
-from retinacli.anchors_tool.layout import AnchorSpec, level_anchors, padded_hw, spec_from_flags
+from retinacli.anchors_tool.layout import AnchorSpec, level_anchors, padded_hw
+from retinacli.build import build_anchor_spec
 from retinacli.data.coco import DetectionDataset, ImageRecord
 from retinacli.engine.matcher import pairwise_iou
+from retinacli.recipe import load_recipe
 
 
 def _record(image_id: int, boxes, labels, *, height: int = 256, width: int = 256) -> ImageRecord:
@@ -91,7 +93,10 @@ def test_known_shares_on_hand_made_boxes() -> None:
 
 
 def test_boxes_identical_to_anchors_are_all_positive_with_iou_1() -> None:
-    spec = spec_from_flags(sizes="16..64", scales=2, ratios="0.5,1,2", offset=0.0, strides=None)
+    # p3..p5 from res3 (strides 8, 16, 32), sizes 16, 32, 64 with 2 scales each.
+    spec = build_anchor_spec(load_recipe(None, [
+        "model.anchors.sizes=16..64", "model.anchors.scales=2", "model.fpn.in_features=[res3]",
+    ]).model)
     # Every anchor of a 192x256 input that lies inside the image, taken as a ground-truth box.
     anchors = torch.cat(level_anchors(spec, (192, 256)))
     inside = (
@@ -152,7 +157,7 @@ def test_best_iou_equals_the_dense_matrix(offset: float) -> None:
             _record(image_id, boxes[keep], np.zeros(int(keep.sum())), height=height, width=width)
         )
     gt = gather_boxes(_dataset(records), short_size=320, max_size=533)
-    spec = spec_from_flags(sizes="32..512", scales=3, ratios="0.5,1,2", offset=offset, strides=None)
+    spec = build_anchor_spec(load_recipe(None, [f"model.anchors.offset={offset}"]).model)
     fast = best_anchor_ious(spec, gt)
     dense = _dense_best_iou(spec, gt)
     # Equal, up to one float32 ulp where positions tie mathematically (module docstring).

@@ -14,37 +14,34 @@ from retinacli.anchors_tool.layout import (
     feature_hw,
     level_anchors,
     padded_hw,
-    parse_image_size,
-    parse_strides,
-    spec_from_flags,
-    spec_from_model,
 )
-from retinacli.errors import UsageError
-from retinacli.recipe.schema import ModelConfig
+from retinacli.build import build_anchor_spec
+from retinacli.recipe import Recipe, load_recipe
 
 LEVELS = ("p3", "p4", "p5", "p6", "p7")
 
 
 def _defaults() -> AnchorSpec:
-    return spec_from_flags(sizes=None, scales=None, ratios=None, offset=0.0, strides=None)
+    return build_anchor_spec(Recipe().model)
 
 
-def test_hand_computed_single_level() -> None:
+def _spec(*overrides: str) -> AnchorSpec:
+    return build_anchor_spec(load_recipe(None, list(overrides)).model)
+
+
+def test_hand_computed_first_level() -> None:
     # size 16 (area 256), ratios 1 and 4: ratio 1 -> w = h = 16 -> (-8, -8, 8, 8);
     # ratio 4 -> w = sqrt(256 / 4) = 8, h = 4 * 8 = 32 -> (-4, -16, 4, 16).
     # Input 30x50 pads to 32x64; stride 8 -> 4x8 positions; 4 * 8 * 2 = 64 anchors.
-    spec = spec_from_flags(sizes="16", scales=None, ratios="1,4", offset=0.0, strides="8")
+    # The smallest pyramid the FPN builds: res5 -> p5 (stride 32), p6, p7 (ceil-halved 1x2, 1x1).
+    spec = _spec("model.anchors.sizes=16", "model.anchors.aspect_ratios=[1, 4]")
     layout = describe_anchors(spec, (30, 50))
     assert layout.padded_size == (32, 64)
-    (level,) = layout.levels
-    assert (level.name, level.stride, level.feature_size, level.num_anchors) == (
-        "p3",
-        8,
-        (4, 8),
-        64,
-    )
+    level = layout.levels[0]
+    assert (level.name, level.stride, level.feature_size, level.num_anchors) == ("p3", 8, (4, 8), 64)
     assert level.cell_anchors == ((-8.0, -8.0, 8.0, 8.0), (-4.0, -16.0, 4.0, 16.0))
-    assert layout.total_anchors == 64
+    # p4 2x4, p5 1x2, p6 1x1, p7 1x1 positions, 2 anchors each: 64 + 16 + 4 + 2 + 2 = 88.
+    assert layout.total_anchors == 88
 
 
 def test_detectron2_defaults_for_800x1333() -> None:
@@ -82,22 +79,16 @@ def test_feature_sizes_ceil_halve_the_padded_input() -> None:
 
 
 def test_offset_moves_grid_anchors_but_not_cell_anchors() -> None:
-    spec = spec_from_flags(sizes="16", scales=None, ratios="1", offset=0.5, strides="8")
+    spec = _spec("model.anchors.sizes=16", "model.anchors.aspect_ratios=[1]", "model.anchors.offset=0.5")
     layout = describe_anchors(spec, (32, 32))
     assert layout.levels[0].cell_anchors == ((-8.0, -8.0, 8.0, 8.0),)
-    (grid,) = level_anchors(spec, (32, 32))
+    grid = level_anchors(spec, (32, 32))[0]
     # First centre at (0.5 * 8, 0.5 * 8) = (4, 4).
     assert_close(grid[0], torch.tensor([-4.0, -4.0, 12.0, 12.0]), atol=0, rtol=0)
 
 
 def test_recipe_spec_follows_the_model_section() -> None:
-    model = ModelConfig.model_validate(
-        {
-            "fpn": {"in_features": ["res3", "res4", "res5"]},
-            "anchors": {"sizes": "16..256", "scales": 2},
-        }
-    )
-    spec = spec_from_model(model)
+    spec = _spec("model.anchors.sizes=16..256", "model.anchors.scales=2")
     assert spec.level_names == LEVELS
     assert spec.size_divisibility == 32
     assert spec.sizes[0] == (16.0, 16 * 2**0.5)
@@ -135,39 +126,3 @@ def test_equals_detectron2_anchors_of_the_golden_training_batch(golden_tensors) 
         assert list(level.feature_size) == golden_tensors[f"train/feature_hw/{level.name}"].tolist()
         assert_close(grid, golden_tensors[f"train/anchors/{level.name}"], atol=1e-4, rtol=0)
     assert layout.total_anchors == 52236  # the README's anchors per image
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"sizes": "32..500"}, "power of two"),
-        ({"sizes": "32,abc"}, "not an anchor-size form"),
-        ({"ratios": "0.5,0,2"}, "positive"),
-        ({"ratios": "wide"}, "comma-separated numbers"),
-        ({"offset": 1.0}, r"\[0, 1\)"),
-        ({"strides": "8,12,16,32,64"}, "power of two"),
-        ({"strides": "16,8,32,64,128"}, "increase"),
-        ({"sizes": "32..512", "strides": "8,16,32"}, "5 levels"),
-        ({"sizes": "[[32, 40], [64]]", "strides": "8,16"}, "same number of sizes"),
-        ({"sizes": "[[32, 40"}, "not a valid list"),
-    ],
-)
-def test_bad_flags_are_usage_errors(kwargs, message) -> None:
-    arguments = {"sizes": None, "scales": None, "ratios": None, "offset": 0.0, "strides": None}
-    arguments.update(kwargs)
-    with pytest.raises(UsageError, match=message):
-        spec_from_flags(**arguments)
-
-
-def test_flag_forms() -> None:
-    assert parse_image_size("800x1333") == (800, 1333)
-    assert parse_image_size(" 600 X 1000 ") == (600, 1000)
-    for bad in ("800by1333", "800x", "0x10", "-1x5"):
-        with pytest.raises(UsageError, match="HEIGHTxWIDTH"):
-            parse_image_size(bad)
-    assert parse_strides("8,16,32") == [8, 16, 32]
-    # Explicit nested sizes, one inner list for every level, and base sizes expanded by scales.
-    spec = spec_from_flags(sizes="[[20, 30]]", scales=None, ratios="1", offset=0.0, strides="8,16")
-    assert spec.sizes == ((20.0, 30.0), (20.0, 30.0))
-    spec = spec_from_flags(sizes="32,64", scales=2, ratios=None, offset=0.0, strides=None)
-    assert spec.strides == (8, 16) and spec.sizes[1] == (64.0, 64 * 2**0.5)

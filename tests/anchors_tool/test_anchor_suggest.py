@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from retinacli.anchors_tool.coverage import GroundTruth, coverage_report
-from retinacli.anchors_tool.layout import AnchorSpec, spec_from_flags
+from retinacli.anchors_tool.layout import AnchorSpec
 from retinacli.anchors_tool.suggest import suggest_anchors
-from retinacli.recipe import recipe_from_dict
+from retinacli.build import build_anchor_spec
+from retinacli.recipe import Recipe, recipe_from_dict
 
 THRESHOLD = 0.5
 
@@ -37,7 +38,7 @@ def _boxes(
 
 
 def _default_spec() -> AnchorSpec:
-    return spec_from_flags(sizes="32..512", scales=3, ratios="0.5,1,2", offset=0.0, strides=None)
+    return build_anchor_spec(Recipe().model)  # detectron2's 32..512, 3 scales, ratios 0.5, 1, 2
 
 
 def _key(report) -> tuple[int, int]:

@@ -18,8 +18,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def test_json_hand_computed(capsys, monkeypatch) -> None:
     # Size 16, ratios 1 and 4: (-8, -8, 8, 8) and (w = sqrt(256 / 4) = 8, h = 32) (-4, -16, 4, 16).
-    # 30x50 pads to 32x64: stride 8 -> 4x8 positions, stride 16 -> 2x4; 2 anchors each:
-    # 64 + 16 = 80 in total.
+    # 30x50 pads to 32x64: stride 8 -> 4x8 positions, 16 -> 2x4, 32 -> 1x2, 64 and 128 -> 1x1;
+    # 2 anchors each: 64 + 16 + 4 + 2 + 2 = 88 in total.
     args = [
         "anchors",
         "--sizes",
@@ -27,7 +27,7 @@ def test_json_hand_computed(capsys, monkeypatch) -> None:
         "--ratios",
         "1,4",
         "--strides",
-        "8,16",
+        "8,16,32,64,128",
         "--image-size",
         "30x50",
         "--json",
@@ -35,8 +35,8 @@ def test_json_hand_computed(capsys, monkeypatch) -> None:
     result = run_cli(args, capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["total_anchors"] == 80
-    p3, p4 = data["levels"]
+    assert data["total_anchors"] == 88
+    p3, p4 = data["levels"][:2]
     assert p3 == {
         "name": "p3",
         "stride": 8,
@@ -109,15 +109,16 @@ def test_png_is_written_atomically(tmp_path, capsys, monkeypatch) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--sizes", "32..500"], "--sizes 32..500: '32..500': a range doubles per level"),
+        (["--sizes", "32..500"], "model.anchors.sizes (from --sizes 32..500) '32..500': a range doubles per level"),
         (["--image-size", "800by1333"], "--image-size 800by1333: expected HEIGHTxWIDTH"),
-        (["--ratios", "0.5,-1"], "--ratios 0.5,-1: every value must be positive"),
-        (["--strides", "8,24"], "--strides 8,24: every stride must be a power of two"),
-        (["--offset", "1.5"], "--offset 1.5: must be in [0, 1)"),
+        (["--ratios", "0.5,-1"], "model.anchors.aspect_ratios (from --aspect-ratios 0.5,-1) aspect ratios must be positive"),
+        (["--strides", "8,24"], "--strides 8,24: the FPN builds levels whose strides double"),
+        (["--strides", "8,32"], "--strides 8,32: the FPN builds levels whose strides double"),
+        (["--offset", "1.5"], "model.anchors.offset (from --offset 1.5) Input should be less than 1"),
+        (["--set", "model.anchors.offset=2"], "model.anchors.offset (from --set model.anchors.offset=2) Input should be less than 1"),
         (["--coverage"], "--coverage/--suggest: needs a RECIPE"),
-        ([RACCOON, "--sizes", "32..512"], "with RECIPE, override its anchors with --set"),
-        (["--set", "model.anchors.offset=0.5"], "--set: needs a RECIPE"),
         (["--image", "x.png"], "--image: the picture is drawn under the anchors in --out"),
+        (["--out", "anchors.jpg"], "--out anchors.jpg: the picture is a PNG file"),
         (
             [RACCOON, "--coverage", "--image-size", "64x64"],
             "coverage uses each training image's own test size",
@@ -199,9 +200,9 @@ def _tiny_dataset(tmp_path: Path) -> Path:
 
 def test_coverage_on_known_boxes(tmp_path, capsys, monkeypatch) -> None:
     recipe = _tiny_dataset(tmp_path)
-    out = tmp_path / "report"
+    histogram = tmp_path / "report" / "coverage.png"
     result = run_cli(
-        ["anchors", str(recipe), "--coverage", "--out", str(out), "--json"], capsys, monkeypatch
+        ["anchors", str(recipe), "--coverage", "--out", str(histogram), "--json"], capsys, monkeypatch
     )
     assert result.exit_code == 0, result.output
     coverage = json.loads(result.stdout)["coverage"]
@@ -219,7 +220,6 @@ def test_coverage_on_known_boxes(tmp_path, capsys, monkeypatch) -> None:
         and coverage["worst"][0]["best_iou"] == 0.0
     )
     assert coverage["worst"][1]["best_iou"] == pytest.approx(48 / 464, abs=1e-6)
-    histogram = out / "anchor_coverage.png"
     assert histogram.read_bytes().startswith(PNG_MAGIC) and histogram.stat().st_size > 5_000
     table = run_cli(["anchors", str(recipe), "--coverage"], capsys, monkeypatch)
     assert table.exit_code == 0, table.output

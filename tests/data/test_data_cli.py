@@ -46,7 +46,7 @@ def test_check_fails_with_the_problems_named(tmp_path, capsys, monkeypatch):
 def test_show_writes_pictures(shared_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "show"
     result = run_cli(["data", "show", str(REPO / "recipes" / "raccoon.yaml"), *raccoon_set(shared_dir),
-                      "--out", str(out), "--n", "2", "--augmented"], capsys, monkeypatch)
+                      "--output-dir", str(out), "--n", "2", "--augmented"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     pictures = sorted(out.glob("*.png"))
     assert len(pictures) == 2 and all(Image.open(p).size[0] > 0 for p in pictures)

@@ -78,8 +78,8 @@ def build_retinanet(
         anchor_generator=anchors,
         box_coder=BoxCoder(weights=(1.0, 1.0, 1.0, 1.0)),
         matcher=Matcher(
-            thresholds=[0.4, 0.5],
-            labels=[BACKGROUND, IGNORE, FOREGROUND],
+            iou_thresholds=[0.4, 0.5],
+            iou_labels=[BACKGROUND, IGNORE, FOREGROUND],
             allow_low_quality_matches=True,
         ),
         num_classes=num_classes,

@@ -16,15 +16,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from retinacli.commands.import_detectron2 import import_detectron2
+from retinacli.commands.model_files import load_detector
 from retinacli.data.images import read_image
 from retinacli.data.transforms import resize_image, resized_hw
-from retinacli.detectron2_import import import_detectron2
-from retinacli.engine.d2_names import detectron2_to_retinacli
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.losses import IGNORE_LABEL
 from retinacli.engine.postprocess import level_candidates
 from retinacli.engine.structures import Detections, Targets
-from retinacli.model_files import load_detector
+from retinacli.weights.names import detectron2_to_retinacli
 from tests.engine.builders import build_retinanet
 
 NUM_CLASSES = 3

@@ -14,7 +14,7 @@ RETINANET_LABELS = [BACKGROUND, IGNORE, FOREGROUND]
 
 def retinanet_matcher(low_quality: bool = True) -> Matcher:
     return Matcher(
-        thresholds=[0.4, 0.5], labels=RETINANET_LABELS, allow_low_quality_matches=low_quality
+        iou_thresholds=[0.4, 0.5], iou_labels=RETINANET_LABELS, allow_low_quality_matches=low_quality
     )
 
 
@@ -143,4 +143,4 @@ def test_gt_order_does_not_change_labels_or_matched_boxes() -> None:
 )
 def test_bad_configuration_raises(thresholds: list[float], labels: list[int]) -> None:
     with pytest.raises(ValueError, match="Matcher"):
-        Matcher(thresholds=thresholds, labels=labels, allow_low_quality_matches=True)
+        Matcher(iou_thresholds=thresholds, iou_labels=labels, allow_low_quality_matches=True)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from retinacli.build import build_model
-from retinacli.model_files import ClassInfo, save_model_file
+from retinacli.commands.model_files import save_model_file
+from retinacli.evaluation.classes import ClassInfo
 from retinacli.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]

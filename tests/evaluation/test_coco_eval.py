@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +15,6 @@ from retinacli.evaluation.coco_eval import (
     coco_box_metrics,
     coco_ground_truth,
     detections_to_coco_results,
-    write_json_atomic,
 )
 from retinacli.evaluation.inference import ImageDetections, merge_shards
 
@@ -162,14 +159,3 @@ def test_merge_shards_keeps_rank_order_and_each_image_once():
 
     merged = merge_shards([[item(1), item(2)], [item(3), item(1)], [item(4)]])
     assert [m.image_id for m in merged] == [1, 2, 3, 4]
-
-
-def test_write_json_atomic_leaves_no_temporary_file(tmp_path: Path):
-    path = write_json_atomic(tmp_path / "out" / "m.json", {"AP": 1.5, "x": None})
-    assert json.loads(path.read_text()) == {"AP": 1.5, "x": None}
-    write_json_atomic(path, {"AP": 2.0})
-    assert json.loads(path.read_text()) == {"AP": 2.0}
-    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json"]
-    with pytest.raises(ValueError):
-        write_json_atomic(path, {"AP": math.nan})
-    assert json.loads(path.read_text()) == {"AP": 2.0}  # the old file survives a failed write

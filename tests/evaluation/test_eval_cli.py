@@ -18,7 +18,7 @@ def test_tiny_model_on_raccoon_val_writes_metrics_and_tables(
     out = tmp_path / "eval"
     args = ["eval", str(tiny_raccoon_model), "--dataset", str(raccoon_subset)]
     result = run_cli(
-        [*args, "--images", str(raccoon_dir / "images"), "--output", str(out), "--device", "cpu"],
+        [*args, "--images", str(raccoon_dir / "images"), "--output-dir", str(out), "--device", "cpu"],
         capsys,
         monkeypatch,
     )
@@ -59,7 +59,7 @@ def test_class_mismatch_is_an_error_before_inference(
     out = tmp_path / "eval"
     args = ["eval", str(tiny_raccoon_model), "--dataset", str(golden_dir / "annotations.json")]
     result = run_cli(
-        [*args, "--images", str(golden_dir / "images"), "--output", str(out)], capsys, monkeypatch
+        [*args, "--images", str(golden_dir / "images"), "--output-dir", str(out)], capsys, monkeypatch
     )
     assert result.exit_code == 2
     assert "annotations.json" in result.stderr and "do not fit the classes" in result.stderr
@@ -113,7 +113,8 @@ def test_recipe_test_set_is_the_default_dataset(tiny_raccoon_model, tmp_path, ca
 
 def test_model_without_test_dataset_asks_for_one(tmp_path, capsys, monkeypatch):
     from retinacli.build import build_model
-    from retinacli.model_files import ClassInfo, save_model_file
+    from retinacli.commands.model_files import save_model_file
+    from retinacli.evaluation.classes import ClassInfo
     from retinacli.recipe import load_recipe
 
     recipe = load_recipe(None, ["model.backbone.depth=18", "model.backbone.res2_out_channels=64"])
@@ -130,7 +131,8 @@ def test_shapes_test_set_from_the_recipe(tmp_path, capsys, monkeypatch):
     # A recipe whose test set is the generated shapes dataset with non-default classes: eval
     # must generate exactly what training would (same spec), and name the classes from it.
     from retinacli.build import build_model
-    from retinacli.model_files import ClassInfo, save_model_file
+    from retinacli.commands.model_files import save_model_file
+    from retinacli.evaluation.classes import ClassInfo
     from retinacli.recipe import load_recipe
 
     shapes = (

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from retinacli.detectron2_import import import_detectron2
+from retinacli.commands.import_detectron2 import import_detectron2
 from tests.cli_helpers import run_cli
 
 BOX_ATOL = 0.01
@@ -37,7 +37,7 @@ def test_eval_matches_detectron2(golden_dir, golden_model_file, tmp_path, capsys
             str(golden_dir / "annotations.json"),
             "--images",
             str(golden_dir / "images"),
-            "--output",
+            "--output-dir",
             str(out),
             "--set",
             "data.num_workers=0",

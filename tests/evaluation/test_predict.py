@@ -36,7 +36,7 @@ def image_folder(tmp_path: Path, raccoon_dir: Path) -> Path:
 
 def test_predict_on_a_folder(tiny_raccoon_model, image_folder, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    args = ["predict", str(tiny_raccoon_model), str(image_folder), "--out", str(out)]
+    args = ["predict", str(tiny_raccoon_model), str(image_folder), "--output-dir", str(out)]
     result = run_cli([*args, "--score-thresh", "0"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "skipped" in result.stdout and "broken.jpg" in result.stdout
@@ -74,7 +74,7 @@ def test_nothing_readable_is_an_error(tiny_raccoon_model, tmp_path, capsys, monk
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG broken")
     out = tmp_path / "out"
-    args = ["predict", str(tiny_raccoon_model), str(bad), "--out", str(out)]
+    args = ["predict", str(tiny_raccoon_model), str(bad), "--output-dir", str(out)]
     result = run_cli(args, capsys, monkeypatch)
     assert result.exit_code == 2
     assert "none of the 1 images could be read" in result.stderr
@@ -84,7 +84,7 @@ def test_nothing_readable_is_an_error(tiny_raccoon_model, tmp_path, capsys, monk
 def test_missing_input_is_a_usage_error_before_loading(tmp_path, capsys, monkeypatch):
     # the checkpoint does not exist either: the input is checked first
     args = ["predict", str(tmp_path / "m.pth"), str(tmp_path / "nope.jpg")]
-    result = run_cli([*args, "--out", str(tmp_path / "o")], capsys, monkeypatch)
+    result = run_cli([*args, "--output-dir", str(tmp_path / "o")], capsys, monkeypatch)
     assert result.exit_code == 2
     assert "nope.jpg: no such file or folder" in result.stderr
 

@@ -31,7 +31,7 @@ def test_trained_model_finds_raccoons_in_val(shared_dir, tmp_path, capsys, monke
         args += ["--set", override]
     assert run_cli(args, capsys, monkeypatch).exit_code == 0
 
-    result = run_cli(["eval", str(tmp_path / "run" / "model_final.pth"), "--output", str(tmp_path / "eval")],
+    result = run_cli(["eval", str(tmp_path / "run" / "model_final.pth"), "--output-dir", str(tmp_path / "eval")],
                      capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "raccoon" in result.stdout and "AP50" in result.stdout  # the tables a user sees

@@ -129,7 +129,9 @@ def test_dataset_in_child_replaces_base_dataset_whole(tmp_path):
     ],
 )
 def test_set_values_are_parsed_by_the_key_type(override, path, value):
-    assert parse_override(override) == (path, value)
+    parsed = parse_override(override)
+    assert (list(parsed.key_path), parsed.value) == (path, value)
+    assert parsed.origin == f"--set {override}"
 
 
 def test_set_applies_after_the_file(tmp_path):

@@ -31,7 +31,7 @@ CASES = [
     ("solver: {base_lr: -1}\n", ["solver.base_lr", "greater than 0"]),
     ("solver: {optimizer: Adam}\n", ["solver.optimizer", "'SGD' or 'AdamW'"]),
     ("solver: {max_iter: 1.5}\n", ["solver.max_iter", "integer"]),
-    ("solver: {clip_gradients: {scope: full_model}}\n", ["solver.clip_gradients", "full_model needs type norm"]),
+    ("solver: {clip_gradients: {scope: full_model}}\n", ["solver.clip_gradients", "full_model needs clip_type norm"]),
     ("data: {train: {images_per_batch: 0}}\n", ["data.train.images_per_batch", "greater than or equal to 1"]),
     ("data: {train: {resize: {sampling: range, short_sizes: [1, 2, 3]}}}\n", ["data.train.resize", "needs short_sizes [min, max]"]),
     ("data: {train: {dataset: {kind: coco, images: x}}}\n", ["data.train.dataset.annotations", "required"]),

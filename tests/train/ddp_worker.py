@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
+from retinacli.commands.train import train_from_recipe
 from retinacli.recipe import load_recipe
-from retinacli.train.run import train_from_recipe
 
 if __name__ == "__main__":
     recipe_path, out_file, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])

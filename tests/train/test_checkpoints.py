@@ -11,17 +11,15 @@ import torch
 from torch import nn
 
 from retinacli.errors import CheckpointError
+from retinacli.files import FORMAT_MARKER, FORMAT_VERSION
 from retinacli.train import checkpoints
 from retinacli.train.checkpoints import (
-    FORMAT_MARKER,
-    FORMAT_VERSION,
     CheckpointManager,
-    capture_rng_state,
     checkpoints_due,
     load_checkpoint,
-    restore_rng_state,
     save_checkpoint,
 )
+from retinacli.train.rng import capture_rng_state, restore_rng_state
 from retinacli.train.schedules import Schedule, WarmupScheduler
 
 RECIPE = {"solver": {"base_lr": 0.01, "steps": [6, 9], "weights": None}, "seed": 0, "amp": False}
@@ -140,7 +138,7 @@ def test_checkpoints_due_follows_detectron2():
 
 
 def test_manager_rotates_and_points_to_newest(tmp_path):
-    manager = CheckpointManager(tmp_path, keep_last=2)
+    manager = CheckpointManager(tmp_path, keep_checkpoints=2)
     assert manager.find_last() is None
     made = []
     for iteration in range(20):
@@ -164,10 +162,12 @@ def test_manager_rotates_and_points_to_newest(tmp_path):
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     assert manager.find_last() == tmp_path / "model_final.pth"
     assert load_checkpoint(manager.find_last())["iteration"] == 19
+    # The last periodic checkpoint is the final one: one file with two names, written once.
+    assert os.path.samefile(tmp_path / "model_0000019.pth", tmp_path / "model_final.pth")
 
 
 def test_prune_never_deletes_the_pointed_checkpoint(tmp_path):
-    manager = CheckpointManager(tmp_path, keep_last=1)
+    manager = CheckpointManager(tmp_path, keep_checkpoints=1)
     manager.save(make_payload(4))
     (tmp_path / "last_checkpoint").write_text("model_0000004.pth")  # e.g. resumed from it
     for iteration in (9, 14):
@@ -180,7 +180,7 @@ def test_prune_never_deletes_the_pointed_checkpoint(tmp_path):
 
 
 def test_crash_before_pointer_update_leaves_pointer_on_whole_file(tmp_path, monkeypatch):
-    manager = CheckpointManager(tmp_path, keep_last=1)
+    manager = CheckpointManager(tmp_path, keep_checkpoints=1)
     manager.save(make_payload(4))
     real_replace = os.replace
 
@@ -207,12 +207,12 @@ def test_crash_before_pointer_update_leaves_pointer_on_whole_file(tmp_path, monk
 def test_find_last_with_dangling_pointer(tmp_path):
     (tmp_path / "last_checkpoint").write_text("model_0000099.pth")
     with pytest.raises(CheckpointError, match="names model_0000099.pth, which does not exist"):
-        CheckpointManager(tmp_path, keep_last=1).find_last()
+        CheckpointManager(tmp_path, keep_checkpoints=1).find_last()
 
 
 def test_keep_last_must_be_positive(tmp_path):
-    with pytest.raises(ValueError, match="keep_last: must be an integer >= 1, got 0"):
-        CheckpointManager(tmp_path, keep_last=0)
+    with pytest.raises(ValueError, match="keep_checkpoints: must be an integer >= 1, got 0"):
+        CheckpointManager(tmp_path, keep_checkpoints=0)
 
 
 def test_truncated_checkpoint_is_reported(tmp_path):
@@ -232,7 +232,7 @@ def test_truncated_checkpoint_is_reported(tmp_path):
         ("missing", "no such file; check the path"),
         ("empty", "the file is empty"),
         ("text", "not a readable PyTorch file"),
-        ("foreign", "not a retinacli checkpoint (no 'retinacli-checkpoint' marker)"),
+        ("foreign", "not a retinacli checkpoint or model file (no 'retinacli-checkpoint' marker)"),
         ("newer", "checkpoint format version 99 is not supported"),
         ("incomplete", "checkpoint lacks optimizer, scheduler, iteration, rng"),
         ("pickled_object", "refused to load: it holds Python objects"),
@@ -252,7 +252,7 @@ def test_bad_files_raise_checkpoint_error_naming_the_file(tmp_path, content, mes
         torch.save({"format": FORMAT_MARKER, "format_version": 1, "model": {}}, path)
     elif content == "pickled_object":
         torch.save(
-            {"model": {}, "extra": checkpoints.CheckpointManager(tmp_path, keep_last=1)}, path
+            {"model": {}, "extra": checkpoints.CheckpointManager(tmp_path, keep_checkpoints=1)}, path
         )
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)

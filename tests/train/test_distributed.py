@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-from retinacli.build import build_augmentation, build_dataset, build_model, build_solver
+from retinacli.build import build_dataset, build_model, build_solver, build_train_augmentation
 from retinacli.data.loader import build_train_loader
-from retinacli.train.run import _seed_everything
+from retinacli.train.rng import seed_everything
 from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
 
 WORKER = REPO / "tests" / "train" / "ddp_worker.py"
@@ -62,7 +62,7 @@ def test_first_update_equals_the_single_process_update_over_the_same_shards(tmp_
 
     recipe = tiny_recipe(tmp_path, *extra)
     torch.set_num_threads(1)
-    _seed_everything(recipe.seed)
+    seed_everything(recipe.seed)
     dataset, _ = build_dataset(recipe.data.train.dataset, key="train", filter_empty=True, fix_bad_boxes=True)
     model = build_model(recipe.model)
     optimizer, scheduler = build_solver(recipe.solver, model)
@@ -71,7 +71,7 @@ def test_first_update_equals_the_single_process_update_over_the_same_shards(tmp_
     grads = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
     for rank in range(2):
         batch = next(iter(build_train_loader(
-            dataset=dataset, augmentation=build_augmentation(recipe.data.train.resize, flip=recipe.data.train.flip),
+            dataset=dataset, augmentation=build_train_augmentation(recipe.data.train),
             input_format=recipe.model.input_format, images_per_batch=1, seed=recipe.seed, num_workers=0,
             aspect_ratio_grouping=False, rank=rank, world_size=2,
         )))

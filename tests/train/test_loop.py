@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from retinacli.commands.train import train_from_recipe
 from retinacli.engine.detector import RetinaNet
 from retinacli.errors import TrainingError, UsageError
 from retinacli.recipe import load_recipe
 from retinacli.train import loop as loop_module
 from retinacli.train.checkpoints import load_checkpoint
-from retinacli.train.run import train_from_recipe
 from tests.cli_helpers import run_cli
 from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
 

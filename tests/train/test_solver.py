@@ -111,7 +111,7 @@ SOLVER = dict(
 def test_sgd_step_decays_only_non_norm_parameters():
     torch.manual_seed(0)
     model = Toy()
-    optimizer = build_optimizer(model, name="SGD", **SOLVER)
+    optimizer = build_optimizer(model, optimizer="SGD", **SOLVER)
     assert isinstance(optimizer, torch.optim.SGD)
     assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["nesterov"] is False
     conv_before = model.conv.weight.detach().clone()
@@ -125,7 +125,7 @@ def test_sgd_step_decays_only_non_norm_parameters():
 
 
 def test_adamw_uses_betas_and_groups():
-    optimizer = build_optimizer(Toy(), name="AdamW", **dict(SOLVER, betas=[0.8, 0.99]))
+    optimizer = build_optimizer(Toy(), optimizer="AdamW", **dict(SOLVER, betas=[0.8, 0.99]))
     assert isinstance(optimizer, torch.optim.AdamW)
     assert optimizer.defaults["betas"] == (0.8, 0.99)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-4, 0.0]
@@ -134,7 +134,7 @@ def test_adamw_uses_betas_and_groups():
 @pytest.mark.parametrize(
     ("name", "change", "message"),
     [
-        ("Adam", {}, "name: unknown optimizer 'Adam'"),
+        ("Adam", {}, "optimizer: unknown optimizer 'Adam'"),
         ("SGD", {"base_lr": -1.0}, "base_lr: must be a positive number"),
         ("SGD", {"weight_decay_bias": -0.1}, "weight_decay_bias: must be a number >= 0"),
         ("SGD", {"momentum": 1.0}, r"momentum: must lie in \[0, 1\)"),
@@ -144,7 +144,7 @@ def test_adamw_uses_betas_and_groups():
 )
 def test_build_optimizer_rejects_bad_values(name, change, message):
     with pytest.raises(ValueError, match=message):
-        build_optimizer(Toy(), name=name, **dict(SOLVER, **change))
+        build_optimizer(Toy(), optimizer=name, **dict(SOLVER, **change))
 
 
 def _params_with_grads(*grads):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from retinacli.engine.d2_names import detectron2_to_retinacli, retinacli_to_detectron2
+from retinacli.weights.names import detectron2_to_retinacli, retinacli_to_detectron2
 from tests.engine.builders import build_retinanet
 
 

@@ -1,4 +1,5 @@
-"""What `retina eval` evaluates on: the test dataset, its resize, and the class mapping.
+"""Model classes and dataset categories: the class names a model file carries, and how they map
+onto the categories of the dataset it is evaluated on.
 
 The class mapping decides the COCO `category_id` of each model class. A model file names its
 classes (`ClassInfo`: names and dataset ids). A dataset fits when it has the same categories:
@@ -14,13 +15,38 @@ Anything else is an error raised before any inference runs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from retinacli.data.coco import DetectionDataset
-from retinacli.errors import DatasetError, RecipeError
-from retinacli.model_files import ClassInfo
-from retinacli.recipe.schema import CocoDataset, ResizeConfig, ShapesDataset
+from retinacli.errors import DatasetError
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """Class names and the dataset category id of each contiguous class index (0..K-1)."""
+
+    names: tuple[str, ...]
+    dataset_ids: tuple[int, ...]
+
+    @classmethod
+    def default(cls, num_classes: int) -> ClassInfo:
+        """Names `class_0`.. and ids 1..K: what a model with no known dataset gets."""
+        return cls(tuple(f"class_{i}" for i in range(num_classes)), tuple(range(1, num_classes + 1)))
+
+    @classmethod
+    def of_dataset(cls, dataset: DetectionDataset) -> ClassInfo:
+        """The classes of a model trained on `dataset`: its categories in ascending id order."""
+        return cls(tuple(dataset.class_names), tuple(dataset.contiguous_to_dataset_id))
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        return {"names": list(self.names), "dataset_ids": list(self.dataset_ids)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClassInfo:
+        return cls(tuple(str(n) for n in data["names"]), tuple(int(i) for i in data["dataset_ids"]))
 
 
 @dataclass(frozen=True)
@@ -36,47 +62,6 @@ class ClassMatch:
     names: tuple[str, ...]
     how: str
     note: str = ""
-
-
-def load_test_dataset(config: CocoDataset | ShapesDataset) -> DetectionDataset:
-    """The dataset a recipe's `data.test.dataset` (or `--dataset/--images`) describes.
-
-    Every image is kept (with or without boxes). Image files are checked (headers only) before
-    anything runs; boxes reaching outside their image are clipped in the records, which only
-    feed the loader: the ground truth of the metrics is the json itself, as in detectron2.
-
-    Raises:
-        DatasetError: the json or an image file is missing or malformed, listing the problems.
-    """
-    from retinacli.build import build_dataset
-
-    if isinstance(config, CocoDataset) and not Path(config.images).is_dir():
-        raise DatasetError(
-            f"{config.images}: image folder not found; pass the folder the json's file_name "
-            "entries are relative to"
-        )
-    # the same loading as training's (shapes generated with the recipe's spec, files checked)
-    dataset, _report = build_dataset(
-        config, key="data.test.dataset", filter_empty=False, fix_bad_boxes=True
-    )
-    if len(dataset) == 0:
-        raise DatasetError(f"{dataset.annotations}: the json has no images; nothing to evaluate")
-    return dataset
-
-
-def eval_resize(resize: ResizeConfig) -> tuple[int, int]:
-    """(short_size, max_size) of the test resize; evaluation needs exactly one short size.
-
-    Raises:
-        RecipeError: several short sizes, or sampling "range".
-    """
-    if len(resize.short_sizes) != 1 or resize.sampling != "choice":
-        raise RecipeError(
-            f"data.test.resize: evaluation needs one short size, got short_sizes "
-            f"{resize.short_sizes} (sampling {resize.sampling}); set e.g. "
-            f"--set data.test.resize.short_sizes=[{resize.short_sizes[0]}]"
-        )
-    return resize.short_sizes[0], resize.max_size
 
 
 def is_placeholder(classes: ClassInfo) -> bool:

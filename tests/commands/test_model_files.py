@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from retinacli.build import build_model
+from retinacli.commands.model_files import load_detector, save_model_file
 from retinacli.errors import CheckpointError
-from retinacli.model_files import ClassInfo, load_detector, save_model_file
+from retinacli.evaluation.classes import ClassInfo
 from retinacli.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_truncated_file_is_reported(tiny_file, tmp_path):
 def test_foreign_file_is_reported(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, path)
-    with pytest.raises(CheckpointError, match="other.pth: not a retinacli model file"):
+    with pytest.raises(CheckpointError, match="other.pth: not a retinacli checkpoint or model file"):
         load_detector(path)
 
 

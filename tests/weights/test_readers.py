@@ -6,24 +6,22 @@ import io
 import os
 import pickle
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 
-from retinacli.engine.d2_names import detectron2_to_retinacli
 from retinacli.errors import CheckpointError
-from retinacli.train.checkpoints import capture_rng_state, save_checkpoint
-from retinacli.weights import (
+from retinacli.train.checkpoints import save_checkpoint
+from retinacli.train.rng import capture_rng_state
+from retinacli.weights.names import (
     caffe2_resnet_to_detectron2,
-    read_weights_file,
-    torchvision_resnet_to_detectron2,
+    detectron2_to_retinacli,
+    retinacli_to_detectron2,
+    torchvision_resnet_to_retinacli,
 )
-
-SHARED = Path(os.environ.get("RETINA_SHARED", Path(__file__).resolve().parents[1] / "../shared"))
-GOLDEN_WEIGHTS = SHARED / "golden" / "d2_retinanet_r18" / "model_final.pth"
+from retinacli.weights.readers import read_weights_file
 
 
 class Py2Pickler(pickle._Pickler):
@@ -167,32 +165,22 @@ def test_torchvision_resnet18_pth_reads_and_converts(tmp_path):
     state, kind = read_weights_file(path)
     assert kind == "torchvision"
 
-    result = torchvision_resnet_to_detectron2(state)
-    prefix = "backbone.bottom_up."
-    assert result.mapped[prefix + "stem.conv1.weight"] is state["conv1.weight"]
-    assert result.mapped[prefix + "stem.conv1.norm.running_mean"] is state["bn1.running_mean"]
-    assert result.mapped[prefix + "res2.0.conv1.norm.weight"] is state["layer1.0.bn1.weight"]
-    assert result.mapped[prefix + "res3.0.shortcut.weight"] is state["layer2.0.downsample.0.weight"]
-    assert result.mapped[prefix + "res5.1.conv2.norm.bias"] is state["layer4.1.bn2.bias"]
-    assert (
-        result.mapped[prefix + "res4.0.shortcut.norm.running_var"]
-        is state["layer3.0.downsample.1.running_var"]
-    )
-    counters = [k for k in state if k.endswith("num_batches_tracked")]
-    assert len(counters) == 20  # stem + 8 blocks x 2 + 3 downsamples
-    assert sorted(result.not_mapped) == sorted(["fc.weight", "fc.bias", *counters])
+    result = torchvision_resnet_to_retinacli(state)
+    # Our body has torchvision's names: every backbone key moves under backbone.body, unchanged.
+    prefix = "backbone.body."
+    for key in ("conv1.weight", "bn1.running_mean", "layer1.0.bn1.weight", "layer2.0.downsample.0.weight",
+                "layer4.1.bn2.bias", "layer3.0.downsample.1.running_var", "layer1.0.bn1.num_batches_tracked"):
+        assert result.mapped[prefix + key] is state[key]
+    assert sorted(result.not_mapped) == ["fc.bias", "fc.weight"]
     assert len(result.mapped) + len(result.not_mapped) == len(state)  # every key accounted for
     assert result.filled == []
-    # The engine's detectron2 -> retinacli names give back torchvision's names under backbone.body.
-    renamed, unknown = detectron2_to_retinacli(result.mapped)
-    assert unknown == []
-    assert {k.removeprefix("backbone.body.") for k in renamed} == {
-        k for k in state if k not in result.not_mapped
-    }
+    # The same names as detectron2's file would give for this backbone, through the name table.
+    d2_names, unknown = retinacli_to_detectron2(result.mapped)
+    assert unknown == [] and "backbone.bottom_up.res5.1.conv2.norm.bias" in d2_names
 
 
 def test_torchvision_unknown_key_is_reported():
-    result = torchvision_resnet_to_detectron2({"layer1.0.se.fc1.weight": torch.zeros(1)})
+    result = torchvision_resnet_to_retinacli({"layer1.0.se.fc1.weight": torch.zeros(1)})
     assert result.mapped == {}
     assert result.not_mapped == {
         "layer1.0.se.fc1.weight": "not a torchvision ResNet backbone name this converter knows"
@@ -263,9 +251,8 @@ def test_native_and_detectron2_torch_files(tmp_path):
     assert (list(state), kind) == (["backbone.fpn_lateral3.weight"], "detectron2")
 
 
-@pytest.mark.skipif(not GOLDEN_WEIGHTS.is_file(), reason="shared golden data not present")
-def test_golden_detectron2_weights_read_and_map_strictly():
-    state, kind = read_weights_file(GOLDEN_WEIGHTS)
+def test_golden_detectron2_weights_read_and_map_strictly(golden_dir):
+    state, kind = read_weights_file(golden_dir / "model_final.pth")
     assert kind == "detectron2"
     assert len(state) == 136
     renamed, unknown = detectron2_to_retinacli(state)

@@ -11,8 +11,8 @@ import torchvision
 
 from retinacli.build import build_model
 from retinacli.errors import CheckpointError
-from retinacli.model_init import init_from_weights
 from retinacli.recipe import load_recipe
+from retinacli.weights.loading import init_from_weights
 
 R18 = ["model.backbone.depth=18", "model.backbone.res2_out_channels=64", "model.fpn.out_channels=32",
        "model.head.num_classes=2", "model.head.num_convs=1"]

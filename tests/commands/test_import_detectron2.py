@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from retinacli.engine.d2_names import detectron2_to_retinacli
-from retinacli.model_files import load_detector
+from retinacli.commands.model_files import load_detector
 from retinacli.recipe import load_recipe
+from retinacli.weights.names import detectron2_to_retinacli
 from tests.cli_helpers import run_cli
 
 
@@ -14,7 +14,7 @@ def test_import_writes_recipe_and_model_file(golden_dir, tmp_path, capsys, monke
     out = tmp_path / "d2"
     result = run_cli(
         ["import-detectron2", str(golden_dir / "config.yaml"), "--weights", str(golden_dir / "model_final.pth"),
-         "--out", str(out), "--classes", "circle,square,triangle"],
+         "--output-dir", str(out), "--classes", "circle,square,triangle"],
         capsys, monkeypatch,
     )
     assert result.exit_code == 0, result.output
@@ -39,7 +39,7 @@ def test_weights_that_do_not_fit_are_refused_and_nothing_written(golden_dir, tmp
     torch.save({"model": state}, broken)
     out = tmp_path / "out"
     result = run_cli(
-        ["import-detectron2", str(golden_dir / "config.yaml"), "--weights", str(broken), "--out", str(out)],
+        ["import-detectron2", str(golden_dir / "config.yaml"), "--weights", str(broken), "--output-dir", str(out)],
         capsys, monkeypatch,
     )
     assert result.exit_code == 2
@@ -50,7 +50,7 @@ def test_weights_that_do_not_fit_are_refused_and_nothing_written(golden_dir, tmp
 def test_wrong_class_count_is_a_clear_error(golden_dir, tmp_path, capsys, monkeypatch):
     result = run_cli(
         ["import-detectron2", str(golden_dir / "config.yaml"), "--weights", str(golden_dir / "model_final.pth"),
-         "--out", str(tmp_path / "o"), "--classes", "a,b"],
+         "--output-dir", str(tmp_path / "o"), "--classes", "a,b"],
         capsys, monkeypatch,
     )
     assert result.exit_code == 2 and "names 2 classes but the config has 3" in result.stderr

@@ -1,6 +1,6 @@
 import pytest
 
-from retinacli.safe_expr import UnsafeExpressionError, evaluate
+from retinacli.recipe.safe_expr import UnsafeExpressionError, evaluate
 
 
 def test_detectron2_anchor_expression_equals_python_arithmetic():

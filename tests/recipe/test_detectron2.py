@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from retinacli.detectron2_config import read_detectron2_config, translate
 from retinacli.errors import RecipeError
 from retinacli.recipe import validate_recipe
+from retinacli.recipe.detectron2 import read_detectron2_config, translate
 
 
 def test_golden_config_translates_to_an_equivalent_recipe(golden_dir):
@@ -58,7 +58,7 @@ def test_eval_expression_that_is_not_arithmetic_is_refused(tmp_path):
         "evil.yaml",
         'MODEL:\n  ANCHOR_GENERATOR:\n    SIZES: !!python/object/apply:eval ["__import__(\'os\').system(\'true\')"]\n',
     )
-    with pytest.raises(RecipeError, match=r"evil\.yaml line 3: apply:eval expression refused"):
+    with pytest.raises(RecipeError, match=r"evil\.yaml line 3, column \d+: apply:eval expression refused"):
         read_detectron2_config(path)
 
 

@@ -3,7 +3,7 @@
 detectron2 configs are YAML with `_BASE_` chains, tuples written as strings ("(640, 672)") and
 anchor sizes as `!!python/object/apply:eval ["<python>"]`, which detectron2 loads with
 `yaml.unsafe_load`. Here the file is read with a safe loader that understands exactly one
-Python tag, `apply:eval`, and computes its expression with `retinacli.safe_expr` (arithmetic
+Python tag, `apply:eval`, and computes its expression with `recipe.safe_expr` (arithmetic
 on literal lists only); tuple strings are parsed with `ast.literal_eval`. Nothing runs.
 
 Keys that are not written keep detectron2's `defaults.py` values (`D2_DEFAULTS`), as
@@ -15,7 +15,6 @@ errors naming the key.
 from __future__ import annotations
 
 import ast
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from typing import Any
 import yaml
 
 from retinacli.errors import RecipeError
-from retinacli.safe_expr import UnsafeExpressionError, evaluate
+from retinacli.recipe.loading import read_with_bases, read_yaml_file
+from retinacli.recipe.safe_expr import UnsafeExpressionError, evaluate
 
 # detectron2 defaults.py values of every key the translation reads (facts, not code).
 D2_DEFAULTS: dict[str, Any] = {
@@ -162,7 +162,7 @@ class Translation:
 
 def read_detectron2_config(path: str | Path) -> dict[str, Any]:
     """Load a detectron2 YAML config with its `_BASE_` chain into one flat `{"A.B.C": value}`."""
-    return _flatten(_read_with_bases(Path(path), stack=()))
+    return _flatten(read_with_bases(Path(path), base_key="_BASE_", read_file=_read_detectron2_yaml))
 
 
 def translate(flat: dict[str, Any], *, source: str = "config") -> Translation:
@@ -276,8 +276,8 @@ def translate(flat: dict[str, Any], *, source: str = "config") -> Translation:
             "bias_lr_factor": v["SOLVER.BIAS_LR_FACTOR"],
             "clip_gradients": {
                 "enabled": v["SOLVER.CLIP_GRADIENTS.ENABLED"],
-                "type": "norm" if clip_type in ("norm", "full_model") else "value",
-                "value": v["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"],
+                "clip_type": "norm" if clip_type in ("norm", "full_model") else "value",
+                "clip_value": v["SOLVER.CLIP_GRADIENTS.CLIP_VALUE"],
                 "norm_type": v["SOLVER.CLIP_GRADIENTS.NORM_TYPE"],
                 "scope": "full_model" if clip_type == "full_model" else "per_parameter",
             },
@@ -344,38 +344,8 @@ def _construct_eval(loader: _Detectron2Loader, node: yaml.Node) -> Any:
 _Detectron2Loader.add_constructor("tag:yaml.org,2002:python/object/apply:eval", _construct_eval)
 
 
-def _read_with_bases(path: Path, *, stack: tuple[Path, ...]) -> dict[str, Any]:
-    resolved = path.resolve()
-    if resolved in stack:
-        raise RecipeError(f"{path}: _BASE_ chain has a cycle; remove one of the links")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read the detectron2 config ({exc.strerror})") from None
-    try:
-        data = yaml.load(text, Loader=_Detectron2Loader) or {}  # noqa: S506 - safe loader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"{path}{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a detectron2 config must be a mapping")
-    base = data.pop("_BASE_", None)
-    if base is None:
-        return data
-    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
-    return _merge(_read_with_bases(base_path, stack=(*stack, resolved)), data)
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    result = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = _merge(result[key], value)
-        else:
-            result[key] = value
-    return result
+def _read_detectron2_yaml(path: Path) -> Any:
+    return read_yaml_file(path, loader=_Detectron2Loader)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,105 @@
+"""`retina eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from retinacli.cli.app import (
+    DeviceOption,
+    JsonOption,
+    ModelArg,
+    OverwriteOption,
+    SetOption,
+    app,
+    console,
+    error_console,
+    output_dir_option,
+)
+
+
+@app.command("eval")
+def eval_command(
+    model: ModelArg,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--dataset",
+            help="COCO json to evaluate on instead of the recipe's data.test.dataset (with --images).",
+            show_default=False,
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Folder the --dataset json's file_names are relative to.", show_default=False),
+    ] = None,
+    set_: SetOption = None,
+    output_dir: Annotated[
+        Path | None,
+        output_dir_option(
+            "Folder for coco_results.json and metrics.json [default: <model dir>/eval_<model stem>]."
+        ),
+    ] = None,
+    images_per_batch: Annotated[
+        int | None,
+        typer.Option(
+            "--images-per-batch",
+            help="Images per inference batch (data.test.images_per_batch) [default: the recipe's, 1]. "
+            "More is faster but changes detections near image borders.",
+            show_default=False,
+        ),
+    ] = None,
+    device: DeviceOption = None,
+    overwrite: OverwriteOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """COCO box AP of a model file on its recipe's test set (or --dataset/--images)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from retinacli.cli.render import metrics_table
+    from retinacli.commands.evaluate import evaluate
+
+    with Progress(
+        TextColumn("evaluating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=error_console,
+        transient=True,
+        disable=as_json,
+    ) as bar:
+        task = bar.add_task("eval", total=None)
+        result = evaluate(
+            model,
+            dataset=dataset,
+            images=images,
+            overrides=set_ or [],
+            output_dir=output_dir,
+            images_per_batch=images_per_batch,
+            device=device,
+            overwrite=overwrite,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    metrics = result.metrics
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=1))
+        return
+    if result.class_note:
+        console.print(f"[cyan]note[/] {result.class_note}", highlight=False)
+    console.print(metrics_table(metrics, title=f"COCO box AP, {metrics['num_images']} images"))
+    for note in metrics["notes"]:
+        console.print(f"[yellow]note[/] {note}", highlight=False)
+    console.print(
+        f"{metrics['num_detections']} detections, {metrics['images_per_second']:.2f} images/s\n"
+        f"wrote {result.results_path}\nwrote {result.metrics_path}",
+        highlight=False,
+    )

@@ -1,0 +1,100 @@
+"""Model files: a detector with its recipe and class names, written and read back safely.
+
+A *model file* is the self-contained form `retina eval` and `retina predict` take: a
+`torch.load(weights_only=True)`-readable dict with the retinacli format marker
+(`files.FORMAT_MARKER`), the model's state dict (`model`), the resolved recipe (`recipe`), the
+classes (`classes`: names and dataset ids) and the loss normaliser. Training checkpoints are model
+files too: they add optimizer, scheduler, iteration and RNG state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from retinacli.build import build_model
+from retinacli.engine.detector import RetinaNet
+from retinacli.errors import CheckpointError
+from retinacli.evaluation.classes import ClassInfo
+from retinacli.files import FORMAT_MARKER, FORMAT_VERSION, read_retinacli_file, save_torch
+from retinacli.recipe import Override, Recipe, recipe_from_dict, recipe_to_dict
+from retinacli.recipe.loading import upgrade_stored_recipe
+from retinacli.weights.loading import load_exactly
+
+
+@dataclass
+class LoadedDetector:
+    """A detector rebuilt from a model file, in eval mode on the CPU."""
+
+    model: RetinaNet
+    recipe: Recipe
+    classes: ClassInfo
+    iteration: int | None
+    path: Path
+
+
+def save_model_file(
+    path: str | os.PathLike[str], *, model: RetinaNet, recipe: Recipe, classes: ClassInfo
+) -> Path:
+    """Write a model file atomically (temporary file, fsync, rename)."""
+    return save_torch(
+        path,
+        {
+            "format": FORMAT_MARKER,
+            "format_version": FORMAT_VERSION,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "recipe": recipe_to_dict(recipe),
+            "classes": classes.to_dict(),
+            "loss_normalizer": float(model.loss_normalizer),
+        },
+    )
+
+
+def load_detector(
+    path: str | os.PathLike[str], overrides: Sequence[str | Override] = ()
+) -> LoadedDetector:
+    """Rebuild the detector a model file (or training checkpoint) describes.
+
+    `overrides` (`--set` strings or flags) change the stored recipe first, e.g.
+    `model.test.score_thresh`. Raises CheckpointError naming the file for anything that is not a
+    whole retinacli model file, RecipeError for an override the stored recipe does not accept.
+    """
+    target = Path(path)
+    data = read_retinacli_file(target, required=("model", "recipe"))
+    if not isinstance(data["recipe"], dict) or not isinstance(data["model"], dict):
+        raise CheckpointError(
+            f"{target}: the file lacks a valid model or recipe; it is damaged or was not written "
+            "by retinacli; use another checkpoint"
+        )
+    stored = upgrade_stored_recipe(data["recipe"], format_version=data["format_version"])
+    recipe = recipe_from_dict(stored, overrides, source=f"{target} (stored recipe)")
+    model = build_model(recipe.model)
+    load_exactly(
+        model,
+        data["model"],
+        source=str(target),
+        fix="the file is damaged, or --set changed the architecture",
+    )
+    model.loss_normalizer = float(data.get("loss_normalizer", model.loss_normalizer))
+    model.eval()
+    classes_data = data.get("classes")
+    classes = (
+        ClassInfo.from_dict(classes_data)
+        if isinstance(classes_data, dict)
+        else ClassInfo.default(recipe.model.head.num_classes)
+    )
+    if len(classes.names) != recipe.model.head.num_classes:
+        raise CheckpointError(
+            f"{target}: names {len(classes.names)} classes but the model has "
+            f"{recipe.model.head.num_classes}; the file is damaged"
+        )
+    iteration = data.get("iteration")
+    return LoadedDetector(
+        model=model,
+        recipe=recipe,
+        classes=classes,
+        iteration=int(iteration) if isinstance(iteration, int) else None,
+        path=target,
+    )

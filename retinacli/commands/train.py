@@ -1,0 +1,350 @@
+"""`retina train`: a recipe becomes a training run in an output directory.
+
+The output directory holds `config.yaml` (the resolved recipe), `metrics.jsonl`, TensorBoard
+event files, checkpoints (`model_NNNNNNN.pth`, `model_final.pth`, `last_checkpoint`) and the
+evaluations (`eval/<iteration>/metrics.json` and `coco_results.json`). Iterations are 0-based
+everywhere: `model_0000999.pth`, `eval/999` and the metrics line with `"iteration": 999` all
+come after the 1000th iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from retinacli.build import (
+    build_clip_settings,
+    build_dataset,
+    build_model,
+    build_nonfinite_policy,
+    build_solver,
+    build_test_dataset,
+    build_train_augmentation,
+    inference_resize,
+)
+from retinacli.data.coco import DetectionDataset
+from retinacli.data.loader import Batch, build_train_loader
+from retinacli.errors import CheckpointError, RecipeError, UsageError
+from retinacli.evaluation.classes import ClassInfo
+from retinacli.files import write_text
+from retinacli.recipe import Override, Recipe, dump_recipe, load_recipe, recipe_to_dict
+from retinacli.train.checkpoints import FINAL_NAME, CheckpointManager, load_checkpoint
+from retinacli.train.distributed import ProcessContext, init_process, launch_local, shutdown_process
+from retinacli.train.loop import Reporter, SilentReporter, Trainer
+from retinacli.train.metrics import MetricsWriter
+from retinacli.train.rng import seed_everything
+from retinacli.weights.loading import init_from_weights
+
+CONFIG_NAME = "config.yaml"
+EVAL_DIR = "eval"
+SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+EvaluationCallback = Callable[[int, Mapping[str, Any]], None]
+"""Called on rank 0 after each evaluation with (iteration, metrics)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves: where, how far, and the last evaluation (rank 0)."""
+
+    output_dir: Path
+    iterations_run: int
+    final_checkpoint: Path | None
+    last_metrics: Mapping[str, Any] | None
+    model: torch.nn.Module | None = None
+
+
+def train(
+    recipe_path: Path,
+    overrides: Sequence[str | Override] = (),
+    *,
+    output_dir: Path | None = None,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    on_evaluation: EvaluationCallback | None = None,
+) -> TrainResult:
+    """`retina train RECIPE [--set ...] [--output-dir DIR] [--resume]` in this process."""
+    return train_from_recipe(
+        load_recipe(recipe_path, _with_output_dir(overrides, output_dir)),
+        resume=resume,
+        reporter=reporter,
+        on_evaluation=on_evaluation,
+    )
+
+
+def train_in_processes(
+    recipe_path: Path,
+    overrides: Sequence[str],
+    *,
+    num_processes: int,
+    output_dir: Path | None = None,
+    resume: bool = False,
+) -> int:
+    """The same training in `num_processes` local processes (torch.distributed, as torchrun
+    starts them); the recipe is checked here first. Returns the exit code of the group."""
+    load_recipe(recipe_path, _with_output_dir(overrides, output_dir))
+    argv = ["train", str(recipe_path), *[a for o in overrides for a in ("--set", o)]]
+    if output_dir is not None:
+        argv += ["--output-dir", str(output_dir)]
+    return launch_local(num_processes, [*argv, *(["--resume"] if resume else [])])
+
+
+def _with_output_dir(overrides: Sequence[str | Override], output_dir: Path | None) -> list[str | Override]:
+    if output_dir is None:
+        return list(overrides)
+    return [*overrides, Override(("output_dir",), str(output_dir), f"--output-dir {output_dir}")]
+
+
+def train_from_recipe(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    reporter: Reporter | None = None,
+    on_evaluation: EvaluationCallback | None = None,
+) -> TrainResult:
+    """Train as `recipe` says, in `recipe.output_dir`; `resume` continues its last checkpoint."""
+    ctx = init_process(recipe.device)
+    try:
+        shown = reporter if (reporter is not None and ctx.is_main) else SilentReporter()
+        return _train(recipe, ctx, resume=resume, reporter=shown, on_evaluation=on_evaluation)
+    finally:
+        shutdown_process()
+
+
+def _train(
+    recipe: Recipe,
+    ctx: ProcessContext,
+    *,
+    resume: bool,
+    reporter: Reporter,
+    on_evaluation: EvaluationCallback | None,
+) -> TrainResult:
+    out = Path(recipe.output_dir)
+    manager = CheckpointManager(out, keep_checkpoints=recipe.solver.keep_checkpoints)
+    last = manager.find_last()
+    if last is not None and not resume:
+        raise UsageError(
+            f"{out} already holds a run (last checkpoint {last.name}); pass --resume to continue "
+            "it, or --output-dir to start a new run elsewhere"
+        )
+    _check_processes(recipe, ctx)
+    seed_everything(recipe.seed)
+    train_set, test_set = _datasets(recipe, reporter)
+
+    model = build_model(recipe.model)
+    if recipe.model.weights and last is None:
+        reporter.message(_init_weights(model, recipe.model.weights))
+    model.to(ctx.device)
+    optimizer, scheduler = build_solver(recipe.solver, model)
+    ddp_model = None
+    if ctx.distributed:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None
+        )
+    if ctx.is_main:
+        write_text(out / CONFIG_NAME, dump_recipe(recipe))
+    metrics = MetricsWriter(out, enabled=ctx.is_main)
+    last_metrics: dict[str, Any] = {}
+    evaluate = (
+        None
+        if test_set is None
+        else _evaluator(recipe, model, test_set, ctx=ctx, metrics=metrics, last=last_metrics, on_evaluation=on_evaluation)
+    )
+    classes = ClassInfo.of_dataset(train_set)
+    trainer = Trainer(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        make_data=_data_stream(recipe, train_set, ctx),
+        max_iter=recipe.solver.max_iter,
+        device=ctx.device,
+        checkpoints=manager,
+        checkpoint_period=recipe.solver.checkpoint_period,
+        metrics=metrics,
+        checkpoint_extra={"recipe": recipe_to_dict(recipe), "classes": classes.to_dict()},
+        is_main=ctx.is_main,
+        ddp_model=ddp_model,
+        clip=build_clip_settings(recipe.solver.clip_gradients),
+        amp=recipe.amp,
+        log_period=recipe.log_period,
+        eval_period=recipe.eval_period,
+        evaluate=evaluate,
+        nonfinite=build_nonfinite_policy(recipe),
+        reporter=reporter,
+    )
+    start = _resume_or_start(trainer, recipe, ctx, last=last, resume=resume, reporter=reporter)
+    if start >= recipe.solver.max_iter:
+        reporter.message(f"{last} is already at the end ({recipe.solver.max_iter} iterations): nothing to do")
+        metrics.close()
+        return TrainResult(out, 0, out / FINAL_NAME, None)
+    try:
+        ran = trainer.train(start)
+    finally:
+        metrics.close()
+    final = out / FINAL_NAME
+    return TrainResult(out, ran, final if final.exists() else None, dict(last_metrics) or None, model)
+
+
+def _check_processes(recipe: Recipe, ctx: ProcessContext) -> None:
+    """Settings that only fail with several processes, refused before anything is built."""
+    total_batch = recipe.data.train.images_per_batch
+    if total_batch % ctx.world_size != 0:
+        raise RecipeError(
+            f"data.train.images_per_batch {total_batch} is the total over all processes and must "
+            f"divide evenly among {ctx.world_size} processes"
+        )
+    sync_bn = [
+        key
+        for key, norm in (
+            ("model.backbone.norm", recipe.model.backbone.norm),
+            ("model.fpn.norm", recipe.model.fpn.norm),
+            ("model.head.norm", recipe.model.head.norm),
+        )
+        if norm == "SyncBN"
+    ]
+    if sync_bn and ctx.distributed and ctx.device.type != "cuda":
+        raise RecipeError(
+            f"{', '.join(sync_bn)}: SyncBN synchronises over CUDA (nccl) only; on the CPU use BN "
+            "or GN with several processes"
+        )
+
+
+def _datasets(recipe: Recipe, reporter: Reporter) -> tuple[DetectionDataset, DetectionDataset | None]:
+    """The training set (checked against the model's class count) and the test set, if any."""
+    train_set, train_report = build_dataset(
+        recipe.data.train.dataset,
+        key="data.train.dataset",
+        filter_empty=recipe.data.train.filter_empty,
+        fix_bad_boxes=recipe.data.fix_bad_boxes,
+    )
+    if train_set.num_classes != recipe.model.head.num_classes:
+        raise RecipeError(
+            f"data.train.dataset has {train_set.num_classes} classes "
+            f"({', '.join(train_set.class_names[:8])}) but model.head.num_classes is "
+            f"{recipe.model.head.num_classes}; set --set model.head.num_classes={train_set.num_classes}"
+        )
+    if train_report.fixed:
+        reporter.message(f"data: fixed {len(train_report.fixed)} box problems (see `retina data check`)")
+    if recipe.data.test.dataset is None:
+        reporter.message("data.test.dataset is not set: training runs without evaluation")
+        return train_set, None
+    return train_set, build_test_dataset(recipe.data.test.dataset, key="data.test.dataset")
+
+
+def _init_weights(model: torch.nn.Module, weights: str) -> str:
+    """Initialise from `model.weights`; the summary for the log."""
+    if not Path(weights).exists():
+        raise CheckpointError(
+            f"model.weights: {weights} not found; download it (e.g. detectron2's ImageNet "
+            "R-50.pkl or a torchvision resnet50-*.pth) and put it there, or set "
+            "--set model.weights=PATH (null trains from scratch)"
+        )
+    try:
+        return init_from_weights(model, weights).summary()
+    except CheckpointError as exc:
+        raise CheckpointError(f"model.weights: {exc}") from None
+
+
+def _evaluator(
+    recipe: Recipe,
+    model: torch.nn.Module,
+    test_set: DetectionDataset,
+    *,
+    ctx: ProcessContext,
+    metrics: MetricsWriter,
+    last: dict[str, Any],
+    on_evaluation: EvaluationCallback | None,
+) -> Callable[[int], Mapping[str, Any] | None]:
+    """`evaluate(iteration)`: COCO AP on the test set into `eval/<iteration>/`, logged as
+    `eval/AP`... and kept in `last` (rank 0)."""
+    from retinacli.evaluation.coco_eval import evaluate_detector
+
+    short_size, max_size = inference_resize(recipe.data.test)
+    out = Path(recipe.output_dir) / EVAL_DIR
+
+    def evaluate(iteration: int) -> Mapping[str, Any] | None:
+        result = evaluate_detector(
+            model,
+            test_set,
+            out / str(iteration),
+            short_size=short_size,
+            max_size=max_size,
+            input_format=recipe.model.input_format,
+            images_per_batch=recipe.data.test.images_per_batch,
+            num_workers=min(recipe.data.num_workers, 2),
+        )
+        if ctx.is_main and result:
+            last.clear()
+            last.update(result)
+            scalars = {k: v for k, v in result.items() if k in SCALAR_METRICS and v is not None}
+            metrics.write(iteration, {f"eval/{k}": v for k, v in scalars.items()})
+            if on_evaluation is not None:
+                on_evaluation(iteration, result)
+        return result
+
+    return evaluate
+
+
+def _data_stream(recipe: Recipe, train_set: DetectionDataset, ctx: ProcessContext) -> Callable[[int], Iterator[Batch]]:
+    """`make_data(start_iteration)`: this process's batches from that iteration on."""
+    augmentation = build_train_augmentation(recipe.data.train)
+    per_process = recipe.data.train.images_per_batch // ctx.world_size
+
+    def make_data(start_iteration: int) -> Iterator[Batch]:
+        return iter(
+            build_train_loader(
+                dataset=train_set,
+                augmentation=augmentation,
+                input_format=recipe.model.input_format,
+                images_per_batch=per_process,
+                seed=recipe.seed,
+                num_workers=recipe.data.num_workers,
+                aspect_ratio_grouping=recipe.data.train.aspect_ratio_grouping,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                start_iteration=start_iteration,
+                pin_memory=ctx.device.type == "cuda",
+            )
+        )
+
+    return make_data
+
+
+def _resume_or_start(
+    trainer: Trainer,
+    recipe: Recipe,
+    ctx: ProcessContext,
+    *,
+    last: Path | None,
+    resume: bool,
+    reporter: Reporter,
+) -> int:
+    """Restore the last checkpoint (the first iteration still to run) or say a new run starts."""
+    out = Path(recipe.output_dir)
+    start = 0
+    if last is not None:
+        state = load_checkpoint(last)
+        try:
+            start = trainer.load_state(state)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise CheckpointError(
+                f"{last}: cannot resume from it ({str(exc).splitlines()[0]}); the recipe changed "
+                "the model or solver since it was written; resume with the recipe in "
+                f"{out / CONFIG_NAME} or start a new run"
+            ) from None
+        reporter.message(f"resuming from {last} at iteration {start} of {recipe.solver.max_iter}")
+    elif resume:
+        reporter.message(f"no checkpoint in {out}: starting a new run")
+    else:
+        reporter.message(
+            f"starting a new run in {out} on {ctx.device}"
+            + (f" ({ctx.world_size} processes)" if ctx.distributed else "")
+            + ("" if recipe.model.weights else ", from scratch (model.weights is null)")
+        )
+    if recipe.amp and ctx.device.type != "cuda":
+        reporter.message("amp applies on CUDA only; training in float32 on the CPU")
+    return start

@@ -1,0 +1,246 @@
+"""Files retinacli writes and reads: atomic writes, safe `torch.load`, the format marker.
+
+Writing: every file (checkpoints, model files, `config.yaml`, `last_checkpoint`, JSON results,
+PNG pictures) goes through `atomic_write`: the data is written to a temporary file in the same
+folder, flushed and fsynced, then renamed over its destination (`os.replace`) and the folder
+fsynced. A crash or an error leaves either the old file or the new one, never a half-written one,
+and no temporary file behind. The temporary file is created with mode 0o666 and the process
+umask applies, exactly as for a plain `open(path, "w")`; a file that replaces an existing one
+keeps that file's permission bits.
+
+Reading: `load_torch` is `torch.load(weights_only=True, map_location="cpu")` with every failure
+(missing, empty, truncated, foreign, a pickled Python object) raised as a `CheckpointError`
+naming the file. `read_retinacli_file` also checks the format marker that tells retinacli's own
+files (training checkpoints and model files) from others.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import secrets
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from retinacli.errors import CheckpointError, UsageError
+
+FORMAT_MARKER = "retinacli-checkpoint"
+"""The value of the `format` key of every retinacli checkpoint and model file."""
+FORMAT_VERSION = 2
+"""The newest `format_version` written; 1 stored clip_gradients.type/value (see recipe loading)."""
+TEMP_PREFIX = ".tmp-"
+"""Temporary files start with this, so listings that look for `model_*.pth` never see them."""
+
+_NEW_FILE_MODE = 0o666  # what open() asks for; the umask takes its bits away
+_TEMP_NAME_TRIES = 100
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; some platforms cannot open a directory, which is harmless.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _create_temp(target: Path) -> tuple[int, Path]:
+    """A new, empty temporary file next to `target`, created as open() would create it."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_TEMP_NAME_TRIES):
+        tmp = target.parent / f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(4)}"
+        try:
+            return os.open(tmp, flags, _NEW_FILE_MODE), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(target))
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], *, mode: Literal["wb", "w"] = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file next to `path`; on a clean exit, flush, fsync and rename it to `path`.
+
+    The parent folder is created if needed. On any exception the temporary file is removed and
+    `path` is left untouched. Text mode writes UTF-8.
+    """
+    target = Path(path)
+    directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _create_temp(target)
+    try:
+        encoding = "utf-8" if mode == "w" else None
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            if target.exists():  # a new file keeps the mode the umask gave it
+                os.chmod(handle.fileno(), stat.S_IMODE(target.stat().st_mode))
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; returns the path."""
+    target = Path(path)
+    with atomic_write(target, mode="w") as handle:
+        handle.write(text)
+    return target
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write `data` as indented JSON to `path` atomically; NaN and infinity are refused
+    (ValueError), so every file is valid JSON. Returns the path."""
+    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+    return write_text(path, text)
+
+
+def save_torch(path: str | os.PathLike[str], data: Any) -> Path:
+    """`torch.save(data)` to `path` atomically; returns the path."""
+    import torch
+
+    target = Path(path)
+    with atomic_write(target) as handle:
+        torch.save(data, handle)
+    return target
+
+
+def hard_link(source: Path, target: Path) -> bool:
+    """Give the file `source` the second name `target` (a hard link, replacing `target`
+    atomically), without writing its bytes again. Returns False, leaving `target` untouched, where
+    the filesystem has no hard links."""
+    tmp = target.parent / f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(4)}"
+    try:
+        os.link(source, tmp)
+    except OSError:
+        return False
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+    return True
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_torch(path: str | os.PathLike[str]) -> Any:
+    """`torch.load(path, weights_only=True, map_location="cpu")`, every failure (missing, empty,
+    truncated or foreign file, a pickled Python object) raised as a CheckpointError naming `path`.
+    Nothing in the file is executed."""
+    import torch
+
+    target = Path(path)
+    if not target.exists():
+        raise CheckpointError(f"{target}: no such file; check the path")
+    if target.is_dir():
+        raise CheckpointError(f"{target}: is a directory, not a checkpoint file; name the .pth file")
+    if target.stat().st_size == 0:
+        raise CheckpointError(
+            f"{target}: the file is empty (an interrupted copy or write?); use another checkpoint"
+        )
+    try:
+        return torch.load(target, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise _unreadable(target, exc) from exc
+        raise CheckpointError(
+            f"{target}: refused to load: it holds Python objects beyond tensors and plain values "
+            f"({_refused_global(exc)}); nothing from it was executed; re-save only its state "
+            "dict with the tool that wrote it, if you trust the file"
+        ) from exc
+    except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError... for bad files
+        raise _unreadable(target, exc) from exc
+
+
+def is_retinacli_file(data: Any) -> bool:
+    """True when loaded `data` carries retinacli's format marker."""
+    return isinstance(data, dict) and data.get("format") == FORMAT_MARKER
+
+
+def read_retinacli_file(path: str | os.PathLike[str], *, required: tuple[str, ...]) -> dict[str, Any]:
+    """Load a retinacli checkpoint or model file and check its marker, version and `required` keys.
+
+    Raises CheckpointError naming the file: unreadable (see `load_torch`), not retinacli's, of a
+    newer format version, or lacking a required key.
+    """
+    target = Path(path)
+    data = load_torch(target)
+    if not is_retinacli_file(data):
+        raise CheckpointError(
+            f"{target}: not a retinacli checkpoint or model file (no {FORMAT_MARKER!r} marker); "
+            "pass a file written by `retina train` or `retina import-detectron2`, or use it as "
+            "model.weights to initialise a model"
+        )
+    version = data.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{target}: checkpoint format version {version!r} is not supported (this retinacli "
+            f"reads up to {FORMAT_VERSION}); upgrade retinacli"
+        )
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise CheckpointError(
+            f"{target}: checkpoint lacks {', '.join(missing)}; the file is damaged or was not "
+            "written by retinacli; use an earlier checkpoint"
+        )
+    return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _refused_global(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.strip()
+    return "an unsupported global"
+
+
+def _unreadable(target: Path, exc: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{target}: not a readable PyTorch file: truncated, corrupted or of another format "
+        f"({type(exc).__name__}: {_first_line(exc)}); if a write or copy was interrupted, use an "
+        "earlier checkpoint or copy the file again"
+    )
+
+
+def refuse_existing(paths: Iterable[Path], *, overwrite: bool, flag: str = "--output-dir") -> None:
+    """Raise UsageError naming the first of `paths` that exists, unless `overwrite`: a command
+    never replaces what an earlier run wrote without being told to."""
+    if overwrite:
+        return
+    for path in paths:
+        if path.exists():
+            raise UsageError(
+                f"{path}: already exists and would be overwritten; choose another {flag}, "
+                "remove it, or pass --overwrite to replace it"
+            )
+
+
+def refuse_nonempty_dir(path: Path, *, overwrite: bool, flag: str = "--output-dir") -> None:
+    """Raise UsageError when the folder `path` exists and holds anything, unless `overwrite`."""
+    if not overwrite and path.is_dir() and any(path.iterdir()):
+        raise UsageError(
+            f"{path}: the folder is not empty and files in it could be overwritten; choose "
+            f"another {flag}, empty it, or pass --overwrite"
+        )

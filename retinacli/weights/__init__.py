@@ -1,0 +1,9 @@
+"""Weight files: reading every supported format, one name table, loading into a model.
+
+- `pickles`: the restricted unpickler for `.pkl` files (numpy arrays only, nothing executed).
+- `readers`: `read_weights_file` tells the formats apart and returns a flat state dict.
+- `names`: detectron2 <-> retinacli names (one table, both directions), Caffe2 -> detectron2,
+  torchvision -> retinacli.
+- `loading`: `init_from_weights` (what fits, reported) and `load_exactly` (every key, or an
+  error), both into an already built model.
+"""

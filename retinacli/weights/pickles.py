@@ -1,0 +1,113 @@
+"""A restricted unpickler for weight `.pkl` files (detectron2's model zoo, MSRA/Caffe2 `R-50.pkl`).
+
+`NumpyOnlyUnpickler.find_class` returns objects from a fixed table (numpy arrays, dtypes and
+scalars, `OrderedDict`, and the latin1 `_codecs.encode` of Python 2 pickles); any other global (a
+function, a class) raises `RefusedGlobal` before it is imported or called, so nothing in the file
+runs. `encoding="latin1"` reads the Python 2 pickles of the Caffe2 era.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import pickle
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retinacli.errors import CheckpointError
+
+
+def _numpy_attr(module_names: tuple[str, ...], attr: str) -> Any:
+    for name in module_names:
+        try:
+            return getattr(importlib.import_module(name), attr)
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"numpy provides none of {[f'{m}.{attr}' for m in module_names]}")
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    # Python 3 pickles of protocol <= 2 store bytes as _codecs.encode(str, "latin1").
+    if encoding.replace("-", "").lower() not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    multiarray = ("numpy._core.multiarray", "numpy.core.multiarray")
+    numeric = ("numpy._core.numeric", "numpy.core.numeric")
+    reconstruct = _numpy_attr(multiarray, "_reconstruct")
+    scalar = _numpy_attr(multiarray, "scalar")
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+        ("collections", "OrderedDict"): OrderedDict,
+    }
+    for module in multiarray:
+        allowed[(module, "_reconstruct")] = reconstruct
+        allowed[(module, "scalar")] = scalar
+    try:
+        frombuffer = _numpy_attr(numeric, "_frombuffer")
+    except ImportError:  # numpy < 1.16 has no protocol-5 path; such pickles cannot exist then
+        frombuffer = None
+    if frombuffer is not None:
+        for module in numeric:
+            allowed[(module, "_frombuffer")] = frombuffer
+    return allowed
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allowed list."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.qualified_name = f"{module}.{name}"
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds only numpy arrays, dtypes and scalars, plain containers and
+    OrderedDicts. `find_class` returns objects from a fixed table; every other global raises
+    `RefusedGlobal` before it is imported or called."""
+
+    def __init__(self, file: io.BufferedIOBase, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            raise RefusedGlobal(module, name) from None
+
+
+def load_numpy_pickle(path: str | os.PathLike[str]) -> Any:
+    """Unpickle `path` with `NumpyOnlyUnpickler` (encoding latin1); failures as CheckpointError."""
+    target = Path(path)
+    check_file(target)
+    try:
+        with open(target, "rb") as handle:
+            return NumpyOnlyUnpickler(handle, encoding="latin1").load()
+    except RefusedGlobal as exc:
+        raise CheckpointError(
+            f"{target}: refused to load: the pickle asks for the Python global "
+            f"{exc.qualified_name}, and only numpy arrays are allowed in a weights .pkl; nothing "
+            "from the file was executed; do not use this file unless you know who made it"
+        ) from exc
+    except Exception as exc:  # pickle raises many types for damaged data
+        raise CheckpointError(
+            f"{target}: not a readable pickle: truncated, corrupted or of another format "
+            f"({type(exc).__name__}: {exc}); download or copy the file again"
+        ) from exc
+
+
+def check_file(target: Path) -> None:
+    """CheckpointError unless `target` is an existing file."""
+    if not target.exists():
+        raise CheckpointError(f"{target}: no such file; check the path")
+    if target.is_dir():
+        raise CheckpointError(f"{target}: is a directory, not a weights file; name the file")

@@ -1,0 +1,116 @@
+"""The files module: atomic writes with the mode open() gives, hard links, safe loading."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+
+import pytest
+import torch
+
+from retinacli.errors import CheckpointError, UsageError
+from retinacli.files import (
+    atomic_write,
+    hard_link,
+    load_torch,
+    read_retinacli_file,
+    refuse_existing,
+    refuse_nonempty_dir,
+    save_torch,
+    write_json,
+    write_text,
+)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and put the old one back."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield lambda value: os.umask(value)
+    os.umask(old)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_write_json_leaves_no_temporary_file(tmp_path):
+    path = write_json(tmp_path / "out" / "m.json", {"AP": 1.5, "x": None})
+    assert json.loads(path.read_text()) == {"AP": 1.5, "x": None}
+    write_json(path, {"AP": 2.0})
+    assert json.loads(path.read_text()) == {"AP": 2.0}
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json"]
+    with pytest.raises(ValueError):
+        write_json(path, {"AP": math.nan})
+    assert json.loads(path.read_text()) == {"AP": 2.0}  # the old file survives a failed write
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_new_files_get_the_mode_open_would_give(tmp_path, umask, mask):
+    umask(mask)
+    with open(tmp_path / "plain.txt", "w") as handle:
+        handle.write("x")
+    expected = _mode(tmp_path / "plain.txt")
+    assert expected == 0o666 & ~mask
+    writers = {
+        "text": lambda p: write_text(p, "x"),
+        "json": lambda p: write_json(p, {"a": 1}),
+        "torch": lambda p: save_torch(p, {"w": torch.zeros(1)}),
+    }
+    for name, write in writers.items():
+        path = tmp_path / f"{name}.out"
+        write(path)
+        assert _mode(path) == expected, name
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path, umask):
+    umask(0o022)
+    path = write_text(tmp_path / "shared.txt", "one")
+    path.chmod(0o664)
+    write_text(path, "two")
+    assert path.read_text() == "two" and _mode(path) == 0o664
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = write_text(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError), atomic_write(path, mode="w") as handle:
+        handle.write("half")
+        raise RuntimeError("disk gone")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_hard_link_gives_a_second_name_to_the_same_bytes(tmp_path):
+    source = write_text(tmp_path / "model_final.pth", "weights")
+    target = tmp_path / "model_0000009.pth"
+    assert hard_link(source, target)
+    assert os.path.samefile(source, target) and target.read_text() == "weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_0000009.pth", "model_final.pth"]
+
+
+def test_refusing_to_overwrite(tmp_path):
+    existing = write_text(tmp_path / "out" / "metrics.json", "{}")
+    with pytest.raises(UsageError, match="metrics.json: already exists .* pass --overwrite"):
+        refuse_existing([tmp_path / "out" / "other.json", existing], overwrite=False)
+    refuse_existing([existing], overwrite=True)
+    with pytest.raises(UsageError, match="out: the folder is not empty"):
+        refuse_nonempty_dir(tmp_path / "out", overwrite=False)
+    refuse_nonempty_dir(tmp_path / "missing", overwrite=False)
+    refuse_nonempty_dir(tmp_path / "out", overwrite=True)
+
+
+def test_loading_refuses_foreign_and_newer_files(tmp_path):
+    foreign = save_torch(tmp_path / "f.pth", {"state_dict": {}})
+    assert load_torch(foreign) == {"state_dict": {}}
+    with pytest.raises(CheckpointError, match="not a retinacli checkpoint or model file"):
+        read_retinacli_file(foreign, required=())
+    newer = save_torch(tmp_path / "n.pth", {"format": "retinacli-checkpoint", "format_version": 99})
+    with pytest.raises(CheckpointError, match="format version 99 is not supported"):
+        read_retinacli_file(newer, required=())
+    old = save_torch(tmp_path / "o.pth", {"format": "retinacli-checkpoint", "format_version": 1})
+    with pytest.raises(CheckpointError, match="checkpoint lacks model"):
+        read_retinacli_file(old, required=("model",))
