@@ -38,24 +38,6 @@ _GIOU_EPS = 1e-7
 BoxLossKind = Literal["smooth_l1", "giou"]
 
 
-def sigmoid_focal_loss(logits: Tensor, targets: Tensor, *, alpha: float, gamma: float) -> Tensor:
-    """Element-wise focal loss ``-alpha_t * (1 - p_t)**gamma * log(p_t)``, float32, same shape.
-
-    `targets` are in [0, 1] and broadcast with `logits`. alpha < 0 disables the alpha weighting;
-    with alpha < 0 and gamma = 0 this is exactly binary cross-entropy with logits.
-    """
-    logits = logits.float()
-    targets = targets.float()
-    prob = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, targets.expand_as(logits), reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * ((1 - p_t) ** gamma)
-    if alpha >= 0:
-        alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-        loss = alpha_t * loss
-    return loss
-
-
 # Elements per chunk of `_FocalLossSum`: its temporaries (3 x 1 MiB) stay in cache on CPU, and
 # freshly allocated large tensors (page faults) are avoided; GPUs get bigger chunks.
 _FOCAL_CHUNK_CPU = 1 << 18
@@ -69,8 +51,9 @@ class _FocalLossSum(torch.autograd.Function):
     ``softplus(x) = -log(sigmoid(-x))``, weighted per anchor (0 for ignored anchors); the P
     positive entries are then swapped for ``c_pos * (1 - p)**g * softplus(-x)``. The gradient,
     ``c_neg * p**g * (p + g * (1 - p) * softplus(x))`` for negatives, is computed in the same
-    chunked pass and saved, so backward is one multiplication. Same value as `sigmoid_focal_loss`
-    summed, within float rounding, for a fraction of its memory traffic.
+    chunked pass and saved, so backward is one multiplication. Same value as the element-wise
+    formula summed (torchvision's `sigmoid_focal_loss`), within float rounding, for a fraction
+    of its memory traffic.
     """
 
     @staticmethod
@@ -132,8 +115,8 @@ def focal_loss_sum(
     """Focal loss (float32) summed over non-ignored anchors x K classes, one-hot targets.
 
     logits: (B, N, K); gt_labels: (B, N) int64 in {IGNORE_LABEL, 0..K-1, K (background)}.
-    Equals ``sigmoid_focal_loss(logits, onehot)[gt_labels != IGNORE_LABEL].sum()`` within float
-    rounding, gradients included.
+    Equals the element-wise focal loss of one-hot targets summed over non-ignored anchors, within
+    float rounding, gradients included (tested against `tests/engine/reference.py`).
     """
     valid = gt_labels != IGNORE_LABEL  # (B, N)
     positive = valid & (gt_labels != num_classes)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -33,58 +32,10 @@ from torchvision.ops import nms
 from retinacli.engine.box_coder import BoxCoder
 from retinacli.engine.structures import Detections
 
-
-@dataclass
-class Candidates:
-    """Pre-NMS candidates of a batch, padded to C per image; only entries with `valid` are real.
-
-    boxes: (B, C, 4) float32 XYXY in input pixels; scores: (B, C) float32 after the sigmoid,
-    descending within each level; labels: (B, C) int64; anchor_idx: (B, C) int64 index into the
-    level's anchors; valid: (B, C) bool.
-    """
-
-    boxes: Tensor
-    scores: Tensor
-    labels: Tensor
-    anchor_idx: Tensor
-    valid: Tensor
-
-
 # Candidates are pre-selected in logit space with this margin below logit(score_thresh), far
 # wider than the float32 rounding of the sigmoid; the exact `score > score_thresh` test is then
 # applied to the sigmoid of the survivors, so the result is the same as thresholding first.
 _LOGIT_MARGIN = 1e-3
-
-
-def level_candidates(
-    *,
-    logits: Tensor,
-    deltas: Tensor,
-    anchors: Tensor,
-    box_coder: BoxCoder,
-    score_thresh: float,
-    topk_candidates: int,
-) -> Candidates:
-    """Threshold, top-k and decode one level for the whole batch.
-
-    logits: (B, N, K); deltas: (B, N, 4); anchors: (N, 4). Returns candidates padded to
-    C <= min(N * K, topk_candidates) per image, sorted by descending score; entries past an
-    image's own count have `valid` False. The selection is `level_topk`'s.
-    """
-    num_classes = logits.shape[2]
-    top_logits, top_idx = level_topk(
-        logits, score_thresh=score_thresh, topk_candidates=topk_candidates
-    )
-    top_scores = torch.sigmoid(top_logits)
-    anchor_idx = top_idx // num_classes
-    top_deltas = deltas.gather(1, anchor_idx[:, :, None].expand(-1, -1, 4))  # (B, C, 4)
-    return Candidates(
-        boxes=box_coder.decode(anchors=anchors[anchor_idx], deltas=top_deltas),
-        scores=top_scores,
-        labels=top_idx % num_classes,
-        anchor_idx=anchor_idx,
-        valid=top_scores > score_thresh,
-    )
 
 
 def level_topk(
@@ -215,7 +166,7 @@ def postprocess_detections(
         )
         anchor_idx = level_idx // num_classes
         # Sigmoid per level: its vectorised and scalar paths can differ by an ulp, so the
-        # floats depend on the layout; this keeps those of `level_candidates`.
+        # floats depend on the tensor layout; one call per level keeps them stable.
         top_scores.append(torch.sigmoid(level_logits))
         labels.append(level_idx % num_classes)
         top_deltas.append(dl.gather(1, anchor_idx[:, :, None].expand(-1, -1, 4)))

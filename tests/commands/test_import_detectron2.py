@@ -54,3 +54,25 @@ def test_wrong_class_count_is_a_clear_error(golden_dir, tmp_path, capsys, monkey
         capsys, monkeypatch,
     )
     assert result.exit_code == 2 and "names 2 classes but the config has 3" in result.stderr
+
+
+def test_a_config_alone_becomes_a_recipe(golden_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "migrated"
+    result = run_cli(["import-detectron2", str(golden_dir / "config.yaml"), "--output-dir", str(out)], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["recipe.yaml"]
+    recipe = load_recipe(out / "recipe.yaml")
+    assert recipe.model.backbone.depth == 18 and recipe.model.head.num_classes == 3
+    again = run_cli(["import-detectron2", str(golden_dir / "config.yaml"), "--output-dir", str(out)], capsys, monkeypatch)
+    assert again.exit_code == 2 and "recipe.yaml: already exists" in again.stderr
+
+
+def test_weights_of_another_kind_are_refused(golden_dir, tmp_path, capsys, monkeypatch):
+    import torchvision
+
+    resnet = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), resnet)
+    result = run_cli(["import-detectron2", str(golden_dir / "config.yaml"), "--weights", str(resnet),
+                      "--output-dir", str(tmp_path / "o")], capsys, monkeypatch)
+    assert result.exit_code == 2 and "holds torchvision weights, not a detectron2 model" in result.stderr
+    assert not (tmp_path / "o").exists()

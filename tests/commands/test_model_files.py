@@ -70,3 +70,14 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"format": "retinacli-checkpoint", "x": Path("/")}, path)
     with pytest.raises(CheckpointError, match="evil.pth: refused to load"):
         load_detector(path)
+
+
+def test_a_format_1_file_with_old_key_names_still_loads(tiny_file, tmp_path):
+    data = torch.load(tiny_file, weights_only=True)
+    clip = data["recipe"]["solver"]["clip_gradients"]
+    clip["type"], clip["value"] = clip.pop("clip_type"), clip.pop("clip_value")
+    data["format_version"] = 1
+    old = tmp_path / "old.pth"
+    torch.save(data, old)
+    loaded = load_detector(old)
+    assert loaded.recipe == load_recipe(None, TINY)

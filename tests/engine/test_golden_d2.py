@@ -22,10 +22,10 @@ from retinacli.data.images import read_image
 from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.losses import IGNORE_LABEL
-from retinacli.engine.postprocess import level_candidates
 from retinacli.engine.structures import Detections, Targets
 from retinacli.weights.names import detectron2_to_retinacli
 from tests.engine.builders import build_retinanet
+from tests.engine.reference import level_candidates
 
 NUM_CLASSES = 3
 LEVELS = ("p3", "p4", "p5", "p6", "p7")

@@ -8,7 +8,8 @@ from torch.testing import assert_close
 from torchvision.ops import batched_nms
 
 from retinacli.engine.box_coder import BoxCoder
-from retinacli.engine.postprocess import level_candidates, per_class_nms, postprocess_detections
+from retinacli.engine.postprocess import per_class_nms, postprocess_detections
+from tests.engine.reference import level_candidates
 
 BIG = 20.0  # a logit whose sigmoid is ~1
 SMALL = -20.0

@@ -51,6 +51,15 @@ def test_default_output_dir_and_json_flag(
     assert result.exit_code == 0, result.output
     out = tmp_path / "run" / "eval_model_0000999_val3"
     assert json.loads(result.stdout) == json.loads((out / "metrics.json").read_text())
+    # The same evaluation again keeps the first one's files unless told to replace them.
+    before = (out / "metrics.json").read_bytes()
+    again = run_cli([*args, str(raccoon_dir / "images"), "--images-per-batch", "2"], capsys, monkeypatch)
+    assert again.exit_code == 2 and "metrics.json: already exists" in again.stderr
+    assert (out / "metrics.json").read_bytes() == before
+    replaced = run_cli([*args, str(raccoon_dir / "images"), "--images-per-batch", "2", "--overwrite", "--json"],
+                       capsys, monkeypatch)
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads(replaced.stdout)["num_images"] == 3
 
 
 def test_class_mismatch_is_an_error_before_inference(

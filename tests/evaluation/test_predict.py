@@ -111,3 +111,46 @@ def test_draw_detections_outlines_the_box_in_the_class_colour():
     assert tuple(picture[40, 10]) == (60, 180, 75)  # left edge, palette colour of class 1
     assert tuple(picture[40, 30]) == (0, 0, 0)  # inside stays untouched
     assert picture[0:20, 10:40].any()  # the label, above the box
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], 0.0),  # the model file's own recipe value
+        (["--set", "model.test.score_thresh=0.3"], 0.3),
+        (["--set", "model.test.score_thresh=0.3", "--score-thresh", "0.2"], 0.2),
+    ],
+)
+def test_score_thresh_overrides_only_when_given(
+    tiny_raccoon_model, raccoon_dir, tmp_path, flags, expected, capsys, monkeypatch
+):
+    out = tmp_path / "out"
+    image = raccoon_dir / "images" / "raccoon-1.jpg"
+    result = run_cli(["predict", str(tiny_raccoon_model), str(image), "--output-dir", str(out), *flags],
+                     capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "predictions.json").read_text())
+    assert data["score_thresh"] == expected
+    assert all(d["score"] > expected for e in data["images"] for d in e["detections"])
+
+
+def test_out_of_range_score_thresh_is_a_recipe_error(tiny_raccoon_model, raccoon_dir, tmp_path, capsys, monkeypatch):
+    image = raccoon_dir / "images" / "raccoon-1.jpg"
+    args = ["predict", str(tiny_raccoon_model), str(image), "--output-dir", str(tmp_path / "o")]
+    result = run_cli([*args, "--score-thresh", "1.0"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.stderr.split())
+    assert "model.test.score_thresh (from --score-thresh 1) Input should be less than 1" in message
+
+
+def test_a_second_run_never_overwrites_the_first(tiny_raccoon_model, raccoon_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    args = ["predict", str(tiny_raccoon_model), str(raccoon_dir / "images" / "raccoon-1.jpg"), "--output-dir", str(out)]
+    assert run_cli(args, capsys, monkeypatch).exit_code == 0
+    before = (out / "predictions.json").read_bytes()
+    again = run_cli([*args, "--score-thresh", "0.5"], capsys, monkeypatch)
+    assert again.exit_code == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    assert (out / "predictions.json").read_bytes() == before
+    replaced = run_cli([*args, "--score-thresh", "0.5", "--overwrite"], capsys, monkeypatch)
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "predictions.json").read_text())["score_thresh"] == 0.5

@@ -16,7 +16,6 @@ CASES = [
     ("model: {backbone: {depth: 18}}\n", ["model.backbone", "res2_out_channels must be 64"]),
     ("model: {fpn: {in_features: [res3, res5]}}\n", ["model.fpn.in_features", "consecutive"]),
     ("model: {fpn: {in_features: [res2, res3, res4]}}\n", ["model", "fpn.in_features ['res2']"]),
-    ("model: {anchors: {sizes: '32..500'}}\n", ["model.anchors", "power of two"]),
     ("model: {anchors: {sizes: [[32], [64]]}}\n", ["model", "anchors.sizes has 2 levels"]),
     ("model: {anchors: {aspect_ratios: [-1]}}\n", ["model.anchors.aspect_ratios", "positive"]),
     ("model: {anchors: {sizes: [[32, 64]], scales: 3}}\n", ["model.anchors", "scales applies"]),
@@ -38,6 +37,12 @@ CASES = [
     ("data: {train: {dataset: {kind: lmdb}}}\n", ["data.train.dataset", "'coco', 'shapes'"]),
     ("data: {test: {dataset: {kind: shapes, image_size: [8, 4]}}}\n", ["data.test.dataset.image_size", "32 <= min <= max"]),
     ("device: gpu\n", ["device", "'auto', 'cpu' or 'cuda'"]),
+    ("data: {test: {resize: {short_sizes: [640, 800]}}}\n", ["data.test.resize", "the test resize takes one short size"]),
+    ("model: {test: {score_thresh: 1.0}}\n", ["model.test.score_thresh", "less than 1"]),
+    ("model: {anchors: {sizes: '32..500'}}\n", ["model.anchors.sizes", "power of two"]),
+    ("model: {anchors: {scales: 0}}\n", ["model.anchors.scales", "scales must be a whole number >= 1"]),
+    ("", ["the file is empty", "or {} to take every default"]),
+    ("# only a comment\n", ["the file is empty"]),
     ("seed: abc\n", ["seed", "integer"]),
     ("- model\n- data\n", ["must be a mapping", "got a list"]),
     ("model: {head: {num_classes: 3}\n", ["line", "not valid YAML"]),
@@ -79,3 +84,18 @@ def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
 
     with pytest.raises(RecipeError):
         run_cli(["--debug", "inspect-config", str(path)], capsys, monkeypatch)
+
+
+def test_an_empty_base_is_refused_too(tmp_path, capsys, monkeypatch):
+    (tmp_path / "base.yaml").write_text("")
+    path = tmp_path / "child.yaml"
+    path.write_text("_base_: base.yaml\nseed: 3\n")
+    result = run_cli(["inspect-config", str(path)], capsys, monkeypatch)
+    assert result.exit_code == 2 and "base.yaml: the file is empty" in result.stderr
+
+
+def test_an_explicit_empty_mapping_is_every_default(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "defaults.yaml"
+    path.write_text("{}\n")
+    result = run_cli(["inspect-config", str(path), "--diff"], capsys, monkeypatch)
+    assert result.exit_code == 0 and "the recipe equals the defaults" in result.stdout
