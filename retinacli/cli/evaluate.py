@@ -57,27 +57,11 @@ def eval_command(
     as_json: JsonOption = False,
 ) -> None:
     """COCO box AP of a model file on its recipe's test set (or --dataset/--images)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+    from retinacli.cli.progress import progress_bar
     from retinacli.cli.render import metrics_table
     from retinacli.commands.evaluate import evaluate
 
-    with Progress(
-        TextColumn("evaluating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=error_console,
-        transient=True,
-        disable=as_json,
-    ) as bar:
-        task = bar.add_task("eval", total=None)
+    with progress_bar(error_console, "evaluating", disable=as_json) as progress:
         result = evaluate(
             model,
             dataset=dataset,
@@ -87,7 +71,7 @@ def eval_command(
             images_per_batch=images_per_batch,
             device=device,
             overwrite=overwrite,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=progress,
         )
     metrics = result.metrics
     if as_json:

@@ -44,15 +44,12 @@ def predict_command(
 ) -> None:
     """Detect objects in images: pictures with boxes drawn, and predictions.json."""
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
+    from retinacli.cli.progress import progress_bar
     from retinacli.commands.predict import predict
 
-    with Progress(
-        TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), console=error_console, transient=True
-    ) as bar:
-        task = bar.add_task("predict", total=None)
+    with progress_bar(error_console, "predicting") as progress:
         report = predict(
             model,
             inputs,
@@ -61,7 +58,7 @@ def predict_command(
             overrides=set_ or [],
             device=device,
             overwrite=overwrite,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=progress,
         )
     table = Table("image", "detections", "best")
     for entry in report.images:

@@ -1,9 +1,11 @@
-"""How training shows itself: a Rich progress bar on a terminal, plain log lines otherwise."""
+"""Progress on the terminal: training's Rich bar (plain log lines off a terminal), and the bar of
+the commands that loop over images."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -79,3 +81,20 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console, label: str, *, disable: bool = False) -> Iterator[Callable[[int, int | None], None]]:
+    """A transient Rich bar for a loop over images; yields the `progress(done, total)` callback
+    the commands take."""
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=disable,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
