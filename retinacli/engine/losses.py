@@ -42,18 +42,25 @@ BoxLossKind = Literal["smooth_l1", "giou"]
 # freshly allocated large tensors (page faults) are avoided; GPUs get bigger chunks.
 _FOCAL_CHUNK_CPU = 1 << 18
 _FOCAL_CHUNK_GPU = 1 << 24
+# Above this logit, log(sigmoid(-x)) is taken as -x (see `_FocalLossSum`).
+_LOG_Q_SWITCH = 40.0
 
 
 class _FocalLossSum(torch.autograd.Function):
     """Sum of the focal loss over (B, N, K) logits with one-hot targets, gradient included.
 
-    Every entry is first treated as a negative (target 0): ``c_neg * p**g * softplus(x)`` with
-    ``softplus(x) = -log(sigmoid(-x))``, weighted per anchor (0 for ignored anchors); the P
-    positive entries are then swapped for ``c_pos * (1 - p)**g * softplus(-x)``. The gradient,
-    ``c_neg * p**g * (p + g * (1 - p) * softplus(x))`` for negatives, is computed in the same
-    chunked pass and saved, so backward is one multiplication. Same value as the element-wise
-    formula summed (torchvision's `sigmoid_focal_loss`), within float rounding, for a fraction
-    of its memory traffic.
+    Negative entries (target 0) contribute ``c_neg * p**g * softplus(x)``, weighted per anchor (0
+    for ignored anchors), the P positive entries ``c_pos * (1 - p)**g * softplus(-x)``. The
+    negatives are computed in one chunked pass over the logits, with the positive entries zeroed
+    before the chunk's sum (so nothing is added and subtracted again), and each chunk summed with
+    torch's pairwise summation: the result is as accurate as the element-wise formula summed
+    (torchvision's `sigmoid_focal_loss`). The gradient, ``c_neg * p**g * (p + g * (1 - p) *
+    softplus(x))`` for negatives, is computed in the same pass and saved, so backward is one
+    multiplication.
+
+    Every term is finite, with a finite gradient, for any finite logit: ``log(1 - p)`` is taken as
+    ``-x`` above `_LOG_Q_SWITCH`, where ``sigmoid(-x)`` would underflow for x above about 88.7
+    (``softplus(x) - x = log1p(exp(-x))`` is below 5e-18 there, far below float32 resolution).
     """
 
     @staticmethod
@@ -72,14 +79,20 @@ class _FocalLossSum(torch.autograd.Function):
         grad = torch.empty_like(x_rows)
         chunk = _FOCAL_CHUNK_GPU if logits.is_cuda else _FOCAL_CHUNK_CPU
         rows = max(1, chunk // max(num_classes, 1))
+        starts = list(range(0, x_rows.shape[0], rows))
+        # Where each chunk's positives start in the (ascending) positive_flat indices.
+        bounds = torch.tensor([*starts, x_rows.shape[0]], device=logits.device) * num_classes
+        first_positive = torch.searchsorted(positive_flat, bounds).tolist()
         buffers = [x_rows.new_empty((min(rows, x_rows.shape[0]), num_classes)) for _ in range(3)]
         partial_sums = []
-        for start in range(0, x_rows.shape[0], rows):
+        for c, start in enumerate(starts):
             x = x_rows[start : start + rows]
             n = x.shape[0]
             q, log_q, p = (b[:n] for b in buffers)
             torch.sigmoid(torch.neg(x, out=q), out=q)  # 1 - p, accurate near p = 1
             torch.log(q, out=log_q)  # -softplus(x)
+            if bool(x.amax() > _LOG_Q_SWITCH):  # rare: one read of the chunk otherwise
+                torch.where(x > _LOG_Q_SWITCH, torch.neg(x, out=p), log_q, out=log_q)
             torch.sigmoid(x, out=p)
             g = grad[start : start + n]
             torch.addcmul(p, q, log_q, value=-gamma, out=g)  # p + g (1 - p) softplus(x)
@@ -88,16 +101,18 @@ class _FocalLossSum(torch.autograd.Function):
             else:
                 p.pow_(gamma)
             p.mul_(weight_rows[start : start + n])  # c_neg * w * p**g
-            partial_sums.append(torch.dot(p.view(-1), log_q.view(-1)))
             g.mul_(p)
+            inside = positive_flat[first_positive[c] : first_positive[c + 1]] - start * num_classes
+            p.view(-1)[inside] = 0.0  # positives are summed below with their own formula
+            partial_sums.append(p.mul_(log_q).sum())
         total = -torch.stack(partial_sums).sum() if partial_sums else logits.new_zeros(())
 
         x = logits.reshape(-1)[positive_flat]  # (P,)
         p = torch.sigmoid(x)
-        q = 1.0 - p
-        sp_neg, sp_pos = F.softplus(x), F.softplus(-x)  # -log(1 - p), -log(p)
+        q = torch.sigmoid(-x)  # 1 - p
+        sp_pos = F.softplus(-x)  # -log(p), finite for any finite x
         q_pow = q.pow(gamma)
-        total = total - (c_neg * p.pow(gamma) * sp_neg).sum() + (c_pos * q_pow * sp_pos).sum()
+        total = total + (c_pos * q_pow * sp_pos).sum()
         # d/dx [(1 - p)**g * softplus(-x)] = -(1 - p)**g * (g * p * softplus(-x) + (1 - p))
         grad.view(-1)[positive_flat] = -c_pos * q_pow * (gamma * p * sp_pos + q)
         ctx.save_for_backward(grad.view_as(logits))

@@ -211,3 +211,34 @@ def test_fused_focal_sum_equals_elementwise_sum_gradients_included(
     (2.0 * fused).backward()
     (2.0 * ref).backward()
     assert_close(logits.grad, ref_logits.grad, rtol=1e-4, atol=1e-6)
+
+
+def _focal_float64(logits: torch.Tensor, gt_labels: torch.Tensor, *, alpha: float, gamma: float) -> torch.Tensor:
+    """detectron2's formula (fvcore's sigmoid_focal_loss over non-ignored anchors, one-hot
+    targets) in float64, for reference sums and gradients."""
+    x = logits.double()
+    num_classes = x.shape[-1]
+    onehot = F.one_hot(gt_labels.clamp(min=0), num_classes + 1)[..., :num_classes].double()
+    valid = (gt_labels != IGNORE_LABEL).double()[..., None]
+    return (sigmoid_focal_loss(x, onehot, alpha=alpha, gamma=gamma) * valid).sum()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    extreme=st.lists(st.sampled_from([1e4, -1e4, 88.0, 88.8, 89.5, 103.0, 200.0, -200.0, 40.0, 41.0]),
+                     min_size=4, max_size=4),
+    labels=st.lists(st.integers(-1, 2), min_size=2, max_size=2),
+    gamma=st.sampled_from([0.0, 1.5, 2.0]),
+)
+def test_focal_loss_is_finite_for_any_finite_logit(extreme, labels, gamma) -> None:
+    # Logits of 88.7 and above used to give inf (log of an underflowed sigmoid) and NaN gradients.
+    logits = torch.tensor(extreme, dtype=torch.float32).reshape(1, 2, 2).requires_grad_()
+    gt = torch.tensor([labels])  # -1 ignored, 0/1 a class, 2 background (K = 2)
+    total = focal_loss_sum(logits, gt, num_classes=2, alpha=0.25, gamma=gamma)
+    total.backward()
+    assert math.isfinite(float(total.detach())) and bool(torch.isfinite(logits.grad).all())
+    reference = logits.detach().clone().requires_grad_()
+    expected = _focal_float64(reference, gt, alpha=0.25, gamma=gamma)
+    expected.backward()
+    assert_close(total.double(), expected, rtol=1e-6, atol=1e-6)
+    assert_close(logits.grad.double(), reference.grad.double(), rtol=1e-5, atol=1e-6)
