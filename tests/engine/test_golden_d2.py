@@ -408,3 +408,96 @@ def test_loss_gradients_equal_a_float64_computation_of_detectron2s_formulas(
     # (detectron2 encodes them in float32 too; rounding up to ~4e-7 on values up to ~3) are
     # amplified by 1 / beta = 10, so deltas get 4e-6 of float32 noise (8.0e-6 seen at most).
     assert_close(grad_deltas, deltas64.grad, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- options verified to be live
+# The case README's "Config options verified to be live": each option changed alone, with
+# detectron2's numbers (printed to 5 or 6 significant digits, so compared to half a unit of the
+# last digit printed).
+
+
+def _printed(text: str) -> Any:
+    decimals = len(text.split(".")[1]) if "." in text else 0
+    return pytest.approx(float(text), abs=0.5 * 10**-decimals)
+
+
+def _import_with(golden_dir: Path, tmp_path: Path, overrides: list[str]) -> RetinaNet:
+    return load_detector(_imported(golden_dir, tmp_path), overrides).model
+
+
+def _imported(golden_dir: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "model.pth"
+    if not path.exists():
+        import_detectron2(golden_dir / "config.yaml", golden_dir / "model_final.pth", tmp_path)
+    return path
+
+
+def _detect_all(model: RetinaNet, images, inference_json) -> list[Detections]:
+    model.eval()
+    with torch.no_grad():
+        return [
+            model([image], original_sizes=[(e["height"], e["width"])])[0]
+            for image, e in zip(images, inference_json, strict=True)
+        ]
+
+
+def _same(a: Detections, b: Detections) -> bool:
+    return (
+        a.boxes.shape == b.boxes.shape
+        and torch.equal(a.labels, b.labels)
+        and bool(torch.allclose(a.boxes, b.boxes, atol=BOX_ATOL, rtol=0))
+        and bool(torch.allclose(a.scores, b.scores, atol=SCORE_ATOL, rtol=0))
+    )
+
+
+INFERENCE_OPTIONS = [
+    # (override, images whose detections change, detections on img_00 after)
+    ("model.anchors.offset=0.5", 6, 72),
+    ("model.test.topk_candidates=100000", 4, 82),
+    ("model.test.score_thresh=0.1", 6, 14),
+    ("model.test.nms_thresh=0.6", 6, 100),
+    ("model.test.detections_per_image=1000", 0, 68),
+    ("model.test.detections_per_image=50", 4, 50),
+    ("model.input_format=RGB", 6, None),
+    ("model.backbone.freeze_at=0", 0, 68),
+    ("model.head.prior_prob=0.02", 0, 68),
+]
+
+
+@pytest.mark.parametrize(("override", "changed", "img0"), INFERENCE_OPTIONS, ids=[o[0] for o in INFERENCE_OPTIONS])
+def test_live_inference_options_change_what_detectron2_changed(
+    override, changed, img0, golden_model, golden_dir, inference_json, images, tmp_path_factory
+) -> None:
+    model = _import_with(golden_dir, tmp_path_factory.getbasetemp() / "live", [override])
+    fed = images
+    if override == "model.input_format=RGB":  # read as RGB, as detectron2's read_image then does
+        fed = [img.flip(0) for img in images]
+    base = _detect_all(golden_model, images, inference_json)
+    after = _detect_all(model, fed, inference_json)
+    assert sum(not _same(a, b) for a, b in zip(base, after, strict=True)) == changed
+    if img0 is not None:
+        assert len(after[0].boxes) == img0
+
+
+LOSS_OPTIONS = [
+    # (override, loss_cls, loss_box_reg, normalizer) after, as printed by the case README
+    ("model.anchors.offset=0.5", "1.36984", "0.558613", "163.6"),
+    ("model.loss.smooth_l1_beta=0.0", "1.09477", "0.559986", "162.8"),
+    ("model.matcher.iou_thresholds=[0.3, 0.6]", "0.393146", "0.0941403", "106.6"),
+    ("model.loss.focal_gamma=1.5", "1.58053", "0.190246", "162.8"),
+    ("model.backbone.freeze_at=0", "1.09477", "0.190246", "162.8"),
+    ("model.head.prior_prob=0.02", "1.09477", "0.190246", "162.8"),
+]
+
+
+@pytest.mark.parametrize(("override", "cls", "box", "normalizer"), LOSS_OPTIONS, ids=[o[0] for o in LOSS_OPTIONS])
+def test_live_loss_options_change_what_detectron2_changed(
+    override, cls, box, normalizer, golden_dir, expected, images, tmp_path_factory
+) -> None:
+    model = _import_with(golden_dir, tmp_path_factory.getbasetemp() / "live", [override])
+    model.train()
+    with torch.no_grad():
+        out = model(images, golden_targets(expected, range(7)))
+    assert float(out["loss_cls"]) == _printed(cls)
+    assert float(out["loss_box_reg"]) == _printed(box)
+    assert model.loss_normalizer == _printed(normalizer)
