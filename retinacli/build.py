@@ -136,6 +136,8 @@ def build_schedule(solver: SolverConfig) -> Schedule:
             warmup_iters=solver.warmup_iters,
             warmup_method=solver.warmup_method,
             base_lr_end=solver.base_lr_end,
+            num_decays=solver.num_decays,
+            rescale_interval=solver.rescale_interval,
         )
     except ValueError as exc:
         raise RecipeError(f"solver.{exc}") from None

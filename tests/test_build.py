@@ -62,7 +62,7 @@ def test_every_value_the_schema_accepts_builds_a_model(key, value):
 
 def test_schedules_the_schema_accepts_build():
     for scheduler in ("WarmupMultiStepLR", "WarmupCosineLR"):
-        recipe = load_recipe(None, [f"solver.scheduler={scheduler}", "solver.max_iter=10", "solver.steps=[10]",
+        recipe = load_recipe(None, [f"solver.scheduler={scheduler}", "solver.max_iter=10", "solver.steps=[9]",
                                     "solver.warmup_iters=0", "solver.warmup_factor=1.0"])
         assert build_schedule(recipe.solver).lr_at(9) > 0
 

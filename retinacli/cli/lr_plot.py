@@ -45,5 +45,9 @@ def lr_plot(
     for point in result.points:
         table.add_row(point.label, str(point.iteration), f"{point.lr:.6g}")
     console.print(table)
+    from retinacli.train.schedules import ignored_steps_note
+
+    if note := ignored_steps_note(schedule):
+        console.print(f"[yellow]{note}[/]", highlight=False)
     if result.saved is not None:
         console.print(f"saved {result.saved}", highlight=False)

@@ -37,6 +37,7 @@ from retinacli.train.distributed import ProcessContext, init_process, launch_loc
 from retinacli.train.loop import Reporter, SilentReporter, Trainer
 from retinacli.train.metrics import MetricsWriter
 from retinacli.train.rng import seed_everything
+from retinacli.train.schedules import ignored_steps_note
 from retinacli.weights.loading import init_from_weights
 
 CONFIG_NAME = "config.yaml"
@@ -140,6 +141,8 @@ def _train(
         reporter.message(_init_weights(model, recipe.model.weights))
     model.to(ctx.device)
     optimizer, scheduler = build_solver(recipe.solver, model)
+    if scheduler.schedule.ignored_steps:
+        reporter.message(ignored_steps_note(scheduler.schedule))
     ddp_model = None
     if ctx.distributed:
         ddp_model = torch.nn.parallel.DistributedDataParallel(

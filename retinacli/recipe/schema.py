@@ -607,12 +607,16 @@ class SolverConfig(Section):
     )
     bias_lr_factor: float = Field(1.0, gt=0.0, description="Biases learn at base_lr times this.")
     clip_gradients: ClipGradientsConfig = Field(default_factory=ClipGradientsConfig)
-    scheduler: Literal["WarmupMultiStepLR", "WarmupCosineLR"] = Field(
-        "WarmupMultiStepLR", description="Multiply by gamma at each step, or cosine decay."
+    scheduler: Literal["WarmupMultiStepLR", "WarmupCosineLR", "WarmupStepWithFixedGammaLR"] = Field(
+        "WarmupMultiStepLR",
+        description="Multiply by gamma at each of steps, cosine decay to base_lr_end, or "
+        "num_decays equal steps of gamma (detectron2's SOLVER.LR_SCHEDULER_NAME).",
     )
     steps: list[int] = Field(
         default_factory=lambda: [60000, 80000],
-        description="Iterations at which WarmupMultiStepLR multiplies the rate by gamma.",
+        description="Iterations at which WarmupMultiStepLR multiplies the rate by gamma; steps "
+        "past max_iter are ignored with a note, as detectron2 does, and a step equal to max_iter "
+        "is refused.",
     )
     gamma: float = Field(0.1, gt=0.0, description="WarmupMultiStepLR decay factor per step.")
     base_lr_end: float = Field(
@@ -623,7 +627,17 @@ class SolverConfig(Section):
     )
     warmup_iters: int = Field(1000, ge=0, description="Iterations of warmup.")
     warmup_method: Literal["linear", "constant"] = Field(
-        "linear", description="Ramp linearly up to base_lr, or hold the start value."
+        "linear",
+        description="Ramp linearly to the schedule's value at the end of warmup, or hold the "
+        "start value (base_lr * warmup_factor).",
+    )
+    num_decays: int = Field(
+        3, ge=1, description="WarmupStepWithFixedGammaLR: how many equal steps of gamma."
+    )
+    rescale_interval: bool = Field(
+        False,
+        description="Run the schedule over the iterations after warmup instead of the whole run "
+        "(detectron2's SOLVER.RESCALE_INTERVAL).",
     )
     max_iter: int = Field(90000, ge=1, description="Training iterations.")
     checkpoint_period: int = Field(
@@ -636,8 +650,8 @@ class SolverConfig(Section):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, value: list[int]) -> list[int]:
-        if any(value[i] >= value[i + 1] for i in range(len(value) - 1)) or any(v < 0 for v in value):
-            raise ValueError("steps must be non-negative and strictly increasing")
+        if any(value[i] >= value[i + 1] for i in range(len(value) - 1)) or any(v < 1 for v in value):
+            raise ValueError("steps must be positive and strictly increasing")
         return value
 
     @field_validator("betas")
@@ -649,9 +663,15 @@ class SolverConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> SolverConfig:
-        if self.scheduler == "WarmupMultiStepLR" and any(s > self.max_iter for s in self.steps):
+        if self.scheduler == "WarmupMultiStepLR" and self.max_iter in self.steps:
             raise ValueError(
-                f"steps {self.steps} go past max_iter {self.max_iter}; lower them or raise max_iter"
+                f"steps {self.steps}: a step at max_iter {self.max_iter} would only change the "
+                "rate after the last iteration, and detectron2 refuses it; remove it or raise max_iter"
+            )
+        if self.scheduler == "WarmupCosineLR" and self.base_lr_end > self.base_lr:
+            raise ValueError(
+                f"base_lr_end {self.base_lr_end} is above base_lr {self.base_lr}; the cosine "
+                "schedule decays from base_lr down to base_lr_end"
             )
         return self
 

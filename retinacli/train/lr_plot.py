@@ -40,17 +40,17 @@ def lr_curve(schedule: Schedule) -> list[float]:
 
 
 def key_points(schedule: Schedule) -> list[KeyPoint]:
-    """Start (iteration 0), end of warmup (first iteration at full rate, when 0 < warmup_iters <
-    max_iter), each WarmupMultiStepLR step below max_iter, and the last iteration (max_iter - 1),
-    in iteration order. A step equal to max_iter never takes effect and is left out."""
+    """Start (iteration 0), end of warmup (first iteration of the schedule proper, when
+    0 < warmup_iters < max_iter), each WarmupMultiStepLR step that takes effect, and the last
+    iteration (max_iter - 1), in iteration order. Steps past max_iter are left out (they are
+    ignored, `Schedule.ignored_steps`)."""
     max_iter, warmup_iters = schedule.max_iter, schedule.warmup_iters
     points = [KeyPoint("start", "start", 0, schedule.lr_at(0))]
     if 0 < warmup_iters < max_iter:
         points.append(KeyPoint("warmup_end", "warmup end", warmup_iters, schedule.lr_at(warmup_iters)))
     if schedule.scheduler == "WarmupMultiStepLR":
-        for index, step in enumerate(schedule.steps, start=1):
-            if step < max_iter:
-                points.append(KeyPoint("step", f"step {index}", step, schedule.lr_at(step)))
+        for index, step in enumerate(schedule.effective_steps, start=1):
+            points.append(KeyPoint("step", f"step {index}", step, schedule.lr_at(step)))
     points.append(KeyPoint("end", "end", max_iter - 1, schedule.lr_at(max_iter - 1)))
     points.sort(key=lambda p: p.iteration)  # stable: start stays first
     return points

@@ -69,8 +69,8 @@ def test_key_points_cosine_and_marks():
     assert chart_marks(points) == [(4, "warmup end")]
 
 
-def test_key_points_without_warmup_and_step_at_max_iter():
-    points = key_points(replace(TINY, warmup_iters=0, steps=[6, 12]))
+def test_key_points_without_warmup_and_a_step_past_max_iter():
+    points = key_points(replace(TINY, warmup_iters=0, steps=[6, 15]))
     assert [(p.label, p.iteration) for p in points] == [("start", 0), ("step 1", 6), ("end", 11)]
 
 
