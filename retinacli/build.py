@@ -92,6 +92,7 @@ def build_model(model: ModelConfig) -> RetinaNet:
         num_convs=model.head.num_convs,
         norm=model.head.norm,
         prior_prob=model.head.prior_prob,
+        num_levels=len(model.fpn.level_names),
     )
     return RetinaNet(
         backbone=ResNetFPN(body=body, fpn=fpn, in_features=model.fpn.in_features),

@@ -10,9 +10,11 @@ files too: they add optimizer, scheduler, iteration and RNG state.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from retinacli.build import build_model
 from retinacli.engine.detector import RetinaNet
@@ -52,6 +54,23 @@ def save_model_file(
     )
 
 
+_SHARED_HEAD_STAT = re.compile(r"^(head\.(?:cls|bbox)_subnet\.\d+)\.(running_mean|running_var|num_batches_tracked)$")
+
+
+def _per_level_head_statistics(state: dict[str, Any], *, num_levels: int) -> dict[str, Any]:
+    """Format 1 shared one set of head BatchNorm statistics across levels; format 2 keeps one per
+    level (detectron2's). Each level starts from the shared statistics."""
+    upgraded: dict[str, Any] = {}
+    for key, value in state.items():
+        match = _SHARED_HEAD_STAT.match(key)
+        if match is None:
+            upgraded[key] = value
+            continue
+        for level in range(num_levels):
+            upgraded[f"{match[1]}.{level}.{match[2]}"] = value.clone()
+    return upgraded
+
+
 def load_detector(
     path: str | os.PathLike[str], overrides: Sequence[str | Override] = ()
 ) -> LoadedDetector:
@@ -71,9 +90,12 @@ def load_detector(
     stored = upgrade_stored_recipe(data["recipe"], format_version=data["format_version"])
     recipe = recipe_from_dict(stored, overrides, source=f"{target} (stored recipe)")
     model = build_model(recipe.model)
+    state = data["model"]
+    if data["format_version"] < 2 and recipe.model.head.norm in ("BN", "SyncBN"):
+        state = _per_level_head_statistics(state, num_levels=len(recipe.model.fpn.level_names))
     load_exactly(
         model,
-        data["model"],
+        state,
         source=str(target),
         fix="the file is damaged, or --set changed the architecture",
     )

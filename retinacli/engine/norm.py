@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
 NormKind = Literal["none", "FrozenBN", "BN", "SyncBN", "GN"]
@@ -35,6 +36,29 @@ def make_norm(kind: NormKind, channels: int) -> nn.Module:
             )
         return nn.GroupNorm(GN_GROUPS, channels)
     raise ValueError(f"make_norm: unknown norm {kind!r}; choose one of {', '.join(NORM_KINDS)}")
+
+
+class PerLevelBatchNorm(nn.ModuleList):
+    """BatchNorm with running statistics per pyramid level and one affine transform shared by all
+    levels: detectron2's `CycleBatchNormList`, which its RetinaNetHead uses for norm "BN" and
+    "SyncBN" (the head runs on every level, whose statistics differ; see "Rethinking Batch in
+    BatchNorm", Sec. 5.2).
+
+    `forward(x, level)` normalises with the statistics of `level` (its own batch statistics in
+    training), then applies `weight` and `bias`. detectron2 picks the level by cycling through the
+    list at every call; naming it is the same for a head that runs the levels in order, and cannot
+    drift. State dict: `weight`, `bias`, and `<level>.running_mean`, `.running_var`,
+    `.num_batches_tracked`, as detectron2's.
+    """
+
+    def __init__(self, channels: int, *, num_levels: int, sync: bool = False) -> None:
+        bn_class = nn.SyncBatchNorm if sync else nn.BatchNorm2d
+        super().__init__([bn_class(channels, eps=BN_EPS, affine=False) for _ in range(num_levels)])
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, level: int) -> Tensor:  # type: ignore[override]
+        return self[level](x) * self.weight.reshape(1, -1, 1, 1) + self.bias.reshape(1, -1, 1, 1)
 
 
 def convert_to_frozen_bn(module: nn.Module) -> nn.Module:

@@ -190,7 +190,10 @@ class HeadConfig(Section):
     num_classes: int = Field(80, ge=1, description="Number of object classes, without background.")
     num_convs: int = Field(4, ge=0, description="3x3 convolutions (+ ReLU) in each subnet.")
     norm: Literal["none", "BN", "GN", "SyncBN"] = Field(
-        "none", description="Normalisation after each subnet convolution (shared across levels)."
+        "none",
+        description="Normalisation after each subnet convolution: GN is shared across levels; BN "
+        "and SyncBN keep running statistics per level with a shared affine transform, as "
+        "detectron2's head does.",
     )
     prior_prob: float = Field(
         0.01,

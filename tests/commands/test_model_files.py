@@ -81,3 +81,24 @@ def test_a_format_1_file_with_old_key_names_still_loads(tiny_file, tmp_path):
     torch.save(data, old)
     loaded = load_detector(old)
     assert loaded.recipe == load_recipe(None, TINY)
+
+
+def test_a_format_1_file_with_a_shared_bn_head_gets_per_level_statistics(tmp_path):
+    recipe = load_recipe(None, [*TINY, "model.head.norm=BN"])
+    model = build_model(recipe.model)
+    save_model_file(tmp_path / "new.pth", model=model, recipe=recipe, classes=ClassInfo(("a", "b"), (1, 2)))
+    data = torch.load(tmp_path / "new.pth", weights_only=True)
+    # What format 1 wrote: one BatchNorm per subnet position, its statistics shared by the levels.
+    state = {}
+    for key, value in data["model"].items():
+        parts = key.split(".")
+        if key.startswith("head.") and len(parts) == 5 and parts[3].isdigit():
+            if parts[3] == "0":
+                state[".".join(parts[:3] + parts[4:])] = value + 1.0 if value.is_floating_point() else value
+        else:
+            state[key] = value
+    data.update(model=state, format_version=1)
+    torch.save(data, tmp_path / "old.pth")
+    loaded = load_detector(tmp_path / "old.pth").model.state_dict()
+    for level in range(5):
+        assert torch.equal(loaded[f"head.cls_subnet.1.{level}.running_mean"], state["head.cls_subnet.1.running_mean"])
