@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from retinacli.anchors_tool.layout import AnchorSpec
 from retinacli.data.checks import DatasetReport, prepare_coco
 from retinacli.data.coco import DetectionDataset
+from retinacli.data.loader import repeat_factors
 from retinacli.data.shapes import ShapesSpec, ensure_shapes
 from retinacli.data.transforms import Augmentation
 from retinacli.engine.anchors import AnchorGenerator
@@ -190,6 +192,13 @@ def build_train_augmentation(train: TrainDataConfig) -> Augmentation:
         sampling=train.resize.sampling,
         flip=train.flip,
     )
+
+
+def build_repeat_factors(train: TrainDataConfig, dataset: DetectionDataset) -> np.ndarray | None:
+    """Per-image repeat factors for `data.train.sampler: RepeatFactorTrainingSampler`, else None."""
+    if train.sampler != "RepeatFactorTrainingSampler":
+        return None
+    return repeat_factors(dataset, repeat_threshold=train.repeat_threshold, sqrt=train.repeat_sqrt)
 
 
 def inference_resize(test: TestDataConfig) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from retinacli.build import (
     build_dataset,
     build_model,
     build_nonfinite_policy,
+    build_repeat_factors,
     build_solver,
     build_test_dataset,
     build_train_augmentation,
@@ -33,7 +34,13 @@ from retinacli.evaluation.classes import ClassInfo
 from retinacli.files import write_text
 from retinacli.recipe import Override, Recipe, dump_recipe, load_recipe, recipe_to_dict
 from retinacli.train.checkpoints import FINAL_NAME, CheckpointManager, load_checkpoint
-from retinacli.train.distributed import ProcessContext, init_process, launch_local, shutdown_process
+from retinacli.train.distributed import (
+    ProcessContext,
+    init_process,
+    launch_local,
+    shutdown_process,
+    wrap_for_processes,
+)
 from retinacli.train.loop import Reporter, SilentReporter, Trainer
 from retinacli.train.metrics import MetricsWriter
 from retinacli.train.rng import seed_everything
@@ -145,9 +152,7 @@ def _train(
         reporter.message(ignored_steps_note(scheduler.schedule))
     ddp_model = None
     if ctx.distributed:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None
-        )
+        ddp_model = wrap_for_processes(model, ctx.device)
     if ctx.is_main:
         write_text(out / CONFIG_NAME, dump_recipe(recipe))
     metrics = MetricsWriter(out, enabled=ctx.is_main)
@@ -296,6 +301,7 @@ def _data_stream(recipe: Recipe, train_set: DetectionDataset, ctx: ProcessContex
     """`make_data(start_iteration)`: this process's batches from that iteration on."""
     augmentation = build_train_augmentation(recipe.data.train)
     per_process = recipe.data.train.images_per_batch // ctx.world_size
+    factors = build_repeat_factors(recipe.data.train, train_set)
 
     def make_data(start_iteration: int) -> Iterator[Batch]:
         return iter(
@@ -311,6 +317,7 @@ def _data_stream(recipe: Recipe, train_set: DetectionDataset, ctx: ProcessContex
                 world_size=ctx.world_size,
                 start_iteration=start_iteration,
                 pin_memory=ctx.device.type == "cuda",
+                repeat_factors=factors,
             )
         )
 

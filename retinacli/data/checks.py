@@ -25,7 +25,6 @@ import numpy as np
 from retinacli.data.coco import (
     DetectionDataset,
     ImageRecord,
-    drop_empty,
     parse_coco,
     read_coco_json,
 )
@@ -48,6 +47,8 @@ class DatasetReport:
     """What `retina data check` shows about one dataset (after fixes, before filter_empty).
 
     boxes_per_class: non-crowd boxes per class name, in contiguous class order.
+    annotated_image_ids: the images with at least one non-crowd annotation in the json, before
+    any box was fixed or dropped (what `filter_empty` keeps, as detectron2's filter does).
     size_counts: boxes per COCO size bucket by box area: small < 32^2 <= medium < 96^2 <= large.
     problems: every problem found, errors and fixes, in the order found.
     """
@@ -61,6 +62,7 @@ class DatasetReport:
     boxes_per_class: dict[str, int]
     size_counts: dict[SizeBucket, int]
     problems: tuple[Problem, ...]
+    annotated_image_ids: frozenset[int] = frozenset()
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -110,6 +112,7 @@ def check_coco(
     dataset, problems = parse_coco(raw, annotations=json_path, images=Path(images))
     if check_files:
         problems.extend(_check_files(dataset.records, decode=decode_images))
+    annotated = frozenset(r.image_id for r in dataset.records if len(r.boxes) > 0)
     records = []
     for record in dataset.records:
         fixed_record, box_problems = _check_boxes(
@@ -118,7 +121,7 @@ def check_coco(
         records.append(fixed_record)
         problems.extend(box_problems)
     dataset = dataset.with_records(records)
-    return dataset, _report(dataset, problems)
+    return dataset, _report(dataset, problems, annotated)
 
 
 def prepare_coco(
@@ -129,7 +132,9 @@ def prepare_coco(
     fix_bad_boxes: bool,
     decode_images: bool = False,
 ) -> tuple[DetectionDataset, DatasetReport]:
-    """`check_coco`, then refuse the dataset if it has errors, then apply `filter_empty`.
+    """`check_coco`, then refuse the dataset if it has errors, then apply `filter_empty` (images
+    without any non-crowd annotation in the json go; an image whose boxes were all degenerate and
+    dropped stays, with no box, as in detectron2).
 
     This is the loading path for training: every problem is found before the first iteration.
 
@@ -144,7 +149,11 @@ def prepare_coco(
     )
     if not report.ok:
         raise DatasetError(summarize_errors(report.problems))
-    return (drop_empty(dataset) if filter_empty else dataset), report
+    if filter_empty:
+        # detectron2 filters on the annotations before its mapper drops degenerate boxes, so an
+        # image whose only boxes were degenerate trains as background.
+        dataset = dataset.with_records([r for r in dataset.records if r.image_id in report.annotated_image_ids])
+    return dataset, report
 
 
 def _check_files(records: tuple[ImageRecord, ...], *, decode: bool) -> list[Problem]:
@@ -245,7 +254,9 @@ def _check_boxes(
     return fixed, problems
 
 
-def _report(dataset: DetectionDataset, problems: list[Problem]) -> DatasetReport:
+def _report(
+    dataset: DetectionDataset, problems: list[Problem], annotated: frozenset[int]
+) -> DatasetReport:
     per_class: Counter[int] = Counter()
     sizes: Counter[SizeBucket] = Counter()
     for record in dataset.records:
@@ -265,4 +276,5 @@ def _report(dataset: DetectionDataset, problems: list[Problem]) -> DatasetReport
         boxes_per_class={name: per_class[i] for i, name in enumerate(dataset.class_names)},
         size_counts={bucket: sizes[bucket] for bucket in ("small", "medium", "large")},
         problems=tuple(problems),
+        annotated_image_ids=annotated,
     )

@@ -37,7 +37,8 @@ class ImageRecord:
     EXIF orientation, like detectron2). boxes: (G, 4) float32 XYXY of the non-crowd annotations,
     in json order. labels: (G,) int64 contiguous class indices. annotation_ids: (G,) int64 COCO
     annotation ids of those boxes. crowd_boxes: (C, 4) float32 XYXY of the iscrowd=1
-    annotations, which training ignores.
+    annotations, which training ignores; crowd_labels: (C,) int64 their classes (they count for
+    the repeat-factor sampler's class frequencies, as in detectron2).
     """
 
     image_id: int
@@ -48,6 +49,7 @@ class ImageRecord:
     labels: np.ndarray
     annotation_ids: np.ndarray
     crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float32))
+    crowd_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def where(self) -> str:
         """How error messages name this image: `<file> (image id <id>)`."""
@@ -227,6 +229,7 @@ def parse_coco(
                 labels=np.array([id_map[a["category_id"]] for a in plain], dtype=np.int64),
                 annotation_ids=np.array([a["id"] for a in plain], dtype=np.int64),
                 crowd_boxes=xywh_to_xyxy([a["bbox"] for a in crowd]),
+                crowd_labels=np.array([id_map[a["category_id"]] for a in crowd], dtype=np.int64),
             )
         )
     dataset = DetectionDataset(

@@ -8,8 +8,11 @@ worker's RNG state, so batches are identical with 0, 2 or 8 workers, and a resum
 Training stream (detectron2's TrainingSampler): pass e is a permutation of all images drawn from
 (seed, e); the passes are concatenated into one infinite stream and process `rank` takes the
 positions p with p % world_size == rank, so each pass over all processes sees every image once.
-Within a process, aspect-ratio grouping puts landscape (w >= h) and portrait images in separate
-buckets and emits a batch when a bucket holds `images_per_batch` images.
+With repeat factors (detectron2's RepeatFactorTrainingSampler, `repeat_factors`), pass e first
+repeats image i floor(r_i) times, once more with probability frac(r_i) (stochastic rounding from
+the same generator), then permutes that list. Within a process, aspect-ratio grouping puts
+landscape (w > h) and other (portrait and square) images in separate buckets, as detectron2's
+AspectRatioGroupedDataset does, and emits a batch when a bucket holds `images_per_batch` images.
 """
 
 from __future__ import annotations
@@ -176,8 +179,10 @@ class TrainBatchSampler:
         images_per_batch: images per batch in this process (the total divided by world_size).
         seed: same seed, same stream.
         rank, world_size: this process among all training processes.
-        aspect_ratio_grouping: batch landscape (w >= h) and portrait images separately.
+        aspect_ratio_grouping: batch landscape (w > h) and other images separately.
         start_iteration: batches to skip (cheap: no image is read), to resume a run.
+        repeat_factors: per image, how often it appears per pass on average (`repeat_factors`);
+            None: once.
     """
 
     def __init__(
@@ -190,6 +195,7 @@ class TrainBatchSampler:
         world_size: int = 1,
         aspect_ratio_grouping: bool = True,
         start_iteration: int = 0,
+        repeat_factors: Sequence[float] | np.ndarray | None = None,
     ) -> None:
         if not image_sizes:
             raise ValueError("TrainBatchSampler: the dataset has no images")
@@ -201,7 +207,13 @@ class TrainBatchSampler:
             raise ValueError(
                 f"TrainBatchSampler: need 0 <= rank < world_size, got {rank}, {world_size}"
             )
-        self._portrait = np.array([h > w for h, w in image_sizes], dtype=bool)
+        # detectron2's bucket: 0 when w > h, else 1 (square images go with the portrait ones).
+        self._portrait = np.array([not w > h for h, w in image_sizes], dtype=bool)
+        if repeat_factors is not None and len(repeat_factors) != len(image_sizes):
+            raise ValueError(
+                f"TrainBatchSampler: {len(repeat_factors)} repeat factors for {len(image_sizes)} images"
+            )
+        self._repeats = None if repeat_factors is None else np.asarray(repeat_factors, dtype=np.float32)
         self._batch = images_per_batch
         self._seed = seed
         self._rank = rank
@@ -209,17 +221,26 @@ class TrainBatchSampler:
         self._grouping = aspect_ratio_grouping
         self._start = start_iteration
 
-    def _stream(self) -> Iterator[SampleKey]:
+    def _pass(self, epoch: int) -> np.ndarray:
+        """The image indices of pass `epoch`, in order."""
         n = len(self._portrait)
-        position = self._rank
+        rng = np.random.default_rng([self._seed, _SHUFFLE_STREAM, epoch])
+        if self._repeats is None:
+            return rng.permutation(n)
+        whole = np.trunc(self._repeats)
+        counts = whole + (rng.random(n, dtype=np.float32) < self._repeats - whole)
+        indices = np.repeat(np.arange(n), counts.astype(np.int64))
+        return indices[rng.permutation(len(indices))]
+
+    def _stream(self) -> Iterator[SampleKey]:
+        start = 0  # the stream position of the pass's first image
+        epoch = 0
         while True:
-            epoch, offset = divmod(position, n)
-            order = np.random.default_rng([self._seed, _SHUFFLE_STREAM, epoch]).permutation(n)
-            # stay in this pass while this rank's positions fall inside it
-            while offset < n:
-                yield int(order[offset]), position
-                offset += self._world
-                position += self._world
+            order = self._pass(epoch)
+            for offset in range((self._rank - start) % self._world, len(order), self._world):
+                yield int(order[offset]), start + offset
+            start += len(order)
+            epoch += 1
 
     def _batches(self) -> Iterator[list[SampleKey]]:
         buckets: list[list[SampleKey]] = [[], []]
@@ -235,6 +256,22 @@ class TrainBatchSampler:
         for _ in range(self._start):
             next(batches)
         yield from batches
+
+
+def repeat_factors(dataset: DetectionDataset, *, repeat_threshold: float, sqrt: bool = True) -> np.ndarray:
+    """(N,) float32 repeat factor of every image, as detectron2's
+    `repeat_factors_from_category_frequency` (LVIS, Appendix B.2): with f(c) the fraction of
+    images holding class c (crowd annotations included), r(c) = max(1, sqrt(t / f(c))) (t / f(c)
+    without `sqrt`), and an image's factor is the largest r(c) of its classes (1 without any)."""
+    classes = [
+        np.unique(np.concatenate([record.labels, record.crowd_labels])) for record in dataset.records
+    ]
+    frequency = np.bincount(np.concatenate(classes).astype(np.int64), minlength=dataset.num_classes)
+    frequency = frequency / max(len(dataset.records), 1)
+    with np.errstate(divide="ignore"):
+        ratio = np.where(frequency > 0, repeat_threshold / np.where(frequency > 0, frequency, 1.0), 0.0)
+    per_class = np.maximum(1.0, np.sqrt(ratio) if sqrt else ratio)
+    return np.array([per_class[c].max() if len(c) else 1.0 for c in classes], dtype=np.float32)
 
 
 def shard_indices(*, num_images: int, rank: int, world_size: int) -> range:
@@ -287,6 +324,7 @@ def build_train_loader(
     world_size: int = 1,
     start_iteration: int = 0,
     pin_memory: bool = False,
+    repeat_factors: np.ndarray | None = None,
 ) -> DataLoader[Any]:
     """An infinite loader of training `Batch`es for this process.
 
@@ -308,6 +346,7 @@ def build_train_loader(
         world_size=world_size,
         aspect_ratio_grouping=aspect_ratio_grouping,
         start_iteration=start_iteration,
+        repeat_factors=repeat_factors,
     )
     mapped = MappedDataset(
         records=dataset.records, augmentation=augmentation, input_format=input_format, seed=seed

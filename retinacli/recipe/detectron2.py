@@ -78,6 +78,9 @@ D2_DEFAULTS: dict[str, Any] = {
     "DATALOADER.NUM_WORKERS": 4,
     "DATALOADER.ASPECT_RATIO_GROUPING": True,
     "DATALOADER.FILTER_EMPTY_ANNOTATIONS": True,
+    "DATALOADER.SAMPLER_TRAIN": "TrainingSampler",
+    "DATALOADER.REPEAT_THRESHOLD": 0.0,
+    "DATALOADER.REPEAT_SQRT": True,
     "SOLVER.LR_SCHEDULER_NAME": "WarmupMultiStepLR",
     "SOLVER.MAX_ITER": 40000,
     "SOLVER.BASE_LR": 0.001,
@@ -88,6 +91,9 @@ D2_DEFAULTS: dict[str, Any] = {
     "SOLVER.WEIGHT_DECAY_NORM": 0.0,
     "SOLVER.GAMMA": 0.1,
     "SOLVER.STEPS": [30000],
+    "SOLVER.NUM_DECAYS": 3,
+    "SOLVER.RESCALE_INTERVAL": False,
+    "SOLVER.REFERENCE_WORLD_SIZE": 0,
     "SOLVER.WARMUP_FACTOR": 1.0 / 1000,
     "SOLVER.WARMUP_ITERS": 1000,
     "SOLVER.WARMUP_METHOD": "linear",
@@ -101,6 +107,8 @@ D2_DEFAULTS: dict[str, Any] = {
     "SOLVER.CLIP_GRADIENTS.NORM_TYPE": 2.0,
     "SOLVER.AMP.ENABLED": False,
     "TEST.DETECTIONS_PER_IMAGE": 100,
+    "TEST.AUG.ENABLED": False,
+    "TEST.PRECISE_BN.ENABLED": False,
     "TEST.EVAL_PERIOD": 0,
     "OUTPUT_DIR": "./output",
     "SEED": -1,
@@ -116,7 +124,20 @@ _MUST_EQUAL = {
     "MODEL.RESNETS.RES5_DILATION": 1,
     "MODEL.RESNETS.DEFORM_ON_PER_STAGE": [False, False, False, False],
     "INPUT.CROP.ENABLED": False,
+    "SOLVER.REFERENCE_WORLD_SIZE": 0,
+    "TEST.AUG.ENABLED": False,
+    "TEST.PRECISE_BN.ENABLED": False,
 }
+# Why each of those cannot be carried over, for the error message.
+_WHY_NOT = {
+    "SOLVER.REFERENCE_WORLD_SIZE": "retinacli does not rescale the batch size and learning rate "
+    "by the number of processes; set the values of your run (data.train.images_per_batch, "
+    "solver.base_lr, solver.steps, solver.max_iter) and REFERENCE_WORLD_SIZE: 0",
+    "TEST.AUG.ENABLED": "test-time augmentation is not implemented; evaluate without it",
+    "TEST.PRECISE_BN.ENABLED": "precise BN (re-estimating BatchNorm statistics before each "
+    "evaluation) is not implemented; with FrozenBN or GN it changes nothing",
+}
+_SAMPLERS = ("TrainingSampler", "RepeatFactorTrainingSampler")
 
 # Keys that exist in detectron2 configs but do not change RetinaNet's model, data or training.
 _IGNORED_PREFIXES = (
@@ -140,14 +161,11 @@ _IGNORED_PREFIXES = (
     "MODEL.RETINANET.IN_FEATURES",
     "INPUT.CROP.",
     "INPUT.MASK_FORMAT",
-    "DATALOADER.SAMPLER_TRAIN",
-    "DATALOADER.REPEAT_THRESHOLD",
-    "SOLVER.REFERENCE_WORLD_SIZE",
     "SOLVER.AMP.",
-    "TEST.AUG",
     "TEST.EXPECTED_RESULTS",
+    "TEST.AUG.",  # MIN_SIZES, MAX_SIZE, FLIP: read only when TEST.AUG.ENABLED, which is refused
+    "TEST.PRECISE_BN.NUM_ITER",  # read only when TEST.PRECISE_BN.ENABLED, which is refused
     "TEST.KEYPOINT_OKS_SIGMAS",
-    "TEST.PRECISE_BN",
 )
 
 
@@ -171,7 +189,13 @@ def translate(flat: dict[str, Any], *, source: str = "config") -> Translation:
     unsupported = []
     for key, required in _MUST_EQUAL.items():
         if _normalise(values[key]) != _normalise(required):
-            unsupported.append(f"{key} = {values[key]!r} (retinacli supports {required!r})")
+            why = _WHY_NOT.get(key, f"retinacli supports {required!r}")
+            unsupported.append(f"{key} = {values[key]!r} ({why})")
+    if values["DATALOADER.SAMPLER_TRAIN"] not in _SAMPLERS:
+        unsupported.append(
+            f"DATALOADER.SAMPLER_TRAIN = {values['DATALOADER.SAMPLER_TRAIN']!r} (retinacli "
+            f"supports {' and '.join(_SAMPLERS)})"
+        )
     if unsupported:
         raise RecipeError(
             f"{source}: this detectron2 config uses what retinacli does not implement:\n  "
@@ -261,6 +285,9 @@ def translate(flat: dict[str, Any], *, source: str = "config") -> Translation:
                 "images_per_batch": v["SOLVER.IMS_PER_BATCH"],
                 "aspect_ratio_grouping": v["DATALOADER.ASPECT_RATIO_GROUPING"],
                 "filter_empty": v["DATALOADER.FILTER_EMPTY_ANNOTATIONS"],
+                "sampler": v["DATALOADER.SAMPLER_TRAIN"],
+                "repeat_threshold": v["DATALOADER.REPEAT_THRESHOLD"],
+                "repeat_sqrt": v["DATALOADER.REPEAT_SQRT"],
             },
             "test": {"resize": {"short_sizes": min_test[:1], "max_size": v["INPUT.MAX_SIZE_TEST"]}},
             "num_workers": v["DATALOADER.NUM_WORKERS"],
@@ -288,6 +315,8 @@ def translate(flat: dict[str, Any], *, source: str = "config") -> Translation:
             "warmup_factor": v["SOLVER.WARMUP_FACTOR"],
             "warmup_iters": v["SOLVER.WARMUP_ITERS"],
             "warmup_method": v["SOLVER.WARMUP_METHOD"],
+            "num_decays": v["SOLVER.NUM_DECAYS"],
+            "rescale_interval": v["SOLVER.RESCALE_INTERVAL"],
             "max_iter": v["SOLVER.MAX_ITER"],
             "checkpoint_period": v["SOLVER.CHECKPOINT_PERIOD"],
         },

@@ -273,7 +273,10 @@ class LossConfig(Section):
         description="smooth_l1 on encoded deltas, or giou on decoded boxes.",
     )
     smooth_l1_beta: float = Field(
-        0.1, ge=0.0, description="Smooth L1 transition point; 0 means plain L1."
+        0.0,
+        ge=0.0,
+        description="Smooth L1 transition point; 0 means plain L1. 0.0 is Base-RetinaNet.yaml's "
+        "value, which every RetinaNet model-zoo config inherits (detectron2's defaults.py has 0.1).",
     )
 
 
@@ -516,7 +519,27 @@ class TrainDataConfig(Section):
     aspect_ratio_grouping: bool = Field(
         True, description="Batch landscape and portrait images separately (less padding)."
     )
-    filter_empty: bool = Field(True, description="Skip training images without any box.")
+    filter_empty: bool = Field(
+        True,
+        description="Skip training images without any (non-crowd) annotation, as detectron2 "
+        "does before bad boxes are dropped: an image whose only boxes are degenerate stays, as "
+        "background.",
+    )
+    sampler: Literal["TrainingSampler", "RepeatFactorTrainingSampler"] = Field(
+        "TrainingSampler",
+        description="Every image once per pass, or images with rare classes repeated "
+        "(LVIS-style repeat factors, detectron2's RepeatFactorTrainingSampler).",
+    )
+    repeat_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="RepeatFactorTrainingSampler: a class in a fraction f of the images below "
+        "this is repeated max(1, sqrt(threshold / f)) times per pass (see repeat_sqrt).",
+    )
+    repeat_sqrt: bool = Field(
+        True, description="RepeatFactorTrainingSampler: take the square root of threshold / f."
+    )
 
 
 class TestDataConfig(Section):

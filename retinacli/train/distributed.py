@@ -67,6 +67,15 @@ def shutdown_process() -> None:
         dist.destroy_process_group()
 
 
+def wrap_for_processes(model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
+    """`model` in DistributedDataParallel as detectron2 wraps it: `broadcast_buffers=False`, so
+    each process keeps its own BatchNorm statistics instead of rank 0's being copied over at every
+    forward."""
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
+    )
+
+
 def broadcast_object(value: object, *, src: int = 0) -> object:
     """`value` from rank `src` on every rank (identity for one process)."""
     if not dist.is_initialized():

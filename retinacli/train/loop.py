@@ -128,6 +128,9 @@ class Trainer:
             "iteration": iteration,
             "rng": capture_rng_state(),
             "loss_normalizer": float(self.model.loss_normalizer),
+            # The AMP loss scale and its growth counter (empty without AMP), as detectron2 saves
+            # them: a resumed mixed-precision run continues with the same scale.
+            "grad_scaler": self._scaler.state_dict(),
             **self.checkpoint_extra,
         }
 
@@ -137,6 +140,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.model.loss_normalizer = float(state["loss_normalizer"])
+        if state.get("grad_scaler") and self._scaler.is_enabled():
+            self._scaler.load_state_dict(state["grad_scaler"])
         restore_rng_state(state["rng"])
         return int(state["iteration"]) + 1
 

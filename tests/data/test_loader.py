@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,9 +146,45 @@ def test_aspect_ratio_grouping() -> None:
         kinds = {sizes[i][0] > sizes[i][1] for i, _ in batch}
         assert len(kinds) == 1, batch
     assert {sizes[b[0][0]][0] > sizes[b[0][0]][1] for b in batches} == {True, False}
-    # a square image (w >= h) groups with the landscape ones
-    square = TrainBatchSampler(image_sizes=[(50, 50), (40, 80)], images_per_batch=2, seed=0)
+    # a square image goes with the portrait ones (detectron2: bucket 0 only when w > h)
+    square = TrainBatchSampler(image_sizes=[(50, 50), (80, 40), (40, 80)], images_per_batch=2, seed=0)
     assert sorted(i for i, _ in next(iter(square))) == [0, 1]
+
+
+def test_repeat_factors_follow_category_frequency(tiny_shapes) -> None:
+    from retinacli.data.loader import repeat_factors
+
+    # Hand-made: 4 images; class 0 in all 4 (f = 1), class 1 in one (f = 0.25, in a crowd box).
+    records = [
+        replace(tiny_shapes.records[i], labels=np.array([0]), boxes=np.zeros((1, 4), np.float32),
+                crowd_labels=np.array([1] if i == 3 else [], dtype=np.int64))
+        for i in range(4)
+    ]
+    dataset = replace(tiny_shapes, records=tuple(records), contiguous_to_dataset_id=(1, 2), class_names=("a", "b"))
+    # t = 0.5: r(0) = max(1, sqrt(0.5 / 1)) = 1; r(1) = sqrt(0.5 / 0.25) = sqrt(2).
+    factors = repeat_factors(dataset, repeat_threshold=0.5)
+    assert factors.tolist() == pytest.approx([1.0, 1.0, 1.0, math.sqrt(2)], rel=1e-6)
+    assert repeat_factors(dataset, repeat_threshold=0.5, sqrt=False)[3] == pytest.approx(2.0)
+
+
+def test_repeat_factor_sampler_repeats_rare_images_and_resumes_exactly() -> None:
+    sizes = [(10, 20)] * 6
+    factors = np.array([1, 1, 1, 1, 1, 3.5], dtype=np.float32)
+    sampler = TrainBatchSampler(image_sizes=sizes, images_per_batch=1, seed=3, aspect_ratio_grouping=False,
+                                repeat_factors=factors)
+    stream = [key for (key,) in itertools.islice(iter(sampler), 4000)]
+    counts = np.bincount([i for i, _ in stream], minlength=6)
+    # image 5 appears 3.5 times as often on average (floor 3, +1 with probability 0.5)
+    assert counts[5] / counts[:5].mean() == pytest.approx(3.5, rel=0.05)
+    assert [p for _, p in stream] == list(range(4000))  # stream positions are consecutive
+    resumed = TrainBatchSampler(image_sizes=sizes, images_per_batch=1, seed=3, aspect_ratio_grouping=False,
+                                repeat_factors=factors, start_iteration=1000)
+    assert [key for (key,) in itertools.islice(iter(resumed), 100)] == stream[1000:1100]
+    # two processes split the same stream
+    ranks = [TrainBatchSampler(image_sizes=sizes, images_per_batch=1, seed=3, aspect_ratio_grouping=False,
+                               repeat_factors=factors, rank=r, world_size=2) for r in range(2)]
+    merged = sorted(k for r in ranks for (k,) in itertools.islice(iter(r), 500))
+    assert merged == sorted(stream[:1000])
 
 
 def test_shard_indices() -> None:

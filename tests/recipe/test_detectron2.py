@@ -95,3 +95,47 @@ def test_unknown_keys_are_reported_and_urls_noted(tmp_path):
     assert "DATASETS.TRAIN" in translation.ignored_keys
     assert any("never downloads" in note for note in translation.notes)
     assert translation.recipe["model"]["weights"] is None
+
+
+RETINA_HEADER = (
+    "MODEL:\n  META_ARCHITECTURE: RetinaNet\n  BACKBONE: {NAME: build_retinanet_resnet_fpn_backbone}\n"
+    "  FPN: {IN_FEATURES: [res3, res4, res5]}\n  RESNETS: {OUT_FEATURES: [res3, res4, res5]}\n"
+)
+
+
+def test_training_keys_that_change_training_are_translated(tmp_path):
+    path = write(
+        tmp_path,
+        "lvis.yaml",
+        RETINA_HEADER + "DATALOADER: {SAMPLER_TRAIN: RepeatFactorTrainingSampler, REPEAT_THRESHOLD: 0.001, "
+        "REPEAT_SQRT: false}\nSOLVER: {LR_SCHEDULER_NAME: WarmupStepWithFixedGammaLR, NUM_DECAYS: 4, "
+        "RESCALE_INTERVAL: true}\n",
+    )
+    recipe = validate_recipe(translate(read_detectron2_config(path)).recipe)
+    train = recipe.data.train
+    assert (train.sampler, train.repeat_threshold, train.repeat_sqrt) == ("RepeatFactorTrainingSampler", 0.001, False)
+    assert (recipe.solver.scheduler, recipe.solver.num_decays, recipe.solver.rescale_interval) == (
+        "WarmupStepWithFixedGammaLR", 4, True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "named"),
+    [
+        ("DATALOADER: {SAMPLER_TRAIN: RandomSubsetTrainingSampler}\n", "DATALOADER.SAMPLER_TRAIN = 'RandomSubsetTrainingSampler'"),
+        ("SOLVER: {REFERENCE_WORLD_SIZE: 8}\n", "SOLVER.REFERENCE_WORLD_SIZE = 8 (retinacli does not rescale"),
+        ("TEST: {PRECISE_BN: {ENABLED: true}}\n", "TEST.PRECISE_BN.ENABLED = True (precise BN"),
+        ("TEST: {AUG: {ENABLED: true}}\n", "TEST.AUG.ENABLED = True (test-time augmentation"),
+    ],
+)
+def test_keys_retinacli_cannot_carry_over_are_refused_by_name(tmp_path, lines, named):
+    path = write(tmp_path, "x.yaml", RETINA_HEADER + lines)
+    with pytest.raises(RecipeError) as info:
+        translate(read_detectron2_config(path), source="x.yaml")
+    assert named in str(info.value)
+
+
+def test_disabled_precise_bn_and_test_augmentation_are_fine(tmp_path):
+    path = write(tmp_path, "x.yaml", RETINA_HEADER + "TEST: {PRECISE_BN: {ENABLED: false, NUM_ITER: 300}, AUG: {ENABLED: false}}\n")
+    translation = translate(read_detectron2_config(path))
+    assert not any(k.startswith("TEST.") for k in translation.ignored_keys)

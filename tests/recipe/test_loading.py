@@ -30,7 +30,7 @@ def test_defaults_are_detectron2_retinanet_defaults():
     assert r.model.matcher.iou_labels == [0, -1, 1]
     assert r.model.head.prior_prob == 0.01
     assert (r.model.loss.focal_alpha, r.model.loss.focal_gamma) == (0.25, 2.0)
-    assert r.model.loss.smooth_l1_beta == 0.1
+    assert r.model.loss.smooth_l1_beta == 0.0  # Base-RetinaNet.yaml (defaults.py has 0.1)
     t = r.model.test
     assert (t.score_thresh, t.topk_candidates, t.nms_thresh, t.detections_per_image) == (0.05, 1000, 0.5, 100)
     s = r.solver

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -203,3 +204,64 @@ def test_rollback_recovers_from_one_bad_iteration(tmp_path, monkeypatch):
     assert final["iteration"] == 5
     assert final["scheduler"]["base_lrs"][0] == pytest.approx(recipe.solver.base_lr * 0.5)
     assert all(torch.isfinite(v).all() for v in final["model"].values() if v.is_floating_point())
+
+
+def _bare_trainer(tmp_path, *, amp_scaler: bool):
+    from retinacli.train.checkpoints import CheckpointManager
+    from retinacli.train.loop import Trainer
+    from retinacli.train.metrics import MetricsWriter
+    from retinacli.train.schedules import Schedule, WarmupScheduler
+
+    model = torch.nn.Linear(2, 1)
+    model.loss_normalizer = 100.0
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = Schedule(base_lr=0.1, scheduler="WarmupMultiStepLR", max_iter=10, steps=[], gamma=0.1,
+                        warmup_factor=1.0, warmup_iters=0, warmup_method="linear")
+    trainer = Trainer(model=model, optimizer=optimizer, scheduler=WarmupScheduler(optimizer, schedule=schedule),
+                      make_data=lambda start: iter(()), max_iter=10, device=torch.device("cpu"),
+                      checkpoints=CheckpointManager(tmp_path, keep_checkpoints=1), checkpoint_period=5,
+                      metrics=MetricsWriter(tmp_path, enabled=False), checkpoint_extra={})
+    if amp_scaler:  # what AMP on CUDA gets; the CPU scaler has the same state
+        trainer._scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=1024.0)
+    return trainer
+
+
+def test_the_amp_loss_scale_is_saved_and_restored(tmp_path):
+    trainer = _bare_trainer(tmp_path, amp_scaler=True)
+    scaler = trainer._scaler
+    param = next(trainer.model.parameters())
+    for _ in range(3):  # a few steps move the growth tracker; an inf gradient halves the scale
+        trainer.optimizer.zero_grad()
+        scaler.scale(trainer.model(torch.ones(1, 2)).sum()).backward()
+        scaler.step(trainer.optimizer)
+        scaler.update()
+    param.grad = torch.full_like(param, float("inf"))
+    scaler.step(trainer.optimizer)
+    scaler.update()
+    saved = trainer.state(3)["grad_scaler"]
+    assert saved["scale"] == 512.0 and saved["_growth_tracker"] == 0
+    resumed = _bare_trainer(tmp_path, amp_scaler=True)
+    resumed.load_state(trainer.state(3))
+    assert resumed._scaler.state_dict() == saved
+    # Without AMP the entry is empty and loading a checkpoint without it is fine.
+    plain = _bare_trainer(tmp_path, amp_scaler=False)
+    assert plain.state(0)["grad_scaler"] == {}
+    old = {k: v for k, v in trainer.state(3).items() if k != "grad_scaler"}
+    assert plain.load_state(old) == 4
+
+
+def test_several_processes_keep_their_own_buffers(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    from retinacli.train.distributed import wrap_for_processes
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(free.getsockname()[1]))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        wrapped = wrap_for_processes(torch.nn.BatchNorm1d(2), torch.device("cpu"))
+        assert wrapped.broadcast_buffers is False  # detectron2's choice
+    finally:
+        dist.destroy_process_group()
