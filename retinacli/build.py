@@ -96,7 +96,7 @@ def build_model(model: ModelConfig) -> RetinaNet:
         prior_prob=model.head.prior_prob,
         num_levels=len(model.fpn.level_names),
     )
-    return RetinaNet(
+    detector = RetinaNet(
         backbone=ResNetFPN(body=body, fpn=fpn, in_features=model.fpn.in_features),
         head=head,
         anchor_generator=anchor_generator,
@@ -118,6 +118,11 @@ def build_model(model: ModelConfig) -> RetinaNet:
         pixel_mean=model.pixel_mean,
         pixel_std=model.pixel_std,
     )
+    for part in model.freeze:  # "fpn" is backbone.fpn; "head.x" is head.x
+        module = detector.backbone.fpn if part == "fpn" else detector.get_submodule(part)
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+    return detector
 
 
 # ----------------------------------------------------------------------------- solver

@@ -6,23 +6,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-
-def format_scalars(scalars: Mapping[str, float]) -> str:
-    """`loss_cls 0.8123  loss_box_reg 0.3011  lr 0.0004  2.1 it/s  data 0.012s` (shared format)."""
-    parts = [f"{k} {scalars[k]:.4f}" for k in ("loss_cls", "loss_box_reg") if k in scalars]
-    if "num_pos_anchors" in scalars:
-        parts.append(f"pos/img {scalars['num_pos_anchors']:.1f}")
-    if "lr" in scalars:
-        parts.append(f"lr {scalars['lr']:.3g}")
-    if scalars.get("time"):
-        parts.append(f"{1.0 / scalars['time']:.2f} it/s")
-    if "data_time" in scalars:
-        parts.append(f"data {scalars['data_time']:.3f}s")
-    return "  ".join(parts)
+from retinacli.train.run_log import format_scalars
 
 
 class ConsoleReporter:
@@ -69,6 +58,11 @@ class ConsoleReporter:
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)
+
+    def evaluation(self, iteration: int, split: str, metrics: Mapping[str, Any]) -> None:
+        from retinacli.cli.render import metrics_table
+
+        self.console.print(metrics_table(metrics, title=f"{split} COCO AP after iteration {iteration}"))
 
     def stop(self) -> None:
         if self._progress is not None:

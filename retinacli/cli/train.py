@@ -26,7 +26,6 @@ def train(
 ) -> None:
     """Train a detector from a recipe: progress, TensorBoard, checkpoints, resume, COCO eval."""
     from retinacli.cli.progress import ConsoleReporter
-    from retinacli.cli.render import metrics_table
     from retinacli.commands import train as command
 
     if num_processes > 1:
@@ -40,9 +39,6 @@ def train(
         output_dir=output_dir,
         resume=resume,
         reporter=ConsoleReporter(console),
-        on_evaluation=lambda iteration, metrics: console.print(
-            metrics_table(metrics, title=f"COCO AP after iteration {iteration}")
-        ),
     )
     console.print(
         f"done: {result.iterations_run} iterations in this run; outputs in {result.output_dir}"

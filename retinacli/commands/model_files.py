@@ -28,13 +28,15 @@ from retinacli.weights.loading import load_exactly
 
 @dataclass
 class LoadedDetector:
-    """A detector rebuilt from a model file, in eval mode on the CPU."""
+    """A detector rebuilt from a model file, in eval mode on the CPU; `uses_ema` says the weights
+    are a training run's moving average (solver.ema)."""
 
     model: RetinaNet
     recipe: Recipe
     classes: ClassInfo
     iteration: int | None
     path: Path
+    uses_ema: bool = False
 
 
 def save_model_file(
@@ -90,7 +92,11 @@ def load_detector(
     stored = upgrade_stored_recipe(data["recipe"], format_version=data["format_version"])
     recipe = recipe_from_dict(stored, overrides, source=f"{target} (stored recipe)")
     model = build_model(recipe.model)
-    state = data["model"]
+    # A checkpoint of a run with solver.ema holds the moving average too: it is what evaluations
+    # used, so it is the model the file stands for.
+    ema = data.get("ema")
+    uses_ema = isinstance(ema, dict) and isinstance(ema.get("model"), dict)
+    state = ema["model"] if uses_ema else data["model"]
     if data["format_version"] < 2 and recipe.model.head.norm in ("BN", "SyncBN"):
         state = _per_level_head_statistics(state, num_levels=len(recipe.model.fpn.level_names))
     load_exactly(
@@ -119,4 +125,5 @@ def load_detector(
         classes=classes,
         iteration=int(iteration) if isinstance(iteration, int) else None,
         path=target,
+        uses_ema=uses_ema or bool((data.get("best") or {}).get("ema")),
     )

@@ -29,10 +29,12 @@ from retinacli.build import (
 )
 from retinacli.data.coco import DetectionDataset
 from retinacli.data.loader import Batch, build_train_loader
-from retinacli.errors import CheckpointError, RecipeError, UsageError
+from retinacli.errors import CheckpointError, RecipeError, RetinaError, UsageError
 from retinacli.evaluation.classes import ClassInfo
 from retinacli.files import write_text
 from retinacli.recipe import Override, Recipe, dump_recipe, load_recipe, recipe_to_dict
+from retinacli.recipe.schema import TestDataConfig
+from retinacli.train.best import BestTracker
 from retinacli.train.checkpoints import FINAL_NAME, CheckpointManager, load_checkpoint
 from retinacli.train.distributed import (
     ProcessContext,
@@ -41,18 +43,22 @@ from retinacli.train.distributed import (
     shutdown_process,
     wrap_for_processes,
 )
+from retinacli.train.ema import ModelEma
 from retinacli.train.loop import Reporter, SilentReporter, Trainer
-from retinacli.train.metrics import MetricsWriter
+from retinacli.train.metrics import METRICS_FILE, MetricsWriter
+from retinacli.train.results_plot import save_results_png
 from retinacli.train.rng import seed_everything
+from retinacli.train.run_log import TeeReporter, TextLog
 from retinacli.train.schedules import ignored_steps_note
 from retinacli.weights.loading import init_from_weights
 
 CONFIG_NAME = "config.yaml"
+LOG_NAME = "log.txt"
+RESULTS_PNG = "results.png"
 EVAL_DIR = "eval"
+TEST_EVAL_DIR = "eval_test"
 SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
-EvaluationCallback = Callable[[int, Mapping[str, Any]], None]
-"""Called on rank 0 after each evaluation with (iteration, metrics)."""
 
 
 @dataclass
@@ -73,14 +79,10 @@ def train(
     output_dir: Path | None = None,
     resume: bool = False,
     reporter: Reporter | None = None,
-    on_evaluation: EvaluationCallback | None = None,
 ) -> TrainResult:
     """`retina train RECIPE [--set ...] [--output-dir DIR] [--resume]` in this process."""
     return train_from_recipe(
-        load_recipe(recipe_path, _with_output_dir(overrides, output_dir)),
-        resume=resume,
-        reporter=reporter,
-        on_evaluation=on_evaluation,
+        load_recipe(recipe_path, _with_output_dir(overrides, output_dir)), resume=resume, reporter=reporter
     )
 
 
@@ -112,25 +114,19 @@ def train_from_recipe(
     *,
     resume: bool = False,
     reporter: Reporter | None = None,
-    on_evaluation: EvaluationCallback | None = None,
 ) -> TrainResult:
-    """Train as `recipe` says, in `recipe.output_dir`; `resume` continues its last checkpoint."""
+    """Train as `recipe` says, in `recipe.output_dir`; `resume` continues its last checkpoint.
+
+    Rank 0 shows progress through `reporter` and writes everything it shows to `log.txt` too.
+    """
     ctx = init_process(recipe.device)
     try:
-        shown = reporter if (reporter is not None and ctx.is_main) else SilentReporter()
-        return _train(recipe, ctx, resume=resume, reporter=shown, on_evaluation=on_evaluation)
+        return _train(recipe, ctx, resume=resume, shown=reporter)
     finally:
         shutdown_process()
 
 
-def _train(
-    recipe: Recipe,
-    ctx: ProcessContext,
-    *,
-    resume: bool,
-    reporter: Reporter,
-    on_evaluation: EvaluationCallback | None,
-) -> TrainResult:
+def _train(recipe: Recipe, ctx: ProcessContext, *, resume: bool, shown: Reporter | None) -> TrainResult:
     out = Path(recipe.output_dir)
     manager = CheckpointManager(out, keep_checkpoints=recipe.solver.keep_checkpoints)
     last = manager.find_last()
@@ -139,10 +135,33 @@ def _train(
             f"{out} already holds a run (last checkpoint {last.name}); pass --resume to continue "
             "it, or --output-dir to start a new run elsewhere"
         )
-    _check_processes(recipe, ctx)
-    seed_everything(recipe.seed)
-    train_set, test_set = _datasets(recipe, reporter)
+    _check_recipe(recipe, ctx)
+    log = TextLog(out / LOG_NAME) if ctx.is_main else None
+    reporter: Reporter = SilentReporter()
+    if ctx.is_main:
+        reporter = TeeReporter([shown or SilentReporter(), log])
+    try:
+        return _run(recipe, ctx, manager=manager, last=last, resume=resume, reporter=reporter)
+    except RetinaError as exc:
+        reporter.message(f"error: {exc}")
+        raise
+    finally:
+        if log is not None:
+            log.close()
 
+
+def _run(
+    recipe: Recipe,
+    ctx: ProcessContext,
+    *,
+    manager: CheckpointManager,
+    last: Path | None,
+    resume: bool,
+    reporter: Reporter,
+) -> TrainResult:
+    out = Path(recipe.output_dir)
+    seed_everything(recipe.seed)
+    data = _datasets(recipe, reporter)
     model = build_model(recipe.model)
     if recipe.model.weights and last is None:
         reporter.message(_init_weights(model, recipe.model.weights))
@@ -150,30 +169,36 @@ def _train(
     optimizer, scheduler = build_solver(recipe.solver, model)
     if scheduler.schedule.ignored_steps:
         reporter.message(ignored_steps_note(scheduler.schedule))
-    ddp_model = None
-    if ctx.distributed:
-        ddp_model = wrap_for_processes(model, ctx.device)
+    ddp_model = wrap_for_processes(model, ctx.device) if ctx.distributed else None
     if ctx.is_main:
         write_text(out / CONFIG_NAME, dump_recipe(recipe))
     metrics = MetricsWriter(out, enabled=ctx.is_main)
-    last_metrics: dict[str, Any] = {}
-    evaluate = (
-        None
-        if test_set is None
-        else _evaluator(recipe, model, test_set, ctx=ctx, metrics=metrics, last=last_metrics, on_evaluation=on_evaluation)
+    ema = (
+        ModelEma(model, decay=recipe.solver.ema.decay, tau=recipe.solver.ema.tau)
+        if recipe.solver.ema.enabled
+        else None
     )
-    classes = ClassInfo.of_dataset(train_set)
+    periodic = data.val if data.val is not None else data.test
+    split = "val" if data.val is not None else "test"
+    last_metrics: dict[str, Any] = {}
+    evaluate = None
+    if periodic is not None:
+        section = recipe.data.val if data.val is not None else recipe.data.test
+        evaluate = _evaluator(
+            recipe, periodic, section=section, split=split, ctx=ctx, metrics=metrics, last=last_metrics,
+            reporter=reporter,
+        )
     trainer = Trainer(
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
-        make_data=_data_stream(recipe, train_set, ctx),
+        make_data=_data_stream(recipe, data.train, ctx),
         max_iter=recipe.solver.max_iter,
         device=ctx.device,
         checkpoints=manager,
         checkpoint_period=recipe.solver.checkpoint_period,
         metrics=metrics,
-        checkpoint_extra={"recipe": recipe_to_dict(recipe), "classes": classes.to_dict()},
+        checkpoint_extra={"recipe": recipe_to_dict(recipe), "classes": ClassInfo.of_dataset(data.train).to_dict()},
         is_main=ctx.is_main,
         ddp_model=ddp_model,
         clip=build_clip_settings(recipe.solver.clip_gradients),
@@ -183,6 +208,14 @@ def _train(
         evaluate=evaluate,
         nonfinite=build_nonfinite_policy(recipe),
         reporter=reporter,
+        ema=ema,
+        best=(
+            BestTracker(recipe.eval.best_metric, patience=recipe.solver.early_stop_patience)
+            if data.val is not None
+            else None
+        ),
+        images_per_batch=recipe.data.train.images_per_batch,
+        epoch_size=len(data.train),
     )
     start = _resume_or_start(trainer, recipe, ctx, last=last, resume=resume, reporter=reporter)
     if start >= recipe.solver.max_iter:
@@ -191,10 +224,38 @@ def _train(
         return TrainResult(out, 0, out / FINAL_NAME, None)
     try:
         ran = trainer.train(start)
+        if data.val is not None and data.test is not None:
+            final_iteration = start + ran - 1
+            evaluated = ema.module if ema is not None else model
+            test_eval = _evaluator(
+                recipe, data.test, section=recipe.data.test, split="test", ctx=ctx, metrics=metrics,
+                last=last_metrics, reporter=reporter, folder=out / TEST_EVAL_DIR,
+            )
+            test_eval(final_iteration, evaluated)
     finally:
         metrics.close()
+        if ctx.is_main:
+            save_results_png(out / METRICS_FILE, out / RESULTS_PNG)
     final = out / FINAL_NAME
     return TrainResult(out, ran, final if final.exists() else None, dict(last_metrics) or None, model)
+
+
+@dataclass
+class _Datasets:
+    train: DetectionDataset
+    val: DetectionDataset | None
+    test: DetectionDataset | None
+
+
+def _check_recipe(recipe: Recipe, ctx: ProcessContext) -> None:
+    """Settings that cannot work, refused before anything is built."""
+    _check_processes(recipe, ctx)
+    if recipe.solver.early_stop_patience is not None and recipe.data.val.dataset is None:
+        raise RecipeError(
+            "solver.early_stop_patience needs data.val.dataset: early stopping watches the "
+            "validation set (choosing by the test set would leak it into the choice); set "
+            "data.val.dataset (`retina data split` makes one) or remove early_stop_patience"
+        )
 
 
 def _check_processes(recipe: Recipe, ctx: ProcessContext) -> None:
@@ -221,8 +282,9 @@ def _check_processes(recipe: Recipe, ctx: ProcessContext) -> None:
         )
 
 
-def _datasets(recipe: Recipe, reporter: Reporter) -> tuple[DetectionDataset, DetectionDataset | None]:
-    """The training set (checked against the model's class count) and the test set, if any."""
+def _datasets(recipe: Recipe, reporter: Reporter) -> _Datasets:
+    """The training set (checked against the model's class count), and the validation and test
+    sets when the recipe has them."""
     train_set, train_report = build_dataset(
         recipe.data.train.dataset,
         key="data.train.dataset",
@@ -237,10 +299,19 @@ def _datasets(recipe: Recipe, reporter: Reporter) -> tuple[DetectionDataset, Det
         )
     if train_report.fixed:
         reporter.message(f"data: fixed {len(train_report.fixed)} box problems (see `retina data check`)")
-    if recipe.data.test.dataset is None:
-        reporter.message("data.test.dataset is not set: training runs without evaluation")
-        return train_set, None
-    return train_set, build_test_dataset(recipe.data.test.dataset, key="data.test.dataset")
+    val = test = None
+    if recipe.data.val.dataset is not None:
+        val = build_test_dataset(recipe.data.val.dataset, key="data.val.dataset")
+    if recipe.data.test.dataset is not None:
+        test = build_test_dataset(recipe.data.test.dataset, key="data.test.dataset")
+    if val is None and test is None:
+        reporter.message("data.val.dataset and data.test.dataset are not set: training runs without evaluation")
+    elif val is None:
+        reporter.message(
+            "data.val.dataset is not set: the periodic evaluations use data.test, and no "
+            "model_best.pth is kept (choosing a checkpoint by test numbers leaks the test set)"
+        )
+    return _Datasets(train_set, val, test)
 
 
 def _init_weights(model: torch.nn.Module, weights: str) -> str:
@@ -259,39 +330,41 @@ def _init_weights(model: torch.nn.Module, weights: str) -> str:
 
 def _evaluator(
     recipe: Recipe,
-    model: torch.nn.Module,
-    test_set: DetectionDataset,
+    dataset: DetectionDataset,
     *,
+    section: TestDataConfig,
+    split: str,
     ctx: ProcessContext,
     metrics: MetricsWriter,
     last: dict[str, Any],
-    on_evaluation: EvaluationCallback | None,
-) -> Callable[[int], Mapping[str, Any] | None]:
-    """`evaluate(iteration)`: COCO AP on the test set into `eval/<iteration>/`, logged as
-    `eval/AP`... and kept in `last` (rank 0)."""
+    reporter: Reporter,
+    folder: Path | None = None,
+) -> Callable[[int, torch.nn.Module], Mapping[str, Any] | None]:
+    """`evaluate(iteration, model)`: COCO AP of `model` on `dataset` into `eval/<iteration>/`
+    (or `folder`), logged as `<split>/AP`... and kept in `last` (rank 0), `results.png` redrawn."""
     from retinacli.evaluation.coco_eval import evaluate_detector
 
-    short_size, max_size = inference_resize(recipe.data.test)
-    out = Path(recipe.output_dir) / EVAL_DIR
+    short_size, max_size = inference_resize(section)
+    out = Path(recipe.output_dir)
 
-    def evaluate(iteration: int) -> Mapping[str, Any] | None:
+    def evaluate(iteration: int, model: torch.nn.Module) -> Mapping[str, Any] | None:
         result = evaluate_detector(
             model,
-            test_set,
-            out / str(iteration),
+            dataset,
+            folder if folder is not None else out / EVAL_DIR / str(iteration),
             short_size=short_size,
             max_size=max_size,
             input_format=recipe.model.input_format,
-            images_per_batch=recipe.data.test.images_per_batch,
+            images_per_batch=section.images_per_batch,
             num_workers=min(recipe.data.num_workers, 2),
         )
         if ctx.is_main and result:
             last.clear()
             last.update(result)
             scalars = {k: v for k, v in result.items() if k in SCALAR_METRICS and v is not None}
-            metrics.write(iteration, {f"eval/{k}": v for k, v in scalars.items()})
-            if on_evaluation is not None:
-                on_evaluation(iteration, result)
+            metrics.write(iteration, {f"{split}/{k}": v for k, v in scalars.items()})
+            reporter.evaluation(iteration, split, result)
+            save_results_png(out / METRICS_FILE, out / RESULTS_PNG)
         return result
 
     return evaluate

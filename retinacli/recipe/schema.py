@@ -326,6 +326,11 @@ class ModelConfig(Section):
         "MSRA R-50.pkl). Initialising is not resuming: the iteration starts at 0. "
         "${VAR} and ${VAR:-default} are expanded.",
     )
+    freeze: list[Literal["fpn", "head.cls_subnet", "head.bbox_subnet", "head.cls_score", "head.bbox_pred"]] = Field(
+        default_factory=list,
+        description="Parts that get no gradient, e.g. [fpn, head.bbox_subnet] to fine-tune only "
+        "the classifier; the backbone's stages are frozen by backbone.freeze_at (5: all).",
+    )
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     fpn: FPNConfig = Field(default_factory=FPNConfig)
     anchors: AnchorsConfig = Field(default_factory=AnchorsConfig)
@@ -576,6 +581,12 @@ class DataConfig(Section):
     """Datasets, augmentation and loading."""
 
     train: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    val: TestDataConfig = Field(
+        default_factory=TestDataConfig,
+        description="The validation split: with a dataset, the periodic evaluations (eval_period) "
+        "and model_best.pth use it, and data.test is evaluated once at the end. Its resize and "
+        "images_per_batch default to data.test's.",
+    )
     test: TestDataConfig = Field(default_factory=TestDataConfig)
     num_workers: int = Field(4, ge=0, description="Data-loading worker processes per process.")
     fix_bad_boxes: bool = Field(
@@ -583,6 +594,21 @@ class DataConfig(Section):
         description="Clip boxes reaching outside their image and drop boxes of zero size, "
         "counting them in a summary; false makes them errors.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _val_like_test(cls, data: Any) -> Any:
+        # data.val inherits the test resize and batch unless it sets its own.
+        if not isinstance(data, dict) or not isinstance(data.get("val"), dict):
+            return data
+        test = data.get("test")
+        if not isinstance(test, dict):
+            return data
+        val = dict(data["val"])
+        for key in ("resize", "images_per_batch"):
+            if key not in val and key in test:
+                val[key] = test[key]
+        return {**data, "val": val}
 
 
 # ----------------------------------------------------------------------------- solver
@@ -612,6 +638,23 @@ class ClipGradientsConfig(Section):
         if self.scope == "full_model" and self.clip_type != "norm":
             raise ValueError("scope full_model needs clip_type norm")
         return self
+
+
+class EmaConfig(Section):
+    """An exponential moving average of the weights (off by default, as in detectron2)."""
+
+    enabled: bool = Field(
+        False,
+        description="Keep an EMA of the weights; evaluations, model_best.pth and model files use "
+        "it, and checkpoints carry it.",
+    )
+    decay: float = Field(0.9999, gt=0.0, lt=1.0, description="The EMA's decay once warmed up.")
+    tau: float = Field(
+        2000.0,
+        gt=0.0,
+        description="Warm-up of the decay in optimizer steps: step n uses "
+        "decay * (1 - exp(-n / tau)), so early weights fade fast.",
+    )
 
 
 class SolverConfig(Section):
@@ -672,6 +715,13 @@ class SolverConfig(Section):
     keep_checkpoints: int = Field(
         3, ge=1, description="Periodic checkpoints kept on disk (model_final.pth always stays)."
     )
+    early_stop_patience: int | None = Field(
+        None,
+        ge=1,
+        description="Stop when eval.best_metric has not improved for this many evaluations of "
+        "data.val; null trains to max_iter.",
+    )
+    ema: EmaConfig = Field(default_factory=lambda: EmaConfig())
 
     @field_validator("steps")
     @classmethod
@@ -705,6 +755,16 @@ class SolverConfig(Section):
 # ----------------------------------------------------------------------------- recipe
 
 
+class EvalConfig(Section):
+    """What the periodic evaluations decide."""
+
+    best_metric: Literal["AP", "AP50", "AP75", "APs", "APm", "APl"] = Field(
+        "AP",
+        description="The data.val metric (COCO box AP, percent; higher is better) whose best value "
+        "gives model_best.pth and drives solver.early_stop_patience.",
+    )
+
+
 class Recipe(Section):
     """A complete training / evaluation recipe."""
 
@@ -714,6 +774,7 @@ class Recipe(Section):
     eval_period: int = Field(
         0, ge=0, description="Evaluate every this many iterations; 0 evaluates only at the end."
     )
+    eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
     log_period: int = Field(20, ge=1, description="Log metrics every this many iterations.")
     output_dir: str = Field(
         "output", description="Where checkpoints, metrics, TensorBoard files and evaluations go."

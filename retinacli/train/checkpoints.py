@@ -15,10 +15,14 @@ only):
 | `rng` | `rng.capture_rng_state()`: python `random`, numpy, torch CPU and (if available) CUDA states |
 | `loss_normalizer` | the detector's running loss normalizer (float) |
 | `recipe` | the resolved recipe as plain JSON types |
+| `grad_scaler` | the AMP loss scale state (empty without AMP) |
+| `ema` | `{"updates", "model"}`: the weights' moving average (empty without EMA) |
+| `best` | the best evaluation so far: metric, value, iteration, evaluations since (empty without data.val) |
 
 Files in an output directory (`CheckpointManager`): `model_{iteration:07d}.pth` every period,
-`model_final.pth` at the end, and `last_checkpoint`, a text file naming the newest complete
-checkpoint (as detectron2 does). When the last iteration is also a periodic one, the periodic
+`model_final.pth` at the end, `last_checkpoint`, a text file naming the newest complete
+checkpoint (as detectron2 does), and with a validation set `model_best.pth`, a model file of the
+weights that scored best. When the last iteration is also a periodic one, the periodic
 name is a hard link to `model_final.pth`: the same bytes are never written twice.
 """
 
@@ -52,6 +56,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
 )
 POINTER_NAME = "last_checkpoint"
 FINAL_NAME = "model_final.pth"
+BEST_NAME = "model_best.pth"
 _PERIODIC_RE = re.compile(r"^model_(\d{7,})\.pth$")
 
 
@@ -162,6 +167,14 @@ class CheckpointManager:
     @property
     def pointer_path(self) -> Path:
         return self.output_dir / POINTER_NAME
+
+    @property
+    def best_path(self) -> Path:
+        return self.output_dir / BEST_NAME
+
+    def save_best(self, model_file: Mapping[str, Any]) -> Path:
+        """Write `model_best.pth` (a model file, not a resumable checkpoint) atomically."""
+        return save_torch(self.best_path, dict(model_file))
 
     def save(self, payload: Mapping[str, Any], *, final: bool = False) -> Path:
         """Save `payload` as `model_{payload['iteration']:07d}.pth` (or `model_final.pth`),

@@ -22,7 +22,11 @@ from torch import nn
 from retinacli.data.loader import Batch
 from retinacli.engine.detector import RetinaNet
 from retinacli.errors import TrainingError
+from retinacli.files import FORMAT_MARKER, FORMAT_VERSION
+from retinacli.train.best import BestTracker
 from retinacli.train.checkpoints import CheckpointManager
+from retinacli.train.distributed import broadcast_object
+from retinacli.train.ema import ModelEma
 from retinacli.train.metrics import MetricsWriter
 from retinacli.train.rng import capture_rng_state, restore_rng_state
 from retinacli.train.schedules import WarmupScheduler
@@ -40,6 +44,8 @@ class Reporter(Protocol):
 
     def message(self, text: str) -> None: ...
 
+    def evaluation(self, iteration: int, split: str, metrics: Mapping[str, Any]) -> None: ...
+
     def stop(self) -> None: ...
 
 
@@ -53,6 +59,9 @@ class SilentReporter:
         pass
 
     def message(self, text: str) -> None:
+        pass
+
+    def evaluation(self, iteration: int, split: str, metrics: Mapping[str, Any]) -> None:
         pass
 
     def stop(self) -> None:
@@ -86,9 +95,15 @@ class Trainer:
     model: the detector (wrapped in DistributedDataParallel when `ddp_model` is given).
     make_data: `make_data(start_iteration)` returns an iterator of Batches whose first batch is
         the one of `start_iteration` (the sampler is positioned, so resume sees the same data).
-    evaluate: `evaluate(iteration)` runs the test-set evaluation (rank 0 writes its files); None
-        disables evaluation.
+    evaluate: `evaluate(iteration, model)` evaluates `model` (the EMA's when there is one) and
+        returns its metrics on rank 0 ({} on the others); None disables evaluation.
     checkpoint_extra: plain data stored in every checkpoint (the resolved recipe, the classes).
+    ema: the weights' moving average, updated after every step, evaluated instead of the model.
+    best: tracks `best.metric` over the evaluations: each new best is written to
+        `model_best.pth` (a model file of the evaluated weights), and `best.patience`
+        evaluations without one stop training early.
+    images_per_batch, epoch_size: images per iteration (all processes) and per pass over the
+        training set, to report the epoch (0: not reported).
     """
 
     model: RetinaNet
@@ -107,9 +122,13 @@ class Trainer:
     amp: bool = False
     log_period: int = 20
     eval_period: int = 0
-    evaluate: Callable[[int], Mapping[str, Any] | None] | None = None
+    evaluate: Callable[[int, nn.Module], Mapping[str, Any] | None] | None = None
     nonfinite: NonFinitePolicy = field(default_factory=NonFinitePolicy)
     reporter: Reporter = field(default_factory=SilentReporter)
+    ema: ModelEma | None = None
+    best: BestTracker | None = None
+    images_per_batch: int = 0
+    epoch_size: int = 0
 
     def __post_init__(self) -> None:
         self._scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
@@ -131,6 +150,22 @@ class Trainer:
             # The AMP loss scale and its growth counter (empty without AMP), as detectron2 saves
             # them: a resumed mixed-precision run continues with the same scale.
             "grad_scaler": self._scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "best": self.best.state_dict() if self.best is not None else {},
+            **self.checkpoint_extra,
+        }
+
+    def model_file(self, iteration: int) -> dict[str, Any]:
+        """A model file (`retina eval`/`predict` read it) of the weights evaluations use, with the
+        best evaluation so far under "best"."""
+        evaluated = self.ema.module if self.ema is not None else self.model
+        return {
+            "format": FORMAT_MARKER,
+            "format_version": FORMAT_VERSION,
+            "model": {k: v.detach().cpu() for k, v in evaluated.state_dict().items()},
+            "loss_normalizer": float(self.model.loss_normalizer),
+            "iteration": iteration,
+            "best": {**(self.best.state_dict() if self.best is not None else {}), "ema": self.ema is not None},
             **self.checkpoint_extra,
         }
 
@@ -142,6 +177,13 @@ class Trainer:
         self.model.loss_normalizer = float(state["loss_normalizer"])
         if state.get("grad_scaler") and self._scaler.is_enabled():
             self._scaler.load_state_dict(state["grad_scaler"])
+        if self.ema is not None:
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+            else:  # a checkpoint of a run without EMA: the average starts from its weights
+                self.ema.module.load_state_dict(self.model.state_dict())
+        if self.best is not None and state.get("best"):
+            self.best.load_state_dict(state["best"])
         restore_rng_state(state["rng"])
         return int(state["iteration"]) + 1
 
@@ -172,9 +214,20 @@ class Trainer:
                 if (iteration + 1) % self.log_period == 0 or iteration == self.max_iter - 1:
                     scalars = {name: sum(v) / len(v) for name, v in window.items()}
                     scalars["lr"] = self._lr_used
+                    if self.epoch_size > 0:
+                        scalars["epoch"] = (iteration + 1) * self.images_per_batch / self.epoch_size
                     self.metrics.write(iteration, scalars)
                     self.reporter.update(iteration, scalars)
                     window.clear()
+                # Evaluate first, so that a checkpoint of this iteration holds its evaluation (the
+                # best so far), and a resumed run does not lose it.
+                if self.evaluate is not None and self._evaluation_due(iteration):
+                    evaluated = self.ema.module if self.ema is not None else self.model
+                    result = self.evaluate(iteration, evaluated)
+                    if self.best is not None and self._track_best(self.best, iteration, result or {}):
+                        self._stop_early(self.best, iteration)
+                        iteration += 1
+                        break
                 saved = self.checkpoints.step(
                     iteration,
                     period=self.checkpoint_period,
@@ -183,12 +236,31 @@ class Trainer:
                 ) if self.is_main else []
                 if self.nonfinite.on_nonfinite == "rollback" and (saved or self._checkpoint_due(iteration)):
                     self._last_good = copy.deepcopy(self.state(iteration))
-                if self.evaluate is not None and self._evaluation_due(iteration):
-                    self.evaluate(iteration)
                 iteration += 1
         finally:
             self.reporter.stop()
         return iteration - start_iteration
+
+    def _track_best(self, best: BestTracker, iteration: int, metrics: Mapping[str, Any]) -> bool:
+        """Record an evaluation (rank 0 decides); True when training should stop early."""
+        stop = False
+        if self.is_main:
+            value = metrics.get(best.metric)
+            if best.update(iteration, value):
+                path = self.checkpoints.save_best(self.model_file(iteration))
+                self.reporter.message(f"new best {best.metric} {value:.3f} at iteration {iteration}: {path.name}")
+            stop = best.should_stop
+        return bool(broadcast_object(stop))
+
+    def _stop_early(self, best: BestTracker, iteration: int) -> None:
+        if self.is_main:
+            final = self.checkpoints.save(self.state(iteration), final=True)
+            self.reporter.message(
+                f"early stop after iteration {iteration}: {best.metric} did not improve for "
+                f"{best.evaluations_since_best} evaluations (solver.early_stop_patience "
+                f"{best.patience}); the best, {best.metric} {best.value:.3f} at iteration "
+                f"{best.iteration}, is in {self.checkpoints.best_path}; the last state in {final}"
+            )
 
     def _checkpoint_due(self, iteration: int) -> bool:
         return (iteration + 1) % self.checkpoint_period == 0
@@ -214,6 +286,7 @@ class Trainer:
         if not _finite_everywhere(values, self.device):
             self._handle_nonfinite(values)
             return None
+        values["total_loss"] = sum(values.values())
         self._lr_used = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         self._scaler.scale(loss).backward()
@@ -229,6 +302,8 @@ class Trainer:
         self._scaler.step(self.optimizer)
         self._scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         values["num_pos_anchors"] = float(outputs["num_pos_anchors"]) / max(len(batch), 1)
         return values
 

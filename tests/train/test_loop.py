@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from retinacli.commands.train import train_from_recipe
 from retinacli.engine.detector import RetinaNet
@@ -41,9 +42,21 @@ def test_train_command_writes_every_output(tmp_path, capsys, monkeypatch):
     train_lines = [line for line in lines if "loss_cls" in line]
     assert [line["iteration"] for line in train_lines] == [1, 3, 5]
     for line in train_lines:
-        for key in ("lr", "loss_cls", "loss_box_reg", "num_pos_anchors", "time", "data_time"):
+        for key in ("lr", "loss_cls", "loss_box_reg", "total_loss", "num_pos_anchors", "time", "data_time", "epoch"):
             assert isinstance(line[key], float), (key, line)
-    assert any("eval/AP" in line for line in lines)
+        assert line["total_loss"] == pytest.approx(line["loss_cls"] + line["loss_box_reg"], rel=1e-9)
+    # epoch = (iteration + 1) x images per batch / training images
+    recipe = tiny_recipe(tmp_path, "eval_period=3")
+    from retinacli.build import build_dataset
+
+    train_set, _ = build_dataset(recipe.data.train.dataset, key="k", filter_empty=True, fix_bad_boxes=True)
+    assert train_lines[-1]["epoch"] == pytest.approx(6 * recipe.data.train.images_per_batch / len(train_set))
+    assert any("test/AP" in line for line in lines)  # no data.val: the periodic evaluations use data.test
+    log = (out / "log.txt").read_text()
+    assert "starting a new run" in log and "no model_best.pth is kept" in log
+    assert "test COCO AP after iteration 5" in log and "iter 6/6" in log
+    with Image.open(out / "results.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > 400
     assert list(out.glob("events.out.tfevents.*"))
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000002.pth", "model_0000005.pth", "model_final.pth"]
