@@ -48,7 +48,10 @@ class InitReport:
         """One paragraph for the training log."""
         lines = [f"initialised {len(self.loaded)} tensors from {self.path} ({self.kind} weights)"]
         if self.skipped_shape:
-            lines.append(f"skipped (shape differs): {', '.join(self.skipped_shape)}")
+            lines.append(
+                "re-initialised, the file's shape differs (another class count or anchor layout): "
+                + ", ".join(self.skipped_shape)
+            )
         if self.not_in_file:
             groups = sorted({".".join(name.split(".")[:2]) for name in self.not_in_file})
             lines.append(

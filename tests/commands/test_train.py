@@ -147,3 +147,32 @@ def test_resume_keeps_best_patience_and_ema_bit_identical(tmp_path, monkeypatch,
             torch.testing.assert_close(state_a[key], state_b[key], rtol=0, atol=0, msg=f"{part} {key}")
     assert a["ema"]["updates"] == b["ema"]["updates"] == 8
     assert a["best"] == b["best"] == {"metric": "AP", "value": 30.0, "iteration": 3, "evaluations_since_best": 2}
+
+
+def test_fine_tuning_on_other_classes_reinitialises_only_the_classifier(tmp_path):
+    source_dir = tmp_path / "source"
+    source_dir.mkdir()
+    source = train_from_recipe(tiny_recipe(source_dir, "solver.max_iter=2", "solver.checkpoint_period=2"))
+    messages = []
+
+    class Collect(loop_module.SilentReporter):
+        def message(self, text):
+            messages.append(text)
+
+    cache = tmp_path / "cache"
+    one_class = f"{{kind: shapes, split: train, num_images: 8, seed: 0, image_size: [64, 96], classes: [circle], cache_dir: '{cache}'}}"
+    target = tmp_path / "target"
+    target.mkdir()
+    recipe = tiny_recipe(
+        target, f"data.train.dataset={one_class}", "data.test.dataset=null", "model.head.num_classes=1",
+        f"model.weights={source.final_checkpoint}", "model.freeze=[fpn]", "solver.max_iter=2",
+    )
+    result = train_from_recipe(recipe, reporter=Collect())
+    summary = next(m for m in messages if m.startswith("initialised"))
+    assert "re-initialised, the file's shape differs" in summary and "head.cls_score.weight" in summary
+    before = load_checkpoint(source.final_checkpoint)["model"]
+    after = load_checkpoint(result.final_checkpoint)["model"]
+    # frozen: the FPN is exactly the source's; the classifier has one class now
+    for key in (k for k in before if k.startswith("backbone.fpn.")):
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=key)
+    assert after["head.cls_score.weight"].shape[0] == 6 * 1  # 6 anchors per location x 1 class
