@@ -6,7 +6,8 @@ folder, flushed and fsynced, then renamed over its destination (`os.replace`) an
 fsynced. A crash or an error leaves either the old file or the new one, never a half-written one,
 and no temporary file behind. The temporary file is created with mode 0o666 and the process
 umask applies, exactly as for a plain `open(path, "w")`; a file that replaces an existing one
-keeps that file's permission bits.
+keeps that file's permission bits. An output made of many files (a converted dataset) is
+built in a temporary folder that `atomic_directory` renames into place once complete.
 
 Reading: `load_torch` is `torch.load(weights_only=True, map_location="cpu")` with every failure
 (missing, empty, truncated, foreign, a pickled Python object) raised as a `CheckpointError`
@@ -136,6 +137,49 @@ def hard_link(source: Path, target: Path) -> bool:
         raise
     _fsync_dir(target.parent)
     return True
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike[str], *, flag: str = "--output-dir") -> Iterator[Path]:
+    """A new, empty temporary folder next to `path`; on a clean exit it is renamed to `path`.
+
+    For outputs made of many files (a converted dataset): a reader sees either no folder at all
+    or the complete one. `path` must not exist: a UsageError names it (and `flag`), and nothing
+    is replaced, not even an empty folder. On any exception the temporary folder and everything
+    in it are removed.
+    """
+    import shutil
+
+    target = Path(path)
+    if target.exists() or target.is_symlink():
+        raise UsageError(
+            f"{target}: already exists and is never replaced; choose another {flag} or remove it"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        # rename() would silently replace an empty folder created meanwhile; refuse that too.
+        if target.exists() or target.is_symlink():
+            raise _created_meanwhile(target, flag)
+        try:
+            os.rename(tmp, target)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise _created_meanwhile(target, flag) from None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _created_meanwhile(target: Path, flag: str) -> UsageError:
+    return UsageError(
+        f"{target}: was created by something else while this command wrote, and was left as it "
+        f"is; remove it or choose another {flag}"
+    )
 
 
 # ----------------------------------------------------------------------------- reading

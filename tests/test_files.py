@@ -12,6 +12,7 @@ import torch
 
 from retinacli.errors import CheckpointError, UsageError
 from retinacli.files import (
+    atomic_directory,
     atomic_write,
     hard_link,
     load_torch,
@@ -101,6 +102,35 @@ def test_refusing_to_overwrite(tmp_path):
         refuse_nonempty_dir(tmp_path / "out", overwrite=False)
     refuse_nonempty_dir(tmp_path / "missing", overwrite=False)
     refuse_nonempty_dir(tmp_path / "out", overwrite=True)
+
+
+def test_atomic_directory_appears_complete_or_not_at_all(tmp_path):
+    with atomic_directory(tmp_path / "out") as tmp:
+        write_text(tmp / "a.json", "{}")
+        assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "a.json").read_text() == "{}"
+
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "failed") as tmp:
+        write_text(tmp / "a.json", "{}")
+        raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+
+    (tmp_path / "empty").mkdir()
+    for existing in ("out", "empty"):  # never replaced, not even an empty folder
+        refused = pytest.raises(UsageError, match=f"{existing}: already exists .* another --output-dir")
+        with refused, atomic_directory(tmp_path / existing):
+            pass
+    assert (tmp_path / "out" / "a.json").exists()
+
+
+def test_atomic_directory_refuses_a_folder_created_while_it_wrote(tmp_path):
+    refused = pytest.raises(UsageError, match="created by something else")
+    with refused, atomic_directory(tmp_path / "out") as tmp:
+        write_text(tmp / "a.json", "{}")
+        (tmp_path / "out").mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert not any((tmp_path / "out").iterdir())
 
 
 def test_loading_refuses_foreign_and_newer_files(tmp_path):
