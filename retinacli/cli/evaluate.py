@@ -53,13 +53,46 @@ def eval_command(
         ),
     ] = None,
     device: DeviceOption = None,
+    diagnostics: Annotated[
+        bool,
+        typer.Option(
+            "--diagnostics",
+            help="Also write PR curves, the confusion matrix, an error breakdown and pictures of the "
+            "images with the most errors beside metrics.json.",
+        ),
+    ] = False,
+    diagnostics_thresh: Annotated[
+        float | None,
+        typer.Option(
+            "--diagnostics-thresh",
+            min=0.0,
+            max=1.0,
+            help="Score threshold for the confusion matrix, precision/recall and error counts "
+            "[default: each class's F1-optimal score].",
+            show_default=False,
+        ),
+    ] = None,
+    worst: Annotated[
+        int | None,
+        typer.Option("--worst", min=0, help="How many of the images with the most errors to draw [default: 12].", show_default=False),
+    ] = None,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """COCO box AP of a model file on its recipe's test set (or --dataset/--images)."""
     from retinacli.cli.progress import progress_bar
-    from retinacli.cli.render import metrics_table
+    from retinacli.cli.render import diagnostics_summary, metrics_table
     from retinacli.commands.evaluate import evaluate
+    from retinacli.errors import UsageError
+    from retinacli.evaluation.diagnostics import DiagnosticsOptions
+
+    if not diagnostics and (diagnostics_thresh is not None or worst is not None):
+        raise UsageError("--diagnostics-thresh and --worst go with --diagnostics")
+    options = (
+        DiagnosticsOptions(score_thresh=diagnostics_thresh, worst_images=12 if worst is None else worst)
+        if diagnostics
+        else None
+    )
 
     with progress_bar(error_console, "evaluating", disable=as_json) as progress:
         result = evaluate(
@@ -72,6 +105,7 @@ def eval_command(
             device=device,
             overwrite=overwrite,
             progress=progress,
+            diagnostics=options,
         )
     metrics = result.metrics
     if as_json:
@@ -87,3 +121,6 @@ def eval_command(
         f"wrote {result.results_path}\nwrote {result.metrics_path}",
         highlight=False,
     )
+    if diagnostics:
+        console.print(diagnostics_summary(metrics["diagnostics"]))
+        console.print(f"wrote diagnostics (PNG and JSON) to {result.output_dir}", highlight=False)

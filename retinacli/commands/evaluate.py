@@ -14,6 +14,8 @@ from retinacli.devices import resolve_device
 from retinacli.errors import UsageError
 from retinacli.evaluation import coco_eval
 from retinacli.evaluation.classes import match_classes
+from retinacli.evaluation.diagnostics import DiagnosticsOptions
+from retinacli.evaluation.diagnostics_output import DIAGNOSTICS_FILES, WORST_IMAGES_DIR
 from retinacli.evaluation.inference import ProgressCallback
 from retinacli.files import refuse_existing
 from retinacli.recipe import Override, key_override
@@ -54,9 +56,11 @@ def evaluate(
     device: str | None = None,
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
+    diagnostics: DiagnosticsOptions | None = None,
 ) -> EvalResult:
     """Run the model file over its recipe's `data.test.dataset` (or `dataset`/`images`), write
-    coco_results.json and metrics.json to `output_dir` and return the metrics.
+    coco_results.json and metrics.json to `output_dir` (and the diagnostics files, when asked)
+    and return the metrics.
 
     `images_per_batch` and `device` stand for `data.test.images_per_batch` and `device`.
     """
@@ -81,7 +85,10 @@ def evaluate(
             f"{model_path}: its recipe has no data.test.dataset; pass --dataset JSON --images DIR"
         )
     out = output_dir if output_dir is not None else default_output_dir(model_path, dataset)
-    refuse_existing([out / coco_eval.METRICS_NAME, out / coco_eval.RESULTS_NAME], overwrite=overwrite)
+    outputs = [out / coco_eval.METRICS_NAME, out / coco_eval.RESULTS_NAME]
+    if diagnostics is not None:
+        outputs += [out / name for name in DIAGNOSTICS_FILES] + [out / WORST_IMAGES_DIR]
+    refuse_existing(outputs, overwrite=overwrite)
     test_set = build_test_dataset(source, key=key)
     match = match_classes(loaded.classes, test_set, model_path=model_path)
     model = loaded.model.to(resolve_device(recipe.device, source="--device" if device else "device"))
@@ -99,5 +106,6 @@ def evaluate(
             num_workers=recipe.data.num_workers,
             class_dataset_ids=match.dataset_ids,
             progress=progress,
+            diagnostics=diagnostics,
         )
     return EvalResult(metrics=metrics, output_dir=out, class_note=match.note)

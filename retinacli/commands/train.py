@@ -181,12 +181,13 @@ def _run(
     periodic = data.val if data.val is not None else data.test
     split = "val" if data.val is not None else "test"
     last_metrics: dict[str, Any] = {}
+    evaluated_in: list[Path] = []  # the folder of each evaluation of this process's run
     evaluate = None
     if periodic is not None:
         section = recipe.data.val if data.val is not None else recipe.data.test
         evaluate = _evaluator(
             recipe, periodic, section=section, split=split, ctx=ctx, metrics=metrics, last=last_metrics,
-            reporter=reporter,
+            reporter=reporter, folders=evaluated_in,
         )
     trainer = Trainer(
         model=model,
@@ -224,6 +225,8 @@ def _run(
         return TrainResult(out, 0, out / FINAL_NAME, None)
     try:
         ran = trainer.train(start)
+        if ctx.is_main and evaluated_in and periodic is not None:
+            _final_diagnostics(periodic, evaluated_in[-1], reporter)
         if data.val is not None and data.test is not None:
             final_iteration = start + ran - 1
             evaluated = ema.module if ema is not None else model
@@ -232,6 +235,8 @@ def _run(
                 last=last_metrics, reporter=reporter, folder=out / TEST_EVAL_DIR,
             )
             test_eval(final_iteration, evaluated)
+            if ctx.is_main:
+                _final_diagnostics(data.test, out / TEST_EVAL_DIR, reporter)
     finally:
         metrics.close()
         if ctx.is_main:
@@ -339,25 +344,30 @@ def _evaluator(
     last: dict[str, Any],
     reporter: Reporter,
     folder: Path | None = None,
+    folders: list[Path] | None = None,
 ) -> Callable[[int, torch.nn.Module], Mapping[str, Any] | None]:
     """`evaluate(iteration, model)`: COCO AP of `model` on `dataset` into `eval/<iteration>/`
-    (or `folder`), logged as `<split>/AP`... and kept in `last` (rank 0), `results.png` redrawn."""
+    (or `folder`), logged as `<split>/AP`... and kept in `last` (rank 0), `results.png` redrawn;
+    each folder written is appended to `folders`."""
     from retinacli.evaluation.coco_eval import evaluate_detector
 
     short_size, max_size = inference_resize(section)
     out = Path(recipe.output_dir)
 
     def evaluate(iteration: int, model: torch.nn.Module) -> Mapping[str, Any] | None:
+        where = folder if folder is not None else out / EVAL_DIR / str(iteration)
         result = evaluate_detector(
             model,
             dataset,
-            folder if folder is not None else out / EVAL_DIR / str(iteration),
+            where,
             short_size=short_size,
             max_size=max_size,
             input_format=recipe.model.input_format,
             images_per_batch=section.images_per_batch,
             num_workers=min(recipe.data.num_workers, 2),
         )
+        if folders is not None:
+            folders.append(where)
         if ctx.is_main and result:
             last.clear()
             last.update(result)
@@ -368,6 +378,20 @@ def _evaluator(
         return result
 
     return evaluate
+
+
+def _final_diagnostics(dataset: DetectionDataset, folder: Path, reporter: Reporter) -> None:
+    """PR curves, confusion matrix, errors and pictures of the evaluation in `folder` (`retina
+    eval --diagnostics` with its defaults), written beside its metrics.json."""
+    from retinacli.evaluation.coco_eval import diagnose_results
+    from retinacli.evaluation.diagnostics import DiagnosticsOptions
+
+    if not (folder / "coco_results.json").is_file():
+        return
+    content = diagnose_results(dataset, folder, options=DiagnosticsOptions())
+    gains = {k: v for k, v in content["errors"].get("ap50_gain", {}).items() if v is not None}
+    dominant = f" (dominant error: {max(gains, key=gains.__getitem__)})" if gains else ""
+    reporter.message(f"diagnostics of the evaluation in {folder}{dominant}: `retina report` shows them")
 
 
 def _data_stream(recipe: Recipe, train_set: DetectionDataset, ctx: ProcessContext) -> Callable[[int], Iterator[Batch]]:

@@ -32,7 +32,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 
 
 @functools.lru_cache(maxsize=1)
-def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=12)
     except TypeError:  # Pillow < 10.1 has one fixed-size default font
@@ -60,7 +60,7 @@ def draw_boxes(
     """
     canvas = Image.fromarray(np.ascontiguousarray(image), mode="RGB")
     draw = ImageDraw.Draw(canvas)
-    font = _font()
+    font = label_font()
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     for g, (box, label) in enumerate(zip(boxes.tolist(), np.asarray(labels).tolist(), strict=True)):
         colour = PALETTE[int(label) % len(PALETTE)]

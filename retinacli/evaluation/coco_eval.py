@@ -34,6 +34,7 @@ import torch
 from retinacli.data.coco import DetectionDataset, read_coco_json
 from retinacli.data.images import InputFormat
 from retinacli.engine.detector import RetinaNet
+from retinacli.evaluation.diagnostics import DiagnosticsOptions
 from retinacli.evaluation.inference import ImageDetections, ProgressCallback, run_inference
 from retinacli.files import write_json
 
@@ -129,7 +130,16 @@ def coco_box_metrics(gt: Any, results: Sequence[Mapping[str, Any]]) -> dict[str,
     value pycocotools cannot compute (no ground truth there); `notes` says which and why.
     Warns (EmptyResultsWarning) and reports 0 when `results` is empty.
     """
+    return evaluate_boxes(gt, results)[0]
+
+
+def evaluate_boxes(gt: Any, results: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], Any]:
+    """`coco_box_metrics` and the pycocotools `COCOeval` it ran (evaluated and accumulated; for
+    no result, one run over an empty detection set), whose matches and arrays the diagnostics
+    read."""
     from pycocotools.cocoeval import COCOeval
+
+    evaluator = None
 
     categories = sorted(gt.loadCats(gt.getCatIds()), key=lambda c: c["id"])
     gt_per_category = {
@@ -145,6 +155,7 @@ def coco_box_metrics(gt: Any, results: Sequence[Mapping[str, Any]]) -> dict[str,
         per_category: dict[str, float | None] = {
             c["name"]: (0.0 if gt_per_category[c["id"]] > 0 else None) for c in categories
         }
+        evaluator = _evaluate_nothing(gt)
     else:
         with contextlib.redirect_stdout(io.StringIO()):
             # loadRes adds keys (area, id, segmentation) to the dicts it is given.
@@ -173,7 +184,24 @@ def coco_box_metrics(gt: Any, results: Sequence[Mapping[str, Any]]) -> dict[str,
     missing = [c["name"] for c in categories if gt_per_category[c["id"]] == 0]
     if missing:
         notes.append(f"no ground truth for {', '.join(missing)}: AP null, left out of the averages")
-    return {**overall, "per_category": per_category, "notes": notes}
+    return {**overall, "per_category": per_category, "notes": notes}, evaluator
+
+
+def _evaluate_nothing(gt: Any) -> Any:
+    """An evaluated, accumulated COCOeval of no detection (`loadRes` cannot load none): every
+    ground-truth box unmatched, every precision 0."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    dt = COCO()
+    dt.dataset = {"images": list(gt.dataset["images"]), "categories": list(gt.dataset["categories"]), "annotations": []}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt.createIndex()
+        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator.params.imgIds = sorted(gt.getImgIds())
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
 
 
 def _percent(value: float) -> float | None:
@@ -196,9 +224,10 @@ def evaluate_detector(
     num_workers: int = 0,
     class_dataset_ids: Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
+    diagnostics: DiagnosticsOptions | None = None,
 ) -> dict[str, Any]:
-    """Run `model` over `dataset`, write `coco_results.json` and `metrics.json` to `output_dir`,
-    and return the metrics.
+    """Run `model` over `dataset`, write `coco_results.json` and `metrics.json` to `output_dir`
+    (and the diagnostics files when asked), and return the metrics.
 
     Args:
         model: a RetinaNet, on the device it should run on (its train/eval mode is restored).
@@ -211,12 +240,15 @@ def evaluate_detector(
         class_dataset_ids: the dataset category id of each model class index; default the
             dataset's own mapping (a model trained on it).
         progress: called after every batch with (images done, images in this process's shard).
+        diagnostics: also write PR curves, confusion matrix, errors and pictures beside
+            metrics.json (`diagnostics_output`); None (default) computes nothing more.
 
     Returns:
         On rank 0 (or without torch.distributed): the content of metrics.json, i.e. AP, AP50,
         AP75, APs, APm, APl (percent, or None), per_category {name: percent or None}, notes,
-        num_images, num_detections and images_per_second (this process). On other ranks: {}
-        (they run their shard and nothing else, as in detectron2).
+        num_images, num_detections and images_per_second (this process); with `diagnostics`
+        also "diagnostics": the content of diagnostics.json (not part of metrics.json). On other ranks: {} (they run their shard and
+        nothing else, as in detectron2).
     """
     import torch.distributed as dist
 
@@ -243,14 +275,43 @@ def evaluate_detector(
     ids = dataset.contiguous_to_dataset_id if class_dataset_ids is None else class_dataset_ids
     results = detections_to_coco_results(images, class_dataset_ids=ids)
     gt = coco_ground_truth(dataset.annotations, image_ids=[item.image_id for item in images])
-    metrics = coco_box_metrics(gt, results)
+    metrics, evaluator = evaluate_boxes(gt, results)
     metrics["num_images"] = len(images)
     metrics["num_detections"] = len(results)
     metrics["images_per_second"] = run.images_per_second
     out = Path(output_dir)
     write_json(out / RESULTS_NAME, results)
     write_json(out / METRICS_NAME, metrics)
+    if diagnostics is not None:
+        return {**metrics, "diagnostics": _diagnostics(evaluator, dataset, out, diagnostics)}
     return metrics
+
+
+def diagnose_results(
+    dataset: DetectionDataset, output_dir: Path | str, *, options: DiagnosticsOptions
+) -> dict[str, Any]:
+    """The diagnostics of an evaluation already in `output_dir` (its coco_results.json against
+    `dataset`), written beside it. Returns the content of diagnostics.json."""
+    import json
+
+    out = Path(output_dir)
+    results = json.loads((out / RESULTS_NAME).read_text(encoding="utf-8"))
+    gt = coco_ground_truth(dataset.annotations, image_ids=[record.image_id for record in dataset.records])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EmptyResultsWarning)
+        _, evaluator = evaluate_boxes(gt, results)
+    return _diagnostics(evaluator, dataset, out, options)
+
+
+def _diagnostics(
+    evaluator: Any, dataset: DetectionDataset, out: Path, options: DiagnosticsOptions
+) -> dict[str, Any]:
+    from retinacli.evaluation.diagnostics_output import diagnose_and_write
+
+    # The evaluated categories are the ground truth's, in pycocotools' order.
+    names_of = {c["id"]: c["name"] for c in evaluator.cocoGt.loadCats(evaluator.params.catIds)}
+    names = tuple(names_of[c] for c in evaluator.params.catIds)
+    return diagnose_and_write(evaluator, dataset, out, options=options, class_names=names).content
 
 
 __all__ = [
@@ -261,5 +322,7 @@ __all__ = [
     "coco_box_metrics",
     "coco_ground_truth",
     "detections_to_coco_results",
+    "diagnose_results",
+    "evaluate_boxes",
     "evaluate_detector",
 ]

@@ -68,6 +68,13 @@ def test_model_best_is_the_best_evaluation_and_test_runs_once_at_the_end(tmp_pat
     assert sorted(p.name for p in (out / "eval").iterdir()) == ["1", "3", "5"]
     log = (out / "log.txt").read_text()
     assert "new best AP 30.000 at iteration 3: model_best.pth" in log
+    # The final evaluations (last on data.val, and data.test) carry the diagnostics; earlier do not.
+    for folder in (out / "eval" / "5", out / "eval_test"):
+        diagnostics = json.loads((folder / "diagnostics.json").read_text())
+        assert set(diagnostics["per_class"]) == set(diagnostics["classes"]), folder
+        assert (folder / "confusion_matrix.png").is_file() and (folder / "pr_curves.png").is_file()
+    assert not (out / "eval" / "3" / "diagnostics.json").exists()
+    assert f"diagnostics of the evaluation in {out / 'eval_test'}" in log
 
 
 def test_early_stopping_stops_at_the_expected_evaluation(tmp_path, scripted_ap):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,3 +175,63 @@ def test_shapes_test_set_from_the_recipe(tmp_path, capsys, monkeypatch):
     metrics = json.loads(result.stdout)
     assert list(metrics["per_category"]) == ["diamond", "cross"]
     assert metrics["num_images"] == 2
+
+
+def test_diagnostics_are_written_beside_the_metrics_and_agree_with_them(
+    tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path, capsys, monkeypatch
+):
+    from PIL import Image
+
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_raccoon_model), "--dataset", str(raccoon_subset), "--images", str(raccoon_dir / "images")]
+    args += ["--output-dir", str(out), "--device", "cpu", "--diagnostics", "--worst", "2"]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert "worst classes" in result.stdout and "AP50 gained if fixed" in result.stdout
+    assert "dominant error:" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "diagnostics" not in metrics  # metrics.json keeps its contract
+    diagnostics = json.loads((out / "diagnostics.json").read_text())
+    curves = json.loads((out / "pr_curves.json").read_text())
+    assert curves == diagnostics["pr_curves"] and len(curves["recall"]) == 101
+    raccoon = curves["classes"]["raccoon"]
+    assert sum(raccoon["iou50_95"]) / 101 * 100 == pytest.approx(metrics["per_category"]["raccoon"], abs=1e-3)
+    assert sum(raccoon["iou50"]) / 101 * 100 == pytest.approx(metrics["AP50"], abs=1e-3)
+    confusion = json.loads((out / "confusion_matrix.json").read_text())
+    counts = confusion["counts"]
+    num_gt = len(json.loads(raccoon_subset.read_text())["annotations"])
+    assert sum(counts[0]) == num_gt  # every ground-truth box once: found, or missed
+    false_positives = sum(diagnostics["errors"]["false_positives"].values())
+    assert sum(map(sum, counts)) == num_gt + false_positives
+    worst = sorted((out / "worst_images").iterdir())
+    assert 1 <= len(worst) <= 2 and [w["file"] for w in diagnostics["worst_images"]] == [
+        f"worst_images/{p.name}" for p in worst
+    ]
+    for name in ("pr_curves.png", "confusion_matrix.png", "errors.png", *(f"worst_images/{p.name}" for p in worst)):
+        with Image.open(out / name) as picture:
+            picture.load()
+            assert picture.format == "PNG" and min(picture.size) >= 200, name
+            assert len(np.unique(np.asarray(picture.convert("L")))) > 8, f"{name} is blank"
+    # Again without --overwrite: refused before anything runs; the files are still there.
+    again = run_cli(args, capsys, monkeypatch)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    assert (out / "diagnostics.json").is_file()
+
+
+def test_diagnostics_json_is_the_same_data_for_scripts(
+    tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "eval"
+    args = ["eval", str(tiny_raccoon_model), "--dataset", str(raccoon_subset), "--images", str(raccoon_dir / "images")]
+    args += ["--output-dir", str(out), "--device", "cpu", "--diagnostics", "--diagnostics-thresh", "0.1", "--worst", "0"]
+    result = run_cli([*args, "--json"], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["diagnostics"] == json.loads((out / "diagnostics.json").read_text())
+    assert printed["diagnostics"]["thresholds"] == {"raccoon": 0.1}
+    assert not (out / "worst_images").exists()
+
+
+def test_diagnostics_flags_need_diagnostics(tiny_raccoon_model, capsys, monkeypatch):
+    result = run_cli(["eval", str(tiny_raccoon_model), "--worst", "3"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "--worst go with --diagnostics" in result.stderr
