@@ -151,10 +151,7 @@ def atomic_directory(path: str | os.PathLike[str], *, flag: str = "--output-dir"
     import shutil
 
     target = Path(path)
-    if target.exists() or target.is_symlink():
-        raise UsageError(
-            f"{target}: already exists and is never replaced; choose another {flag} or remove it"
-        )
+    refuse_existing_folder(target, flag=flag)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(4)}"
     tmp.mkdir()
@@ -173,6 +170,15 @@ def atomic_directory(path: str | os.PathLike[str], *, flag: str = "--output-dir"
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(target.parent)
+
+
+def refuse_existing_folder(path: Path, *, flag: str = "--output-dir") -> None:
+    """Raise UsageError when `path` exists at all: for outputs that are never replaced (see
+    `atomic_directory`), checked before the work starts."""
+    if path.exists() or path.is_symlink():
+        raise UsageError(
+            f"{path}: already exists and is never replaced; choose another {flag} or remove it"
+        )
 
 
 def _created_meanwhile(target: Path, flag: str) -> UsageError:

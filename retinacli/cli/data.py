@@ -1,9 +1,9 @@
-"""`retina data check | show | make-shapes`."""
+"""`retina data convert | check | show | make-shapes`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import typer
 
@@ -18,38 +18,161 @@ from retinacli.cli.app import (
 )
 
 data_app = typer.Typer(
-    help="Check, look at and make datasets.",
+    help="Convert, check, look at and make datasets.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(data_app, name="data")
 
+_PROBLEMS_SHOWN = 50
+
+
+@data_app.command("convert")
+def data_convert(
+    source: Annotated[
+        Path, typer.Argument(help="The dataset folder (VOC or YOLO layout).", show_default=False)
+    ],
+    source_format: Annotated[
+        Literal["voc", "yolo"],
+        typer.Option("--from", help="The source format: voc or yolo.", show_default=False),
+    ],
+    output_dir: Annotated[
+        Path, output_dir_option("New folder for the COCO json, images and report (never replaced).")
+    ],
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="a,b,c: the class names and their order (default: VOC: the names found, sorted; "
+            "YOLO: data.yaml or classes.txt).",
+            show_default=False,
+        ),
+    ] = None,
+    keep_difficult: Annotated[
+        bool,
+        typer.Option(
+            "--keep-difficult", help="VOC: keep difficult objects as boxes (default: iscrowd 1)."
+        ),
+    ] = False,
+) -> None:
+    """Convert a Pascal VOC or YOLO dataset to COCO json + images, naming every record dropped or changed."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from retinacli.commands.convert import REASON_TEXT, convert
+
+    result = convert(
+        source,
+        source_format=source_format,
+        output_dir=output_dir,
+        classes=classes,
+        keep_difficult=keep_difficult,
+    )
+    if result.problems:
+        problems = Table("split", "problem", title=f"problems ({len(result.problems)})")
+        for problem in result.problems[:_PROBLEMS_SHOWN]:
+            problems.add_row(escape(problem.split or "-"), escape(problem.message))
+        if len(result.problems) > _PROBLEMS_SHOWN:
+            problems.add_row("...", f"{len(result.problems) - _PROBLEMS_SHOWN} more, all in the report")
+        console.print(problems)
+    reasons = Table("reason", "what", "count", title="records dropped or changed")
+    for reason, count in result.reason_counts.items():
+        reasons.add_row(reason, REASON_TEXT[reason], str(count), style=None if count else "dim")
+    reasons.add_row("total", "", str(len(result.problems)), style="bold")
+    console.print(reasons)
+    _print_splits(
+        [(split.annotations.name, split) for split in result.splits],
+        class_names=result.class_names,
+        title=f"{result.format.upper()} {result.source} -> {result.output_dir}",
+    )
+    console.print(
+        escape(
+            f"wrote {result.output_dir} ({result.linked} images hard-linked, {result.copied} "
+            f"copied); every problem: {result.report}"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+class _Counts(Protocol):
+    """What the split tables show of one written json."""
+
+    num_images: int
+    num_images_without_boxes: int
+    num_boxes: int
+    num_crowd_boxes: int
+    boxes_per_class: dict[str, int]
+
+
+def _print_splits(rows: list[tuple[str, _Counts]], *, class_names: tuple[str, ...], title: str) -> None:
+    """A table of images and boxes per json written, then one of boxes per class per json."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    splits = Table("json", "images", "without boxes", "boxes", "crowd boxes", "classes", title=escape(title))
+    for json_name, counts in rows:
+        with_boxes = sum(1 for count in counts.boxes_per_class.values() if count)
+        splits.add_row(
+            escape(json_name),
+            str(counts.num_images),
+            str(counts.num_images_without_boxes),
+            str(counts.num_boxes),
+            str(counts.num_crowd_boxes),
+            f"{with_boxes}/{len(class_names)}",
+        )
+    console.print(splits)
+    per_class = Table(
+        "class", *(escape(name) for name, _ in rows), title="boxes per class", caption="crowd boxes not counted"
+    )
+    for class_name in class_names:
+        per_class.add_row(escape(class_name), *(str(c.boxes_per_class[class_name]) for _, c in rows))
+    console.print(per_class)
+
 
 @data_app.command("check")
 def data_check(
-    recipe: RecipeArg,
+    target: Annotated[
+        Path,
+        typer.Argument(
+            help="A recipe, a COCO json, or a folder of COCO jsons (what `retina data convert` writes).",
+            show_default=False,
+        ),
+    ],
     set_: SetOption = None,
     split: Annotated[
-        Literal["train", "test", "both"], typer.Option("--split", help="Which dataset: train, test or both.")
-    ] = "both",
+        Literal["train", "test", "both"] | None,
+        typer.Option("--split", help="Which dataset of a recipe: train, test or both (default: both).", show_default=False),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="The image folder of a json (default: images/<json name> or images/ next to it, else its folder).",
+            show_default=False,
+        ),
+    ] = None,
     decode: Annotated[
         bool, typer.Option("--decode", help="Also decode every image (finds truncated files; slower).")
     ] = False,
 ) -> None:
-    """Validate the recipe's datasets and summarise them; exit code 2 when there are errors."""
+    """Validate datasets (a recipe's, a COCO json, converted output) and summarise them; exit code 2 when there are errors."""
     from rich.markup import escape
     from rich.table import Table
 
-    from retinacli.commands.data import check_datasets
+    from retinacli.commands.data import check
 
-    splits = ("train", "test") if split == "both" else (split,)
+    splits = None if split is None else ("train", "test") if split == "both" else (split,)
     errors = 0
-    for check in check_datasets(recipe, set_ or [], splits=splits, decode=decode):
-        report = check.report
+    for checked in check(target, set_ or [], splits=splits, images=images, decode=decode):
+        report = checked.report
         if report is None:
-            console.print(f"data.{check.name}.dataset: not set", highlight=False)
+            console.print(f"{checked.key}: not set", highlight=False)
             continue
-        summary = Table(title=escape(f"data.{check.name}.dataset: {check.annotations}"), show_header=False)
+        title = f"{checked.key}: {checked.annotations}" if checked.key else str(checked.annotations)
+        summary = Table(title=escape(title), show_header=False)
+        if checked.key is None:
+            summary.add_row("image folder", escape(str(checked.images)))
         summary.add_row("images", f"{report.num_images} ({report.num_images_without_boxes} without boxes)")
         summary.add_row("boxes", f"{report.num_boxes} (+{report.num_crowd_boxes} crowd, ignored in training)")
         for size, count in report.size_counts.items():

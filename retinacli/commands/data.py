@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,22 +15,122 @@ from retinacli.build import (
     dataset_files,
 )
 from retinacli.data.checks import DatasetReport, check_coco
+from retinacli.data.convert import REPORT_NAME
 from retinacli.data.shapes import ShapesSplit, make_shapes
 from retinacli.data.visualize import show_dataset
-from retinacli.errors import RecipeError
+from retinacli.errors import DatasetError, RecipeError, UsageError
 from retinacli.files import refuse_existing, refuse_nonempty_dir
 from retinacli.recipe import Override, load_recipe
+from retinacli.recipe.schema import DataConfig
 
 Split = Literal["train", "test"]
 
 
 @dataclass(frozen=True)
 class SectionCheck:
-    """One dataset section of a recipe (`data.<name>.dataset`) and its report (None: not set)."""
+    """One dataset checked and its report (None: the recipe section is not set).
 
-    name: Split
+    name: the recipe section ("train", "test"), or the json's file name. key: the recipe key
+    (`data.train.dataset`), None for a json checked on its own. images: the image folder used.
+    """
+
+    name: str
     annotations: Path | None
     report: DatasetReport | None
+    key: str | None = None
+    images: Path | None = None
+
+
+def check(
+    target: Path,
+    overrides: Sequence[str | Override] = (),
+    *,
+    splits: Sequence[Split] | None = None,
+    images: Path | None = None,
+    decode: bool = False,
+) -> list[SectionCheck]:
+    """`retina data check TARGET`: a recipe (its datasets, see `check_datasets`), a COCO json,
+    or a folder of them such as `retina data convert` writes (see `check_annotations`).
+
+    Raises:
+        UsageError: `overrides` or `splits` with a json or folder, `images` with a recipe.
+    """
+    target = Path(target)
+    if target.is_dir() or target.suffix.lower() == ".json":
+        if overrides or splits is not None:
+            flag = "--set" if overrides else "--split"
+            raise UsageError(
+                f"{flag}: only for a recipe, and {target} is a "
+                f"{'folder' if target.is_dir() else 'json'}; drop {flag}"
+            )
+        return check_annotations(target, images=images, decode=decode)
+    if images is not None:
+        raise UsageError(
+            f"--images: only for a COCO json or folder; {target} is a recipe, whose datasets name "
+            "their images (set data.train.dataset.images instead)"
+        )
+    return check_datasets(target, overrides, splits=splits or ("train", "test"), decode=decode)
+
+
+def check_annotations(
+    target: Path, *, images: Path | None = None, decode: bool = False
+) -> list[SectionCheck]:
+    """Check a COCO json, or every json of a folder: those `convert_report.json` lists when
+    `retina data convert` wrote the folder, else every `*.json` in it.
+
+    images: the folder the file_names are relative to, for every json; None: the one the
+    conversion report names, else `images/<json name without .json>` next to the json when that
+    folder exists (what `retina data convert` writes for a split), else `images/` next to it,
+    else the json's own folder. Boxes are checked with the recipe default data.fix_bad_boxes.
+
+    Raises:
+        UsageError: a folder without any json.
+        DatasetError: a json that cannot be read as COCO.
+    """
+    target = Path(target)
+    if target.is_dir():
+        jsons = converted_jsons(target)
+        if not jsons:
+            raise UsageError(
+                f"{target}: no .json file in the folder; pass a COCO json, a folder of them "
+                "(such as `retina data convert` writes) or a recipe"
+            )
+    else:
+        jsons = [(target, None)]
+    fix_bad_boxes = DataConfig.model_fields["fix_bad_boxes"].default
+    checks = []
+    for path, converted_images in jsons:
+        folder = images or converted_images or default_images(path)
+        _, report = check_coco(
+            annotations=path, images=folder, fix_bad_boxes=fix_bad_boxes, decode_images=decode
+        )
+        checks.append(SectionCheck(path.name, path, report, images=folder))
+    return checks
+
+
+def converted_jsons(folder: Path) -> list[tuple[Path, Path | None]]:
+    """(json, its image folder) of each json that the folder's convert_report.json lists; without
+    a report, every *.json in the folder, the image folder left to `default_images`."""
+    report = folder / REPORT_NAME
+    if report.is_file():
+        try:
+            splits = json.loads(report.read_text(encoding="utf-8"))["splits"]
+            return [(folder / s["annotations"], folder / s["images"]) for s in splits]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(
+                f"{report}: not a readable conversion report ({exc!r}); remove it to check every "
+                "json of the folder"
+            ) from None
+    return [(p, None) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+
+
+def default_images(annotations: Path) -> Path:
+    """The image folder of a json checked on its own (see `check_annotations`)."""
+    parent = annotations.parent
+    for folder in (parent / "images" / annotations.stem, parent / "images"):
+        if folder.is_dir():
+            return folder
+    return parent
 
 
 def check_datasets(
@@ -49,13 +150,13 @@ def check_datasets(
     for name in splits:
         config = sections[name]
         if config is None:
-            checks.append(SectionCheck(name, None, None))
+            checks.append(SectionCheck(name, None, None, key=f"data.{name}.dataset"))
             continue
         annotations, images = dataset_files(config)
         _, report = check_coco(
             annotations=annotations, images=images, fix_bad_boxes=resolved.data.fix_bad_boxes, decode_images=decode
         )
-        checks.append(SectionCheck(name, annotations, report))
+        checks.append(SectionCheck(name, annotations, report, key=f"data.{name}.dataset", images=images))
     return checks
 
 

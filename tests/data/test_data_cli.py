@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -60,3 +61,29 @@ def test_make_shapes_writes_both_splits(tmp_path, capsys, monkeypatch):
     assert len(train["images"]) == 4 and len(test["images"]) == 1
     assert [c["name"] for c in train["categories"]] == ["circle", "square", "triangle"]
     assert all((tmp_path / "s" / image["file_name"]).exists() for image in train["images"])
+
+
+def test_check_takes_a_coco_json_and_finds_its_images(shared_dir, tmp_path, capsys, monkeypatch):
+    raccoon = shared_dir / "data" / "raccoon"
+    result = run_cli(["data", "check", str(raccoon / "val.json")], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert re.search(rf"image folder +│ {raccoon / 'images'} ", result.stdout)  # images/ next to the json
+    assert "39 (0 without boxes)" in result.stdout and "0 errors, 0 fixed" in result.stdout
+
+    (tmp_path / "val.json").write_text((raccoon / "val.json").read_text())
+    result = run_cli(["data", "check", str(tmp_path / "val.json")], capsys, monkeypatch)
+    assert result.exit_code == 2 and "image file not found" in result.stdout  # looked in tmp_path
+    result = run_cli(["data", "check", str(tmp_path), "--images", str(raccoon / "images")], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+
+
+def test_check_refuses_recipe_flags_with_a_json_and_an_empty_folder(shared_dir, tmp_path, capsys, monkeypatch):
+    val = str(shared_dir / "data" / "raccoon" / "val.json")
+    result = run_cli(["data", "check", val, "--split", "train"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "--split: only for a recipe" in result.stderr
+    result = run_cli(["data", "check", val, "--set", "seed=1"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "--set: only for a recipe" in result.stderr
+    result = run_cli(["data", "check", str(REPO / "recipes" / "raccoon.yaml"), "--images", "x"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "--images: only for a COCO json or folder" in result.stderr
+    result = run_cli(["data", "check", str(tmp_path)], capsys, monkeypatch)
+    assert result.exit_code == 2 and "no .json file in the folder" in result.stderr
