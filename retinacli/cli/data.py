@@ -1,4 +1,4 @@
-"""`retina data convert | check | show | make-shapes`."""
+"""`retina data convert | split | check | show | make-shapes`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from retinacli.cli.app import (
 )
 
 data_app = typer.Typer(
-    help="Convert, check, look at and make datasets.",
+    help="Convert, split, check, look at and make datasets.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -95,8 +95,46 @@ def data_convert(
     )
 
 
+@data_app.command("split")
+def data_split(
+    annotations: Annotated[
+        Path, typer.Argument(help="The COCO annotations json to split.", show_default=False)
+    ],
+    output_dir: Annotated[Path, output_dir_option("Folder for train.json, val.json (and test.json).")],
+    val: Annotated[
+        float, typer.Option("--val", help="Fraction of the images for val.json.")
+    ] = 0.2,
+    test: Annotated[
+        float, typer.Option("--test", help="Fraction of the images for test.json (0: no test split).")
+    ] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same split.")] = 0,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Split a COCO json by image into train/val(/test), spreading every class over the splits."""
+    from rich.markup import escape
+
+    from retinacli.commands.split import split
+
+    result = split(
+        annotations, output_dir=output_dir, val=val, test=test, seed=seed, overwrite=overwrite
+    )
+    _print_splits(
+        [(s.annotations.name, s) for s in result.splits],
+        class_names=result.class_names,
+        title=f"{result.annotations} -> {result.output_dir} (seed {result.seed})",
+    )
+    console.print(
+        escape(
+            f"wrote {', '.join(str(s.annotations) for s in result.splits)}; the file_names are "
+            f"unchanged: use the images folder of {result.annotations.name} with each of them"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 class _Counts(Protocol):
-    """What the split tables show of one written json."""
+    """What the split tables show of one written json (convert's and split's summaries)."""
 
     num_images: int
     num_images_without_boxes: int
