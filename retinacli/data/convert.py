@@ -416,12 +416,19 @@ def write_coco_dataset(dataset: SourceDataset, *, output_dir: Path) -> ConvertRe
 
     Raises:
         UsageError: `output_dir` already exists (it is never replaced).
+        DatasetError: two splits of one name, or one named like the report.
     """
     output_dir = Path(output_dir)
     counts = Counter(p.reason for p in dataset.problems)
     reason_counts = {reason: counts[reason] for reason in REASONS}
     linked = copied = 0
     summaries = []
+    names = [split.name for split in dataset.splits]
+    if REPORT_NAME.removesuffix(".json") in names or len(set(names)) != len(names):
+        raise DatasetError(
+            f"{dataset.source}: split names {names} would write one json twice or over "
+            f"{REPORT_NAME}; rename the split folder"
+        )
     with atomic_directory(output_dir) as tmp:
         for split in dataset.splits:
             json_name = "annotations.json" if split.name is None else f"{split.name}.json"

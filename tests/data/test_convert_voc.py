@@ -440,6 +440,19 @@ def test_a_failed_write_leaves_no_output(clean_voc: Path, tmp_path: Path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["voc"]
 
 
+def test_images_are_copied_where_hard_links_fail(
+    clean_voc: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import retinacli.data.convert as convert_module
+
+    monkeypatch.setattr(convert_module, "hard_link", lambda source, target: False)
+    result = convert(clean_voc, source_format="voc", output_dir=tmp_path / "out")
+    assert (result.linked, result.copied) == (0, 2)
+    copied, original = tmp_path / "out" / "images" / "a.jpg", clean_voc / "JPEGImages" / "a.jpg"
+    assert not os.path.samefile(copied, original)
+    assert copied.read_bytes() == original.read_bytes()
+
+
 def test_keep_difficult_is_for_voc_only(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--keep-difficult: only Pascal VOC"):
         convert(tmp_path, source_format="yolo", output_dir=tmp_path / "out", keep_difficult=True)

@@ -374,6 +374,14 @@ def test_unconvertible_layouts(tmp_path: Path) -> None:
         read_yolo(root, class_names=("cat",))
 
 
+def test_a_split_named_like_the_report_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "yolo"
+    write_image(root / "images" / "convert_report" / "a.jpg")
+    with pytest.raises(DatasetError, match=r"split names \['convert_report'\] would write"):
+        convert(root, source_format="yolo", output_dir=tmp_path / "out", classes="cat")
+    assert not (tmp_path / "out").exists()
+
+
 def test_classes_flag_must_agree_with_the_names_file(clean_yolo: Path) -> None:
     with pytest.raises(
         UsageError, match=r"--classes dog,cat: disagrees with .*data.yaml \(cat,dog\)"
