@@ -79,3 +79,9 @@ def test_lr_plot_table_and_png(tmp_path, capsys, monkeypatch):
     for text in ("warmup end", "step 1", "60000", "step 2", "80000", "0.0001"):
         assert text in result.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_shows_bracketed_defaults_as_written(capsys, monkeypatch):
+    # Rich markup would swallow "[default: ...]" unless escaped.
+    result = run_cli(["eval", "--help"], capsys, monkeypatch)
+    assert "[default: 12]" in result.stdout and "[default: the recipe's]" in result.stdout

@@ -15,7 +15,7 @@ from retinacli.cli.app import SetOption, app, console
 def anchors_command(
     recipe: Annotated[
         Path | None,
-        typer.Argument(help="Recipe YAML file [default: the default recipe, detectron2's RetinaNet].", show_default=False),
+        typer.Argument(help="Recipe YAML file \\[default: the default recipe, detectron2's RetinaNet].", show_default=False),
     ] = None,
     set_: SetOption = None,
     sizes: Annotated[
@@ -38,7 +38,7 @@ def anchors_command(
     ] = None,
     image_size: Annotated[
         str | None,
-        typer.Option("--image-size", help="Input HxW [default: the recipe's test short side x max size].", show_default=False),
+        typer.Option("--image-size", help="Input HxW \\[default: the recipe's test short side x max size].", show_default=False),
     ] = None,
     image: Annotated[
         Path | None, typer.Option("--image", help="Draw the anchors over this picture (test-resized).", show_default=False)

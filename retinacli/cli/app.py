@@ -43,7 +43,7 @@ SetOption = Annotated[
 ]
 DeviceOption = Annotated[
     Literal["auto", "cpu", "cuda"] | None,
-    typer.Option("--device", help="auto|cpu|cuda (the recipe key device) [default: the recipe's].", show_default=False),
+    typer.Option("--device", help="auto|cpu|cuda (the recipe key device) \\[default: the recipe's].", show_default=False),
 ]
 OverwriteOption = Annotated[
     bool, typer.Option("--overwrite", help="Replace what an earlier run wrote in the output folder.")

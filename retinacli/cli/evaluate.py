@@ -40,14 +40,14 @@ def eval_command(
     output_dir: Annotated[
         Path | None,
         output_dir_option(
-            "Folder for coco_results.json and metrics.json [default: <model dir>/eval_<model stem>]."
+            "Folder for coco_results.json and metrics.json \\[default: <model dir>/eval_<model stem>]."
         ),
     ] = None,
     images_per_batch: Annotated[
         int | None,
         typer.Option(
             "--images-per-batch",
-            help="Images per inference batch (data.test.images_per_batch) [default: the recipe's, 1]. "
+            help="Images per inference batch (data.test.images_per_batch) \\[default: the recipe's, 1]. "
             "More is faster but changes detections near image borders.",
             show_default=False,
         ),
@@ -68,13 +68,13 @@ def eval_command(
             min=0.0,
             max=1.0,
             help="Score threshold for the confusion matrix, precision/recall and error counts "
-            "[default: each class's F1-optimal score].",
+            "\\[default: each class's F1-optimal score].",
             show_default=False,
         ),
     ] = None,
     worst: Annotated[
         int | None,
-        typer.Option("--worst", min=0, help="How many of the images with the most errors to draw [default: 12].", show_default=False),
+        typer.Option("--worst", min=0, help="How many of the images with the most errors to draw \\[default: 12].", show_default=False),
     ] = None,
     overwrite: OverwriteOption = False,
     as_json: JsonOption = False,

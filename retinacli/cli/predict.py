@@ -33,7 +33,7 @@ def predict_command(
         float | None,
         typer.Option(
             "--score-thresh",
-            help="Keep detections scoring above this (model.test.score_thresh) [default: the "
+            help="Keep detections scoring above this (model.test.score_thresh) \\[default: the "
             "model's recipe, 0.05 for COCO evaluation; 0.5 suits pictures].",
             show_default=False,
         ),

@@ -303,14 +303,19 @@ def diagnose_results(
     return _diagnostics(evaluator, dataset, out, options)
 
 
+def category_names(evaluator: Any) -> tuple[str, ...]:
+    """The name of each category a `COCOeval` evaluated, in its order (`params.catIds`): the
+    class names `diagnose` takes."""
+    names_of = {c["id"]: c["name"] for c in evaluator.cocoGt.loadCats(evaluator.params.catIds)}
+    return tuple(names_of[c] for c in evaluator.params.catIds)
+
+
 def _diagnostics(
     evaluator: Any, dataset: DetectionDataset, out: Path, options: DiagnosticsOptions
 ) -> dict[str, Any]:
     from retinacli.evaluation.diagnostics_output import diagnose_and_write
 
-    # The evaluated categories are the ground truth's, in pycocotools' order.
-    names_of = {c["id"]: c["name"] for c in evaluator.cocoGt.loadCats(evaluator.params.catIds)}
-    names = tuple(names_of[c] for c in evaluator.params.catIds)
+    names = category_names(evaluator)
     return diagnose_and_write(evaluator, dataset, out, options=options, class_names=names).content
 
 
@@ -321,6 +326,7 @@ __all__ = [
     "EmptyResultsWarning",
     "coco_box_metrics",
     "coco_ground_truth",
+    "category_names",
     "detections_to_coco_results",
     "diagnose_results",
     "evaluate_boxes",

@@ -49,10 +49,23 @@ def series(records: Sequence[Mapping[str, float | None]]) -> dict[str, tuple[lis
 
 def save_results_png(metrics_path: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path | None:
     """Draw the panels (module docstring) into the PNG `out`; None when there is nothing to draw."""
+    picture = results_png(read_metrics(metrics_path))
+    if picture is None:
+        return None
+    target = Path(out)
+    with atomic_write(target) as handle:
+        handle.write(picture)
+    return target
+
+
+def results_png(records: Sequence[Mapping[str, float | None]]) -> bytes | None:
+    """The panels (module docstring) of `records` as PNG bytes; None when there is nothing to draw."""
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    curves = series(read_metrics(metrics_path))
+    curves = series(records)
     names = [n for n in TRAINING_PANELS if n in curves]
     names += sorted(n for n in curves if "/" in n)
     if not names:
@@ -69,7 +82,6 @@ def save_results_png(metrics_path: str | os.PathLike[str], out: str | os.PathLik
         ax.set_xlabel("iteration")
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    target = Path(out)
-    with atomic_write(target) as handle:
-        fig.savefig(handle, format="png")
-    return target
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
