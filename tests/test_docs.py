@@ -38,3 +38,19 @@ def test_every_command_has_help_and_a_docs_section():
     for path, command in commands:
         assert command.help or command.short_help, f"retina {path} has no help text"
         assert re.search(rf"^## `retina {re.escape(path)}`", text, flags=re.M), f"retina {path} is undocumented"
+
+
+def test_every_picture_the_docs_show_is_a_committed_png():
+    from PIL import Image
+
+    shown = []
+    for page in DOCS.glob("*.md"):
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
+            shown.append(DOCS / target)
+    assert shown, "the docs show no picture"
+    for path in shown:
+        assert path.is_file(), path
+        with Image.open(path) as picture:
+            picture.load()
+            assert picture.format == "PNG" and min(picture.size) >= 200, path
+        assert path.stat().st_size < 200_000, f"{path} is too large for the repository"
