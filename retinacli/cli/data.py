@@ -75,11 +75,15 @@ def data_convert(
         if len(result.problems) > _PROBLEMS_SHOWN:
             problems.add_row("...", f"{len(result.problems) - _PROBLEMS_SHOWN} more, all in the report")
         console.print(problems)
-    reasons = Table("reason", "what", "count", title="records dropped or changed")
-    for reason, count in result.reason_counts.items():
-        reasons.add_row(reason, REASON_TEXT[reason], str(count), style=None if count else "dim")
-    reasons.add_row("total", "", str(len(result.problems)), style="bold")
-    console.print(reasons)
+    if result.problems:
+        reasons = Table("reason", "what", "count", title="records dropped or changed")
+        for reason, count in result.reason_counts.items():
+            if count:
+                reasons.add_row(reason, REASON_TEXT[reason], str(count))
+        reasons.add_row("total", "", str(len(result.problems)), style="bold")
+        console.print(reasons)
+    else:
+        console.print("no record dropped or changed", highlight=False)
     _print_splits(
         [(split.annotations.name, split) for split in result.splits],
         class_names=result.class_names,
@@ -262,14 +266,19 @@ def data_make_shapes(
     output_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset into.", show_default=False)],
     images: Annotated[int, typer.Option("--images", min=1, help="Training images (the test split gets a quarter).")] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same images and boxes.")] = 0,
+    layout: Annotated[
+        Literal["coco", "voc"],
+        typer.Option("--format", help="coco: train.json and test.json; voc: a Pascal VOC folder (to try `data convert`)."),
+    ] = "coco",
     overwrite: OverwriteOption = False,
 ) -> None:
-    """Write the synthetic shapes dataset (images + COCO json, train and test splits)."""
+    """Write the synthetic shapes dataset (images + COCO json, or a Pascal VOC folder; train and test splits)."""
     from retinacli.commands.data import write_shapes
 
-    splits = write_shapes(output_dir, num_images=images, seed=seed, overwrite=overwrite)
-    for name, written in zip(("train", "test"), splits, strict=True):
-        console.print(
-            f"{name}: {written.num_images} images, annotations {written.annotations}, images {written.images}",
-            highlight=False,
-        )
+    counts = write_shapes(output_dir, num_images=images, seed=seed, overwrite=overwrite, layout=layout)
+    for name, count in counts.items():
+        if layout == "voc":
+            where = f"{output_dir}/ImageSets/Main/{name}.txt"
+        else:
+            where = f"annotations {output_dir / f'{name}.json'}, images {output_dir}"
+        console.print(f"{name}: {count} images, {where}", highlight=False)

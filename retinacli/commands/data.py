@@ -16,7 +16,7 @@ from retinacli.build import (
 )
 from retinacli.data.checks import DatasetReport, check_coco
 from retinacli.data.convert import REPORT_NAME
-from retinacli.data.shapes import ShapesSplit, make_shapes
+from retinacli.data.shapes import make_shapes, make_shapes_voc
 from retinacli.data.visualize import show_dataset
 from retinacli.errors import DatasetError, RecipeError, UsageError
 from retinacli.files import refuse_existing, refuse_nonempty_dir
@@ -190,9 +190,15 @@ def show(
     )
 
 
-def write_shapes(output_dir: Path, *, num_images: int, seed: int, overwrite: bool = False) -> list[ShapesSplit]:
+def write_shapes(
+    output_dir: Path, *, num_images: int, seed: int, overwrite: bool = False, layout: Literal["coco", "voc"] = "coco"
+) -> dict[str, int]:
     """The synthetic shapes dataset: `num_images` training images and a quarter as many test
-    images, as COCO json + PNG files in `output_dir`."""
+    images, as COCO json + PNG files in `output_dir` (or, `layout="voc"`, as a Pascal VOC
+    folder with train and test lists). Returns the number of images per split."""
     splits = (("train", num_images), ("test", max(1, num_images // 4)))
+    if layout == "voc":
+        refuse_existing([output_dir / "Annotations", output_dir / "ImageSets"], overwrite=overwrite)
+        return make_shapes_voc(output_dir, splits=splits, seed=seed)
     refuse_existing([output_dir / f"{split}.json" for split, _ in splits], overwrite=overwrite)
-    return [make_shapes(output_dir, num_images=count, seed=seed, split=split) for split, count in splits]
+    return {split: make_shapes(output_dir, num_images=count, seed=seed, split=split).num_images for split, count in splits}

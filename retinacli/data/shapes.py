@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -186,6 +187,42 @@ def make_shapes(
     json_path = out / f"{split}.json"
     json_path.write_text(json.dumps(coco))
     return ShapesSplit(annotations=json_path, images=out, num_images=num_images)
+
+
+def make_shapes_voc(
+    out_dir: Path | str,
+    *,
+    splits: Sequence[tuple[str, int]],
+    seed: int,
+    spec: ShapesSpec | None = None,
+) -> dict[str, int]:
+    """Write the same images and boxes as `make_shapes` as a Pascal VOC folder: `Annotations/
+    <split>_<index>.xml`, `JPEGImages/<split>_<index>.png` and `ImageSets/Main/<split>.txt` for
+    each (split, number of images). Returns the number of images per split."""
+    from retinacli.data.voc import voc_xml
+
+    spec = spec or ShapesSpec()
+    out = Path(out_dir)
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, num_images in splits:
+        ids = []
+        for index in range(num_images):
+            sample = generate_shapes_image(seed=seed, split=split, index=index, spec=spec)
+            image_id = f"{split}_{index:06d}"
+            Image.fromarray(sample.image).save(out / "JPEGImages" / f"{image_id}.png", compress_level=1)
+            height, width = sample.image.shape[:2]
+            objects = [
+                (spec.classes[label], tuple(box), False)
+                for box, label in zip(sample.boxes.tolist(), sample.labels.tolist(), strict=True)
+            ]
+            xml = voc_xml(filename=f"{image_id}.png", width=width, height=height, objects=objects)
+            (out / "Annotations" / f"{image_id}.xml").write_text(xml, encoding="utf-8")
+            ids.append(image_id)
+        (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+        written[split] = num_images
+    return written
 
 
 def ensure_shapes(

@@ -412,3 +412,33 @@ def _record(
         height=height,
         boxes=tuple(boxes),
     )
+
+
+def voc_xml(
+    *,
+    filename: str,
+    width: int,
+    height: int,
+    objects: Sequence[tuple[str, tuple[float, float, float, float], bool]],
+) -> str:
+    """A Pascal VOC annotation XML for one image, as labelImg and CVAT write it.
+
+    objects: (class name, box XYXY in pixel edges, difficult) each. A box [x0, x1) x [y0, y1)
+    is written as VOC's 1-based inclusive corners xmin = x0 + 1, ymin = y0 + 1, xmax = x1,
+    ymax = y1: the inverse of what `read_voc` does, so the two round-trip exactly.
+    """
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "JPEGImages"
+    ET.SubElement(root, "filename").text = filename
+    size = ET.SubElement(root, "size")
+    for key, value in (("width", width), ("height", height), ("depth", 3)):
+        ET.SubElement(size, key).text = str(value)
+    for name, (x0, y0, x1, y1), difficult in objects:
+        node = ET.SubElement(root, "object")
+        ET.SubElement(node, "name").text = name
+        ET.SubElement(node, "difficult").text = "1" if difficult else "0"
+        box = ET.SubElement(node, "bndbox")
+        for key, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
+            ET.SubElement(box, key).text = f"{value:g}"
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode") + "\n"

@@ -87,3 +87,36 @@ def test_check_refuses_recipe_flags_with_a_json_and_an_empty_folder(shared_dir, 
     assert result.exit_code == 2 and "--images: only for a COCO json or folder" in result.stderr
     result = run_cli(["data", "check", str(tmp_path)], capsys, monkeypatch)
     assert result.exit_code == 2 and "no .json file in the folder" in result.stderr
+
+
+def test_make_shapes_as_voc_converts_back_to_the_same_dataset(tmp_path, capsys, monkeypatch):
+    """The VOC writer is the exact inverse of the VOC reader: same pixels, same boxes."""
+    import numpy as np
+    from PIL import Image
+
+    assert run_cli(["data", "make-shapes", str(tmp_path / "coco"), "--images", "4"], capsys, monkeypatch).exit_code == 0
+    result = run_cli(["data", "make-shapes", str(tmp_path / "voc"), "--images", "4", "--format", "voc"], capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    assert "train: 4 images" in result.stdout and (tmp_path / "voc" / "ImageSets" / "Main" / "test.txt").is_file()
+    converted = run_cli(
+        ["data", "convert", str(tmp_path / "voc"), "--from", "voc", "--output-dir", str(tmp_path / "back")], capsys, monkeypatch
+    )
+    assert converted.exit_code == 0, converted.output
+    for split in ("train", "test"):
+        original = json.loads((tmp_path / "coco" / f"{split}.json").read_text())
+        back = json.loads((tmp_path / "back" / f"{split}.json").read_text())
+        assert [c["name"] for c in back["categories"]] == ["circle", "square", "triangle"]
+        names = {c["id"]: c["name"] for c in back["categories"]}
+        assert len(back["images"]) == len(original["images"])
+        for before, after in zip(original["images"], sorted(back["images"], key=lambda i: i["file_name"]), strict=True):
+            pixels = [
+                np.asarray(Image.open(root / image["file_name"]))
+                for root, image in ((tmp_path / "coco", before), (tmp_path / "back" / "images" / split, after))
+            ]
+            assert np.array_equal(*pixels)
+            boxes = lambda data, image_id: sorted(  # noqa: E731
+                (a["bbox"], a["category_id"]) for a in data["annotations"] if a["image_id"] == image_id
+            )
+            assert [(b, names[c]) for b, c in boxes(back, after["id"])] == [
+                (b, ["circle", "square", "triangle"][c - 1]) for b, c in boxes(original, before["id"])
+            ]
