@@ -40,3 +40,9 @@ class TrainingError(RetinaError):
     """Training cannot go on (for example the loss became infinite or NaN)."""
 
     exit_code = 1
+
+
+class ExportError(RetinaError):
+    """An exported file does not compute what the model computes (or cannot be written)."""
+
+    exit_code = 1

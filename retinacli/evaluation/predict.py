@@ -27,23 +27,29 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from retinacli.data.images import InputFormat, read_image
 from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.engine.detector import RetinaNet
+from retinacli.engine.structures import Detections
 from retinacli.errors import DatasetError, UsageError
 from retinacli.evaluation.inference import model_device
-from retinacli.files import atomic_write, write_json
+from retinacli.evaluation.prediction_formats import (
+    PREDICTIONS_NAME,
+    PredictionFormat,
+    write_formats,
+)
+from retinacli.files import atomic_write
 
-PREDICTIONS_NAME = "predictions.json"
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
 
@@ -58,7 +64,8 @@ class ImageInput:
 @dataclass
 class PredictReport:
     """What `predict_images` did: per-image entries as in predictions.json, the skipped files,
-    the JSON path, the time spent (reading and drawing included) and the score threshold."""
+    the JSON path, the time spent (reading and drawing included), the score threshold, and
+    every file written per format."""
 
     images: list[dict[str, Any]]
     skipped: list[dict[str, str]]
@@ -66,6 +73,7 @@ class PredictReport:
     seconds: float
     num_detections: int = field(default=0)
     score_thresh: float = field(default=0.0)
+    written: dict[str, Path] = field(default_factory=dict)
 
 
 def image_suffixes() -> frozenset[str]:
@@ -145,8 +153,74 @@ def _unique(candidate: Path, taken: set[Path]) -> Path:
     return path
 
 
+class ImageDetector(Protocol):
+    """What `predict_images` runs: a RetinaNet (`TorchDetector`) or an exported file
+    (`retinacli.export.runtime.ExportedDetector`)."""
+
+    @property
+    def score_thresh(self) -> float: ...
+
+    def detect(self, images: Sequence[Tensor], original_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        """Detections of resized (3, h, w) uint8 images in the pixels of their (H, W)."""
+        ...
+
+
+class TorchDetector:
+    """A `RetinaNet` on its device, in eval mode, under `torch.inference_mode`, one batch at a
+    time (padded together, as in evaluation)."""
+
+    def __init__(self, model: RetinaNet) -> None:
+        self.model = model.eval()
+        self.device = model_device(model)
+
+    @property
+    def score_thresh(self) -> float:
+        return self.model.score_thresh
+
+    def detect(self, images: Sequence[Tensor], original_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        with torch.inference_mode():
+            found = self.model([image.to(self.device) for image in images], original_sizes=list(original_sizes))
+        return [Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu()) for d in found]
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One image as the loader gives it: resized (3, h, w) uint8 in the model's order and the
+    original pixels (H, W, 3) RGB for drawing; or the reason it could not be read."""
+
+    index: int
+    resized: Tensor | None = None
+    rgb: np.ndarray | None = None
+    error: str | None = None
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Reads and resizes image files (in loader worker processes when there are any)."""
+
+    def __init__(self, images: Sequence[ImageInput], *, input_format: InputFormat, short_size: int, max_size: int) -> None:
+        self.images = list(images)
+        self.input_format: InputFormat = input_format
+        self.short_size, self.max_size = short_size, max_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> _Loaded:
+        item = self.images[index]
+        try:
+            pixels = read_image(item.path, input_format=self.input_format)
+        except (DatasetError, Image.DecompressionBombError) as exc:
+            return _Loaded(index, error=_reason(exc, item.path))
+        height, width = pixels.shape[:2]
+        new_h, new_w = resized_hw(height=height, width=width, short_size=self.short_size, max_size=self.max_size)
+        resized = resize_image(pixels, height=new_h, width=new_w)
+        tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        rgb = pixels[:, :, ::-1] if self.input_format == "BGR" else pixels
+        return _Loaded(index, tensor, np.ascontiguousarray(rgb))
+
+
 def predict_images(
-    model: RetinaNet,
+    detector: ImageDetector,
     images: Sequence[ImageInput],
     *,
     out_dir: Path | str,
@@ -155,93 +229,101 @@ def predict_images(
     input_format: InputFormat,
     short_size: int,
     max_size: int,
+    images_per_batch: int = 1,
+    num_workers: int = 0,
     model_name: str = "",
+    formats: Sequence[PredictionFormat] = ("json",),
+    coco_image_ids: Mapping[Path, int] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PredictReport:
-    """Run `model` (on its device, in eval mode) on each image; draw and list the detections.
+    """Run `detector` on the images, `images_per_batch` at a time, read and resized by
+    `num_workers` loader processes; draw and list the detections.
 
-    The model's own `score_thresh` decides what is kept. Unreadable images are skipped.
+    The detector's own `score_thresh` decides what is kept. Unreadable images are skipped.
+    formats: besides the pictures, "json" writes predictions.json, "coco" a COCO results list
+    (`coco_image_ids` maps each image file to its id), "yolo" one txt file per image
+    (`prediction_formats`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = model_device(model)
-    was_training = model.training
-    model.eval()
+    files = _ImageFiles(images, input_format=input_format, short_size=short_size, max_size=max_size)
+    loader = torch.utils.data.DataLoader(
+        files, batch_size=images_per_batch, num_workers=num_workers, collate_fn=list, shuffle=False
+    )
     entries: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     num_detections = 0
+    done = 0
     start = time.perf_counter()
-    try:
-        for n, item in enumerate(images):
-            try:
-                pixels = read_image(item.path, input_format=input_format)
-            except (DatasetError, Image.DecompressionBombError) as exc:
-                skipped.append({"file": str(item.path), "reason": _reason(exc, item.path)})
-            else:
-                entry = _predict_one(
-                    model,
-                    pixels,
-                    item,
-                    out=out,
-                    device=device,
-                    class_names=class_names,
-                    class_dataset_ids=class_dataset_ids,
-                    input_format=input_format,
-                    short_size=short_size,
-                    max_size=max_size,
-                )
+    for batch in loader:
+        readable = [item for item in batch if item.error is None]
+        for item in batch:
+            if item.error is not None:
+                skipped.append({"file": str(images[item.index].path), "reason": item.error})
+        if readable:
+            found = detector.detect(
+                [item.resized for item in readable], [(item.rgb.shape[0], item.rgb.shape[1]) for item in readable]
+            )
+            for item, dets in zip(readable, found, strict=True):
+                entry = _record(dets, item, images[item.index], out=out, class_names=class_names, class_dataset_ids=class_dataset_ids)
                 num_detections += len(entry["detections"])
                 entries.append(entry)
-            if progress is not None:
-                progress(n + 1, len(images))
-    finally:
-        model.train(was_training)
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(images))
     seconds = time.perf_counter() - start
-    json_path = write_json(
-        out / PREDICTIONS_NAME,
-        {
-            "model": model_name,
-            "score_thresh": model.score_thresh,
-            "classes": list(class_names),
-            "images": entries,
-            "skipped": skipped,
-        },
+    written = write_formats(
+        entries,
+        out=out,
+        formats=formats,
+        header={"model": model_name, "score_thresh": detector.score_thresh, "classes": list(class_names)},
+        skipped=skipped,
+        coco_image_ids=coco_image_ids,
     )
     return PredictReport(
         images=entries,
         skipped=skipped,
-        json_path=json_path,
+        json_path=written.get("json", out / PREDICTIONS_NAME),
         seconds=seconds,
         num_detections=num_detections,
-        score_thresh=model.score_thresh,
+        score_thresh=detector.score_thresh,
+        written=written,
     )
 
 
-def _predict_one(
-    model: RetinaNet,
-    pixels: np.ndarray,
-    item: ImageInput,
+def _record(
+    dets: Detections,
+    item: _Loaded,
+    image: ImageInput,
     *,
     out: Path,
-    device: torch.device,
     class_names: Sequence[str],
     class_dataset_ids: Sequence[int],
-    input_format: InputFormat,
-    short_size: int,
-    max_size: int,
 ) -> dict[str, Any]:
-    height, width = pixels.shape[:2]
-    new_h, new_w = resized_hw(height=height, width=width, short_size=short_size, max_size=max_size)
-    resized = resize_image(pixels, height=new_h, width=new_w)
-    tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))).to(device)
-    with torch.inference_mode():
-        (dets,) = model([tensor], original_sizes=[(height, width)])
-    boxes, scores, labels = (
-        dets.boxes.cpu().tolist(),
-        dets.scores.cpu().tolist(),
-        dets.labels.cpu().tolist(),
-    )
-    detections = [
+    """The predictions.json entry of one image; its picture is written on the way."""
+    assert item.rgb is not None
+    height, width = item.rgb.shape[:2]
+    detections = detection_dicts(dets, class_names=class_names, class_dataset_ids=class_dataset_ids)
+    picture = draw_detections(item.rgb, detections)
+    with atomic_write(image.picture) as handle:
+        if image.picture.suffix.lower() in _JPEG_SUFFIXES:
+            picture.save(handle, format="JPEG", quality=95)
+        else:
+            picture.save(handle, format="PNG")
+    return {
+        "file": str(image.path),
+        "picture": image.picture.relative_to(out).as_posix(),
+        "width": width,
+        "height": height,
+        "detections": detections,
+    }
+
+
+def detection_dicts(
+    dets: Detections, *, class_names: Sequence[str], class_dataset_ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """One dict per detection: box (XYXY, original pixels), score, class_id, category_id, class_name."""
+    return [
         {
             "box": box,
             "score": score,
@@ -249,22 +331,8 @@ def _predict_one(
             "category_id": int(class_dataset_ids[label]),
             "class_name": class_names[label],
         }
-        for box, score, label in zip(boxes, scores, labels, strict=True)
+        for box, score, label in zip(dets.boxes.tolist(), dets.scores.tolist(), dets.labels.tolist(), strict=True)
     ]
-    rgb = pixels[:, :, ::-1] if input_format == "BGR" else pixels
-    picture = draw_detections(np.ascontiguousarray(rgb), detections)
-    with atomic_write(item.picture) as handle:
-        if item.picture.suffix.lower() in _JPEG_SUFFIXES:
-            picture.save(handle, format="JPEG", quality=95)
-        else:
-            picture.save(handle, format="PNG")
-    return {
-        "file": str(item.path),
-        "picture": item.picture.relative_to(out).as_posix(),
-        "width": width,
-        "height": height,
-        "detections": detections,
-    }
 
 
 def draw_detections(rgb: np.ndarray, detections: Sequence[dict[str, Any]]) -> Image.Image:

@@ -1,4 +1,5 @@
-"""Fixtures of the evaluation tests: a tiny randomly initialised raccoon model and val subsets.
+"""Raccoon fixtures for any test (a pytest plugin of tests/conftest.py): a tiny randomly
+initialised raccoon model file, its ONNX export, and val subsets.
 
 `shared_dir` and `golden_dir` come from tests/conftest.py.
 """
@@ -16,7 +17,7 @@ from retinacli.commands.model_files import save_model_file
 from retinacli.evaluation.classes import ClassInfo
 from retinacli.recipe import load_recipe
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 # recipes/raccoon.yaml made small and fast (test size 128 instead of 320); score_thresh 0 so an
 # untrained model detects.
 TINY = [
@@ -61,3 +62,21 @@ def raccoon_subset(tmp_path_factory: pytest.TempPathFactory, raccoon_dir: Path) 
     path = tmp_path_factory.mktemp("raccoon_subset") / "val3.json"
     path.write_text(json.dumps(subset))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_raccoon_onnx(tiny_raccoon_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`retina export` of the tiny raccoon model (ONNX, checked by the command itself)."""
+    import sys
+
+    from retinacli.cli import main
+
+    out = tmp_path_factory.mktemp("export") / "tiny.onnx"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["retina", "export", str(tiny_raccoon_model), "--out", str(out)])
+        patch.setenv("COLUMNS", "200")
+        try:
+            main()
+        except SystemExit as exc:
+            assert exc.code in (0, None), f"retina export exited with {exc.code}"
+    return out

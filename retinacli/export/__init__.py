@@ -1,0 +1,1 @@
+"""Exporting a detector to ONNX and TorchScript, and running the exported files."""

@@ -1,0 +1,156 @@
+"""Running an exported file: onnxruntime for `.onnx`, torch.jit for TorchScript.
+
+`open_exported(path)` reads the file's metadata (`ExportMetadata`) and returns an
+`ExportedDetector` whose `run(image)` takes one (3, H, W) uint8 image, resized as the metadata's
+test resize says, and returns the graph's outputs as numpy arrays: boxes (D, 4), scores (D,),
+classes (D,) in that input's pixels, or per level logits, deltas and anchors for a
+network-only file.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from retinacli.engine.structures import Detections
+from retinacli.errors import CheckpointError, UsageError
+from retinacli.export.exporters import METADATA_KEY, TORCHSCRIPT_METADATA, ExportMetadata
+
+ONNX_SUFFIXES = frozenset({".onnx"})
+TORCHSCRIPT_SUFFIXES = frozenset({".ts", ".torchscript"})
+EXPORTED_SUFFIXES = ONNX_SUFFIXES | TORCHSCRIPT_SUFFIXES
+ONNX_MISSING = (
+    "onnxruntime is not installed; install it with pip install onnxruntime "
+    '(or pip install -e ".[onnx]" in a checkout) to run .onnx files'
+)
+
+
+def is_exported(path: Path | str) -> bool:
+    """Whether `path` names an exported file (by its suffix) rather than a model file."""
+    return Path(path).suffix.lower() in EXPORTED_SUFFIXES
+
+
+@dataclass
+class ExportedDetector:
+    """An exported file ready to run (module docstring); `runtime` is "onnxruntime" or
+    "torchscript"."""
+
+    path: Path
+    metadata: ExportMetadata
+    runtime: str
+    _session: Any
+
+    @property
+    def score_thresh(self) -> float:
+        return self.metadata.score_thresh
+
+    def detect(self, images: Sequence[Tensor], original_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
+        """Detections of each resized (3, h, w) uint8 image in the pixels of its original
+        (H, W), as `RetinaNet` in eval mode gives them: boxes scaled by H / h and W / w (factors
+        in float64, applied in float32), clipped to the original image, empty ones dropped.
+
+        Raises:
+            UsageError: a network-only file (it has no detections to give).
+        """
+        if self.metadata.network_only:
+            raise UsageError(
+                f"{self.path}: a network-only export (logits, deltas, anchors) has no detections; "
+                "export the whole detector (without --network-only) to predict with it"
+            )
+        found = []
+        for image, (height, width) in zip(images, original_sizes, strict=True):
+            boxes, scores, classes = self.run(image.cpu().numpy())
+            in_h, in_w = int(image.shape[1]), int(image.shape[2])
+            scale = np.array([width / in_w, height / in_h] * 2, dtype=np.float64).astype(np.float32)
+            limit = np.array([width, height] * 2, dtype=np.float32)
+            boxes = np.minimum(np.maximum(boxes * scale, 0), limit)
+            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            found.append(
+                Detections(
+                    boxes=torch.from_numpy(np.ascontiguousarray(boxes[keep])),
+                    scores=torch.from_numpy(np.ascontiguousarray(scores[keep])),
+                    labels=torch.from_numpy(np.ascontiguousarray(classes[keep]).astype(np.int64)),
+                )
+            )
+        return found
+
+    def run(self, image: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs for one (3, H, W) uint8 image (module docstring)."""
+        chw = np.ascontiguousarray(image, dtype=np.uint8)
+        if self.runtime == "onnxruntime":
+            return list(self._session.run(None, {"image": chw}))
+        with torch.inference_mode():
+            outputs = self._session(torch.from_numpy(chw))
+        return [t.numpy() for t in outputs]
+
+
+def open_exported(path: Path | str, *, threads: int | None = None) -> ExportedDetector:
+    """Load an exported file and its metadata.
+
+    threads: onnxruntime intra-op threads (None: onnxruntime's default).
+
+    Raises:
+        UsageError: onnxruntime is missing for an .onnx file.
+        CheckpointError: the file is missing, unreadable or not a retinacli export.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"{file}: file not found; pass a file written by retina export")
+    if file.suffix.lower() in ONNX_SUFFIXES:
+        return _open_onnx(file, threads=threads)
+    return _open_torchscript(file)
+
+
+def _open_onnx(file: Path, *, threads: int | None) -> ExportedDetector:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError(f"{file}: {ONNX_MISSING}") from None
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = onnxruntime.InferenceSession(str(file), options, providers=_providers(onnxruntime))
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise CheckpointError(f"{file}: onnxruntime cannot load it ({str(exc).splitlines()[0]}); export it again") from None
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise CheckpointError(f"{file}: an ONNX file without retinacli's metadata; export it with retina export")
+    return ExportedDetector(file, _metadata(file, props[METADATA_KEY]), "onnxruntime", session)
+
+
+def _providers(onnxruntime: Any) -> list[str]:
+    available = onnxruntime.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _open_torchscript(file: Path) -> ExportedDetector:
+    import torchvision  # noqa: F401 - registers torchvision::nms for the scripted NMS
+
+    extra = {TORCHSCRIPT_METADATA: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch
+            module = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # torch.jit raises RuntimeError and others for bad files
+        raise CheckpointError(f"{file}: not a TorchScript file torch can load ({str(exc).splitlines()[0]})") from None
+    if not extra[TORCHSCRIPT_METADATA]:
+        raise CheckpointError(f"{file}: a TorchScript file without retinacli's metadata; export it with retina export")
+    return ExportedDetector(file, _metadata(file, extra[TORCHSCRIPT_METADATA]), "torchscript", module.eval())
+
+
+def _metadata(file: Path, text: str | bytes) -> ExportMetadata:
+    try:
+        return ExportMetadata.from_json(json.loads(text))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{file}: its retinacli metadata is damaged ({exc}); export it again") from None
