@@ -11,6 +11,7 @@ from typing import Any
 from retinacli.build import build_test_dataset, inference_resize
 from retinacli.commands.model_files import load_detector
 from retinacli.devices import resolve_device
+from retinacli.engine.fuse import prepare_for_inference
 from retinacli.errors import UsageError
 from retinacli.evaluation import coco_eval
 from retinacli.evaluation.classes import match_classes
@@ -91,7 +92,7 @@ def evaluate(
     refuse_existing(outputs, overwrite=overwrite)
     test_set = build_test_dataset(source, key=key)
     match = match_classes(loaded.classes, test_set, model_path=model_path)
-    model = loaded.model.to(resolve_device(recipe.device, source="--device" if device else "device"))
+    model = prepare_for_inference(loaded.model).to(resolve_device(recipe.device, source="--device" if device else "device"))
     short_size, max_size = inference_resize(recipe.data.test)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", coco_eval.EmptyResultsWarning)  # metrics notes say it

@@ -11,6 +11,7 @@ from pathlib import Path
 from retinacli.build import inference_resize
 from retinacli.commands.model_files import load_detector
 from retinacli.devices import resolve_device
+from retinacli.engine.fuse import prepare_for_inference
 from retinacli.errors import DatasetError, UsageError
 from retinacli.evaluation.predict import (
     ImageInput,
@@ -107,7 +108,7 @@ def predict(
         loaded = load_detector(model_path, flags)
         recipe = loaded.recipe
         short_size, max_size = inference_resize(recipe.data.test)
-        model = loaded.model.to(resolve_device(recipe.device, source="--device" if device else "device"))
+        model = prepare_for_inference(loaded.model).to(resolve_device(recipe.device, source="--device" if device else "device"))
         detector, names, ids = TorchDetector(model), loaded.classes.names, loaded.classes.dataset_ids
         input_format = recipe.model.input_format
         per_batch, workers = recipe.data.test.images_per_batch, recipe.data.num_workers

@@ -1,0 +1,59 @@
+"""`retina benchmark`: the measures a user reads, consistent with what they measure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from retinacli.benchmarking import count_parameters, flops_per_image, time_calls
+from retinacli.build import build_model
+from tests.cli_helpers import run_cli
+from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()  # --threads sets torch's, for the whole process
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_json_has_every_measure(tmp_path, capsys, monkeypatch):
+    args = ["benchmark", str(REPO / "recipes" / "shapes.yaml"), "--image-size", "160x192", "--batch", "2", "--no-onnx", "--threads", "1", "--json"]
+    for override in tiny_overrides(tmp_path):
+        args += ["--set", override]
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    model = build_model(tiny_recipe(tmp_path).model)
+    assert data["parameters"] == count_parameters(model)
+    assert data["image_size"] == [160, 192] and data["batch"] == 2 and data["threads"] == 1
+    assert data["flops_per_image"] > 1e8
+    assert data["inference_images_per_second"] == 2 / data["inference"]["median"]
+    assert data["training_images_per_second"] == 2 / data["training"]["median"]
+    assert data["inference"]["repeats"] >= 3 and data["training"]["warmup"] == 3
+    assert data["onnx"] is None and "--no-onnx" in data["onnx_note"]
+    assert data["training_memory"]["peak_bytes"] > 0 and data["inference_memory"]["kind"] == "cpu rss"
+
+
+def test_flops_grow_with_the_image_area(tmp_path):
+    model = build_model(tiny_recipe(tmp_path).model)
+    small = flops_per_image(model, torch.zeros(3, 128, 160, dtype=torch.uint8))
+    large = flops_per_image(model, torch.zeros(3, 256, 320, dtype=torch.uint8))
+    assert 3.8 < large / small < 4.2  # convolutions dominate, and they scale with the area
+
+
+def test_timing_runs_at_least_the_minimum_repeats_after_the_warm_up():
+    calls = []
+    timing = time_calls(lambda: calls.append(1), device=torch.device("cpu"), warmup=2, min_repeats=3, min_seconds=0.0)
+    assert len(calls) == 5 and timing.repeats == 3 and timing.warmup == 2 and timing.median >= 0
+
+
+def test_amp_needs_cuda_and_sizes_are_checked(capsys, monkeypatch):
+    recipe = str(REPO / "recipes" / "shapes.yaml")
+    result = run_cli(["benchmark", recipe, "--amp", "--device", "cpu"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "--amp: mixed precision runs on CUDA only" in result.stderr
+    result = run_cli(["benchmark", recipe, "--image-size", "480"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "write it as HEIGHTxWIDTH" in result.stderr
