@@ -22,6 +22,7 @@ for a descheduled thread (milliseconds), which swamps the measurement; `--thread
 machine measures the parallel case.
 
 Usage: python benchmarks/engine_vs_torchvision.py [--threads 1] [--repeats 5] [--classes 80]
+       [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -139,17 +140,27 @@ def set_score_fraction(model: RetinaNet, images: list[torch.Tensor], fraction: f
     return shift
 
 
+DEVICE = torch.device("cpu")
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def compare(
     name: str, ours: Callable[[], object], theirs: Callable[[], object], repeats: int
 ) -> tuple[float, float]:
     """Median seconds of `ours` and `theirs`, alternating runs after one warm-up each."""
     ours()
     theirs()
+    _sync()
     t_ours, t_theirs = [], []
     for _ in range(repeats):
         for fn, times in ((ours, t_ours), (theirs, t_theirs)):
             start = time.perf_counter()
             fn()
+            _sync()
             times.append(time.perf_counter() - start)
     a, b = statistics.median(t_ours), statistics.median(t_theirs)
     print(f"{name:<32} {a * 1e3:>10.1f} {b * 1e3:>14.1f} {a / b:>8.3f}", flush=True)
@@ -165,7 +176,10 @@ def main() -> None:
     parser.add_argument(
         "--parts-only", action="store_true", help="skip the whole-model train/inference timings"
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -174,13 +188,17 @@ def main() -> None:
     images, targets = make_inputs(args.classes)
     set_score_fraction(ours, images, FRACTION_ABOVE_THRESHOLD)
     copy_weights_to_torchvision(ours, theirs)
+    ours.to(DEVICE)
+    theirs.to(DEVICE)
+    images = [img.to(DEVICE) for img in images]
+    targets = [t.to(DEVICE) for t in targets]
     tv_images = [img.float() / 255 for img in images]
     tv_targets = [{"boxes": t.boxes, "labels": t.labels} for t in targets]
     original_sizes = [(HEIGHT, WIDTH)] * NUM_IMAGES
     n_ours = sum(p.numel() for p in ours.parameters())
     n_theirs = sum(p.numel() for p in theirs.parameters())
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, {NUM_IMAGES} images "
+        f"torch {torch.__version__}, {DEVICE}, threads {torch.get_num_threads()}, {NUM_IMAGES} images "
         f"{HEIGHT}x{WIDTH}, K={args.classes}, parameters ours {n_ours} / torchvision {n_theirs}"
     )
     print(f"{'median time':<32} {'ours ms':>10} {'torchvision ms':>14} {'ratio':>8}")

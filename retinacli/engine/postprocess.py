@@ -109,10 +109,17 @@ def per_class_nms(boxes: Tensor, scores: Tensor, groups: Tensor, *, iou_threshol
     their original order: the same result as torchvision's `batched_nms` on large inputs. (For
     up to 1000 boxes on CPU, `batched_nms` instead offsets boxes by class and runs one NMS; that
     rounds coordinates and can flip a suppression whose IoU lies within float rounding of the
-    threshold. The per-group result is the exact one.)
+    threshold. The per-group result is the exact one.) On a GPU the candidates are moved to the
+    CPU for this (one copy each way; a Python loop of per-group CUDA launches, each waiting for
+    the device, would cost more than the whole NMS).
     """
     if groups.numel() == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    if boxes.device.type != "cpu":
+        # One transfer each way instead of one NMS launch (and host sync) per group: the
+        # candidates are a few thousand boxes, and CPU NMS keeps exactly the same ones.
+        kept = per_class_nms(boxes.cpu(), scores.cpu(), groups.cpu(), iou_threshold=iou_threshold)
+        return kept.to(boxes.device)
     order = torch.argsort(groups, stable=True)  # groups contiguous, original order inside
     sorted_boxes, sorted_scores = boxes[order], scores[order]
     _, sizes = torch.unique_consecutive(groups[order], return_counts=True)
