@@ -13,7 +13,8 @@ Measured in one process, ours and torchvision's alternating, median of `--repeat
 warm-up, with a fixed thread count:
 - inference: eval-mode forward under no_grad;
 - train iteration: forward + backward of the whole model (training mode; measured last, since
-  it moves the BatchNorm statistics);
+  it moves the BatchNorm statistics), then again with our weights channels-last, as
+  `retina train` keeps them;
 - anchors + matching + loss: from precomputed head outputs, forward and backward of the loss;
 - postprocess: from precomputed head outputs, anchors + decoding + NMS + rescaling.
 
@@ -281,6 +282,8 @@ def main() -> None:
         ours.train()
         theirs.train()
         compare("train iteration (fwd+bwd)", train_ours, train_theirs, args.full_repeats)
+        ours.to(memory_format=torch.channels_last)  # as `retina train` runs it
+        compare("  same, ours channels-last", train_ours, train_theirs, args.full_repeats)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,9 @@ def _run(
     model = build_model(recipe.model)
     if recipe.model.weights and last is None:
         reporter.message(_init_weights(model, recipe.model.weights))
-    model.to(ctx.device)
+    # Channels-last weights: convolutions (forward and backward) about 10% faster on the CPU
+    # (benchmarks/engine_vs_torchvision.py); the same numbers up to float rounding.
+    model.to(ctx.device, memory_format=torch.channels_last)
     optimizer, scheduler = build_solver(recipe.solver, model)
     if scheduler.schedule.ignored_steps:
         reporter.message(ignored_steps_note(scheduler.schedule))
