@@ -3,7 +3,8 @@ torchvision's RetinaNet, each measured in a fresh process of its own.
 
 Same models and inputs as `engine_vs_torchvision.py` (R50-FPN, 2 images of 480x640 for
 training, 1 for inference, same weights). A child process builds one model, runs `--steps`
-training iterations (forward, backward, SGD step) or inference calls, and reports its peak
+training iterations (forward, backward, SGD step; ours channels-last, as `retina train`)
+or inference calls (ours folded and channels-last, as `retina eval`), and reports its peak
 resident set in MiB; the parent prints each and the ratio ours / torchvision.
 
 Usage: python benchmarks/peak_memory.py [--steps 3] [--threads 1]
@@ -35,6 +36,8 @@ def child(kind: str, phase: str, steps: int, threads: int) -> None:
     tv_images = [img.float() / 255 for img in images]
     if phase == "train":
         model.train()
+        if kind == "ours":
+            model.to(memory_format=torch.channels_last)  # as `retina train` runs it
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
