@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from retinacli.anchors_tool.layout import AnchorSpec
+from retinacli.data.augment import BoxAugment, Color, Crop, Expand, ScaleJitter
 from retinacli.data.checks import DatasetReport, prepare_coco
 from retinacli.data.coco import DetectionDataset
 from retinacli.data.loader import repeat_factors
@@ -197,6 +198,37 @@ def build_train_augmentation(train: TrainDataConfig) -> Augmentation:
         sampling=train.resize.sampling,
         flip=train.flip,
     )
+
+
+def build_box_augment(train: TrainDataConfig) -> BoxAugment | None:
+    """The box-aware augmentations of `data.train.augment`; None when every probability is 0
+    (the loader then runs detectron2's resize and flip alone)."""
+    augment = train.augment
+    spec = BoxAugment(
+        color=Color(
+            prob=augment.color.prob,
+            brightness=augment.color.brightness,
+            contrast=augment.color.contrast,
+            saturation=augment.color.saturation,
+            hue=augment.color.hue,
+        ),
+        expand=Expand(prob=augment.expand.prob, max_ratio=augment.expand.max_ratio),
+        crop=Crop(
+            prob=augment.crop.prob,
+            min_scale=augment.crop.min_scale,
+            min_box_overlap=augment.crop.min_box_overlap,
+        ),
+        scale_jitter=ScaleJitter(
+            prob=augment.scale_jitter.prob,
+            min_scale=augment.scale_jitter.min_scale,
+            max_scale=augment.scale_jitter.max_scale,
+        ),
+        vertical_flip=augment.vertical_flip,
+        mosaic=augment.mosaic,
+        min_visible=augment.min_visible,
+        fill=augment.fill,
+    )
+    return spec if spec.active else None
 
 
 def build_repeat_factors(train: TrainDataConfig, dataset: DetectionDataset) -> np.ndarray | None:

@@ -70,3 +70,57 @@ def test_schedules_the_schema_accepts_build():
 def test_one_test_resize_for_every_consumer():
     recipe = load_recipe(None, ["data.test.resize.short_sizes=[512]", "data.test.resize.max_size=853"])
     assert inference_resize(recipe.data.test) == (512, 853)
+
+
+def _augment_edges() -> list[tuple[str, float]]:
+    from retinacli.recipe.schema import AugmentConfig
+
+    edges = list(_bounded_fields(AugmentConfig, "data.train.augment."))
+    for name, info in AugmentConfig.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            edges += list(_bounded_fields(info.annotation, f"data.train.augment.{name}."))
+    return edges
+
+
+AUGMENT_EDGES = _augment_edges()
+
+
+def test_the_augment_edges_cover_every_augmentation():
+    keys = {key for key, _ in AUGMENT_EDGES}
+    for name in ("color", "expand", "crop", "scale_jitter"):
+        assert f"data.train.augment.{name}.prob" in keys
+    assert {"data.train.augment.mosaic", "data.train.augment.vertical_flip", "data.train.augment.min_visible"} <= keys
+
+
+@pytest.mark.parametrize(("key", "value"), AUGMENT_EDGES, ids=[f"{k}={v:g}" for k, v in AUGMENT_EDGES])
+def test_every_augment_value_the_schema_accepts_builds(key, value):
+    from retinacli.build import build_box_augment
+
+    number = int(value) if key.endswith(".fill") else value
+    overrides = [f"{key}={number!r}"]
+    if key.endswith("scale_jitter.min_scale"):  # keep min <= max at the edge
+        overrides.append(f"data.train.augment.scale_jitter.max_scale={max(number, 1.5)!r}")
+    if key.endswith("scale_jitter.max_scale"):
+        overrides.append(f"data.train.augment.scale_jitter.min_scale={min(number, 0.5)!r}")
+    recipe = load_recipe(None, overrides)
+    build_box_augment(recipe.data.train)  # the data layer's own checks agree with the schema's
+
+
+def test_box_augment_is_none_by_default_and_carries_every_key():
+    from retinacli.build import build_box_augment
+
+    assert build_box_augment(load_recipe(None).data.train) is None
+    recipe = load_recipe(None, [
+        "data.train.augment.color.prob=0.8", "data.train.augment.color.hue=0.1",
+        "data.train.augment.expand.prob=0.3", "data.train.augment.expand.max_ratio=3.0",
+        "data.train.augment.crop.prob=0.4", "data.train.augment.crop.min_box_overlap=0.7",
+        "data.train.augment.scale_jitter.prob=0.5", "data.train.augment.scale_jitter.max_scale=2.0",
+        "data.train.augment.vertical_flip=0.5", "data.train.augment.mosaic=0.25",
+        "data.train.augment.min_visible=0.3", "data.train.augment.fill=0",
+    ])
+    spec = build_box_augment(recipe.data.train)
+    assert spec is not None
+    assert (spec.color.prob, spec.color.hue, spec.expand.prob, spec.expand.max_ratio) == (0.8, 0.1, 0.3, 3.0)
+    assert (spec.crop.prob, spec.crop.min_box_overlap, spec.scale_jitter.prob, spec.scale_jitter.max_scale) == (
+        0.4, 0.7, 0.5, 2.0)
+    assert (spec.vertical_flip, spec.mosaic, spec.min_visible, spec.fill) == (0.5, 0.25, 0.3, 0)

@@ -246,7 +246,7 @@ def data_show(
     set_: SetOption = None,
     n: Annotated[int, typer.Option("--n", min=1, help="How many images.")] = 16,
     augmented: Annotated[
-        bool, typer.Option("--augmented", help="Show them as training augments them (resize, flip).")
+        bool, typer.Option("--augmented", help="Show them as training augments them (resize, flip, data.train.augment).")
     ] = False,
     split: Annotated[Literal["train", "test"], typer.Option("--split", help="train or test.")] = "train",
     overwrite: OverwriteOption = False,

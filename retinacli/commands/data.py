@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from retinacli.build import (
+    build_box_augment,
     build_dataset,
     build_test_augmentation,
     build_train_augmentation,
@@ -171,7 +172,8 @@ def show(
     overwrite: bool = False,
 ) -> list[Path]:
     """Pictures of the first images of a split with their boxes, optionally as training
-    augments them; returns the files written."""
+    augments them (resize, flip and every `data.train.augment` augmentation); returns the files
+    written."""
     resolved = load_recipe(recipe, overrides)
     refuse_nonempty_dir(output_dir, overwrite=overwrite)
     section = resolved.data.train if split == "train" else resolved.data.test
@@ -179,6 +181,7 @@ def show(
         section.dataset, key=f"data.{split}.dataset", filter_empty=False, fix_bad_boxes=resolved.data.fix_bad_boxes
     )
     augmentation = None
+    box_augment = build_box_augment(resolved.data.train) if augmented and split == "train" else None
     if augmented:
         augmentation = (
             build_train_augmentation(resolved.data.train)
@@ -186,7 +189,8 @@ def show(
             else build_test_augmentation(resolved.data.test)
         )
     return show_dataset(
-        dataset=dataset, out_dir=output_dir, num_images=num_images, augmentation=augmentation, seed=resolved.seed
+        dataset=dataset, out_dir=output_dir, num_images=num_images, augmentation=augmentation, seed=resolved.seed,
+        box_augment=box_augment,
     )
 
 

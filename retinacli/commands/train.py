@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from retinacli.build import (
+    build_box_augment,
     build_clip_settings,
     build_dataset,
     build_model,
@@ -401,6 +402,7 @@ def _data_stream(recipe: Recipe, train_set: DetectionDataset, ctx: ProcessContex
     augmentation = build_train_augmentation(recipe.data.train)
     per_process = recipe.data.train.images_per_batch // ctx.world_size
     factors = build_repeat_factors(recipe.data.train, train_set)
+    box_augment = build_box_augment(recipe.data.train)
 
     def make_data(start_iteration: int) -> Iterator[Batch]:
         return iter(
@@ -417,6 +419,7 @@ def _data_stream(recipe: Recipe, train_set: DetectionDataset, ctx: ProcessContex
                 start_iteration=start_iteration,
                 pin_memory=ctx.device.type == "cuda",
                 repeat_factors=factors,
+                box_augment=box_augment,
             )
         )
 

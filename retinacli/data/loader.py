@@ -1,8 +1,9 @@
 """Training and test data loaders that hand the engine a `Batch`.
 
-Reproducibility: every random choice of a training sample (its short side, its flip) comes from a
-generator seeded by (seed, the sample's position in the global training stream), never from a
-worker's RNG state, so batches are identical with 0, 2 or 8 workers, and a resumed run
+Reproducibility: every random choice of a training sample (its short side, its flip, and the
+box-aware augmentations of `retinacli/data/augment.py`) comes from generators seeded by (seed,
+the sample's position in the global training stream), never from a worker's RNG state, so
+batches are identical with 0, 2 or 8 workers, and a resumed run
 (`start_iteration`) sees exactly the batches an uninterrupted one would.
 
 Training stream (detectron2's TrainingSampler): pass e is a permutation of all images drawn from
@@ -28,15 +29,17 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from retinacli.data.augment import BoxAugment, augment_sample
 from retinacli.data.coco import DetectionDataset, ImageRecord
 from retinacli.data.images import InputFormat, read_image
-from retinacli.data.transforms import Augmentation
+from retinacli.data.transforms import Augmentation, AugmentParams
 from retinacli.engine.structures import Targets
 from retinacli.errors import DatasetError
 
 # Random streams derived from the seed; distinct first keys keep them independent.
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
+_BOX_AUGMENT_STREAM = 2
 
 SampleKey = tuple[int, int]
 """(index into the dataset's records, position in the global stream that seeds augmentation)."""
@@ -50,6 +53,9 @@ class Batch:
     targets: B `Targets` in the pixels of those resized images.
     original_sizes: B (height, width) of the images as stored, to map detections back.
     image_ids: B COCO image ids. file_names: B absolute image paths.
+    boxes_in, boxes_dropped: with box-aware augmentation (`data.train.augment`), the boxes of
+        every image the batch was made from and how many of them the drop rule removed; None
+        without it.
     """
 
     images: list[Tensor]
@@ -57,6 +63,8 @@ class Batch:
     original_sizes: list[tuple[int, int]]
     image_ids: list[int]
     file_names: list[str]
+    boxes_in: int | None = None
+    boxes_dropped: int | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,6 +76,8 @@ class Batch:
             original_sizes=self.original_sizes,
             image_ids=self.image_ids,
             file_names=self.file_names,
+            boxes_in=self.boxes_in,
+            boxes_dropped=self.boxes_dropped,
         )
 
     def pin_memory(self) -> Batch:
@@ -81,18 +91,28 @@ class Batch:
             original_sizes=self.original_sizes,
             image_ids=self.image_ids,
             file_names=self.file_names,
+            boxes_in=self.boxes_in,
+            boxes_dropped=self.boxes_dropped,
         )
 
 
 @dataclass
 class Sample:
-    """One loaded image: image (3, H, W) uint8, targets in its pixels, and where it came from."""
+    """One loaded image: image (3, H, W) uint8, targets in its pixels, and where it came from.
+
+    With box-aware augmentation: boxes_in and boxes_dropped as in `Batch`, dropped the (D, 4)
+    visible remains of the dropped boxes, applied the augmentations that happened (in order).
+    """
 
     image: Tensor
     targets: Targets
     original_size: tuple[int, int]
     image_id: int
     file_name: str
+    boxes_in: int | None = None
+    boxes_dropped: int | None = None
+    dropped: Tensor | None = None
+    applied: tuple[str, ...] = ()
 
 
 def collate(samples: Sequence[Sample]) -> Batch:
@@ -103,7 +123,19 @@ def collate(samples: Sequence[Sample]) -> Batch:
         original_sizes=[s.original_size for s in samples],
         image_ids=[s.image_id for s in samples],
         file_names=[s.file_name for s in samples],
+        **_box_counts(samples),
     )
+
+
+def _box_counts(samples: Sequence[Sample]) -> dict[str, int]:
+    """boxes_in and boxes_dropped summed over the samples that count them (none: {})."""
+    counted = [s for s in samples if s.boxes_in is not None]
+    if not counted:
+        return {}
+    return {
+        "boxes_in": sum(s.boxes_in or 0 for s in counted),
+        "boxes_dropped": sum(s.boxes_dropped or 0 for s in counted),
+    }
 
 
 class _PackedRecords:
@@ -130,7 +162,12 @@ class _PackedRecords:
 
 
 class MappedDataset(Dataset):
-    """Reads, augments and converts one record per `SampleKey`."""
+    """Reads, augments and converts one record per `SampleKey`.
+
+    `box_augment` adds the box-aware augmentations (`retinacli/data/augment.py`) around
+    `augmentation`'s resize and flip; None, or settings with every probability 0, is
+    detectron2's path bit for bit.
+    """
 
     def __init__(
         self,
@@ -139,11 +176,13 @@ class MappedDataset(Dataset):
         augmentation: Augmentation,
         input_format: InputFormat,
         seed: int,
+        box_augment: BoxAugment | None = None,
     ) -> None:
         self._records = _PackedRecords(records)
         self._augmentation = augmentation
         self._input_format = input_format
         self._seed = seed
+        self._box_augment = box_augment if box_augment is not None and box_augment.active else None
 
     def __len__(self) -> int:
         return len(self._records)
@@ -153,12 +192,9 @@ class MappedDataset(Dataset):
         record = self._records[index]
         rng = np.random.default_rng([self._seed, _AUGMENT_STREAM, position])
         params = self._augmentation.sample(rng)
-        image = read_image(
-            record.file_name,
-            input_format=self._input_format,
-            image_id=record.image_id,
-            expected_hw=(record.height, record.width),
-        )
+        if self._box_augment is not None:
+            return self._box_augmented(self._box_augment, index, position, record, params)
+        image = self._read(record)
         image, boxes, labels = self._augmentation.apply(
             image, boxes=record.boxes, labels=record.labels, params=params
         )
@@ -168,6 +204,43 @@ class MappedDataset(Dataset):
             original_size=(record.height, record.width),
             image_id=record.image_id,
             file_name=record.file_name,
+        )
+
+    def _read(self, record: ImageRecord) -> np.ndarray:
+        return read_image(
+            record.file_name,
+            input_format=self._input_format,
+            image_id=record.image_id,
+            expected_hw=(record.height, record.width),
+        )
+
+    def _read_record(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        record = self._records[index]
+        return self._read(record), record.boxes, record.labels
+
+    def _box_augmented(
+        self, spec: BoxAugment, index: int, position: int, record: ImageRecord, params: AugmentParams
+    ) -> Sample:
+        out = augment_sample(
+            self._read_record,
+            index,
+            num_images=len(self._records),
+            spec=spec,
+            base=self._augmentation,
+            base_params=params,
+            rng_key=(self._seed, _BOX_AUGMENT_STREAM, position),
+            input_format=self._input_format,
+        )
+        return Sample(
+            image=out.image,
+            targets=Targets(boxes=out.boxes, labels=out.labels),
+            original_size=(record.height, record.width),
+            image_id=record.image_id,
+            file_name=record.file_name,
+            boxes_in=out.boxes_in,
+            boxes_dropped=out.boxes_dropped,
+            dropped=out.dropped,
+            applied=out.applied,
         )
 
 
@@ -325,10 +398,12 @@ def build_train_loader(
     start_iteration: int = 0,
     pin_memory: bool = False,
     repeat_factors: np.ndarray | None = None,
+    box_augment: BoxAugment | None = None,
 ) -> DataLoader[Any]:
     """An infinite loader of training `Batch`es for this process.
 
     `images_per_batch` is per process. Iterating it never ends: stop after max_iter batches.
+    `box_augment`: the box-aware augmentations (`MappedDataset`); None keeps detectron2's path.
 
     Raises:
         DatasetError: the dataset has no images (for example filter_empty removed them all).
@@ -349,7 +424,8 @@ def build_train_loader(
         repeat_factors=repeat_factors,
     )
     mapped = MappedDataset(
-        records=dataset.records, augmentation=augmentation, input_format=input_format, seed=seed
+        records=dataset.records, augmentation=augmentation, input_format=input_format, seed=seed,
+        box_augment=box_augment,
     )
     return DataLoader(
         mapped,

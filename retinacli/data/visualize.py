@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from retinacli.data.augment import BoxAugment
 from retinacli.data.coco import DetectionDataset
 from retinacli.data.images import read_image
-from retinacli.data.loader import MappedDataset, TrainBatchSampler
+from retinacli.data.loader import MappedDataset, Sample, TrainBatchSampler
 from retinacli.data.transforms import Augmentation
 from retinacli.files import atomic_write
 
@@ -31,6 +32,9 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 
+DROPPED_COLOUR = (160, 160, 160)
+
+
 @functools.lru_cache(maxsize=1)
 def label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
@@ -47,6 +51,7 @@ def draw_boxes(
     class_names: Sequence[str],
     scores: np.ndarray | None = None,
     title: str | None = None,
+    dropped: np.ndarray | None = None,
 ) -> Image.Image:
     """Draw XYXY boxes with their class names (and scores) on an image.
 
@@ -54,6 +59,8 @@ def draw_boxes(
         image: (H, W, 3) uint8 RGB. boxes: (G, 4) XYXY in its pixels. labels: (G,) contiguous
             class indices. scores: optional (G,) in [0, 1], shown after the name.
         title: optional text in the top-left corner.
+        dropped: optional (D, 4) XYXY boxes drawn in thin grey without a label: what is left of
+            the boxes the augmentation's drop rule removed.
 
     Returns:
         A new RGB PIL image; `image` is not modified.
@@ -62,6 +69,9 @@ def draw_boxes(
     draw = ImageDraw.Draw(canvas)
     font = label_font()
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if dropped is not None:
+        for box in np.asarray(dropped, dtype=np.float64).reshape(-1, 4).tolist():
+            draw.rectangle(box, outline=DROPPED_COLOUR, width=1)
     for g, (box, label) in enumerate(zip(boxes.tolist(), np.asarray(labels).tolist(), strict=True)):
         colour = PALETTE[int(label) % len(PALETTE)]
         draw.rectangle(box, outline=colour, width=2)
@@ -89,12 +99,15 @@ def show_dataset(
     num_images: int = 16,
     augmentation: Augmentation | None = None,
     seed: int = 0,
+    box_augment: BoxAugment | None = None,
 ) -> list[Path]:
     """Write `num_images` images with their boxes as PNG files into `out_dir`.
 
     Without `augmentation`: the first images in image id order, as stored. With it: the first
     samples of the training stream for `seed`, augmented exactly as training will see them
-    (same images, short sides and flips).
+    (same images, short sides and flips, and with `box_augment` the same box-aware
+    augmentations): the title names the augmentations that happened and the boxes they dropped,
+    whose remains are drawn in grey.
 
     Returns:
         The written files, `<k>_image<id>.png`, in order.
@@ -123,7 +136,8 @@ def show_dataset(
         return written
 
     mapped = MappedDataset(
-        records=dataset.records, augmentation=augmentation, input_format="RGB", seed=seed
+        records=dataset.records, augmentation=augmentation, input_format="RGB", seed=seed,
+        box_augment=box_augment,
     )
     sampler = TrainBatchSampler(
         image_sizes=[(r.height, r.width) for r in dataset.records],
@@ -134,17 +148,29 @@ def show_dataset(
     for k, (key,) in enumerate(itertools.islice(iter(sampler), count)):
         sample = mapped[key]
         image = sample.image.permute(1, 2, 0).numpy()
-        h0, w0 = sample.original_size
-        title = f"image {sample.image_id}  {w0}x{h0} -> {image.shape[1]}x{image.shape[0]}"
         canvas = draw_boxes(
             image,
             boxes=sample.targets.boxes.numpy(),
             labels=sample.targets.labels.numpy(),
             class_names=dataset.class_names,
-            title=title,
+            title=sample_title(sample),
+            dropped=None if sample.dropped is None else sample.dropped.numpy(),
         )
         written.append(_save(canvas, out, k, sample.image_id))
     return written
+
+
+def sample_title(sample: Sample) -> str:
+    """`image 7  640x480 -> 320x240  crop+mosaic+color  (2 boxes dropped)`: the image, its size
+    as stored and as trained, and the box-aware augmentations that happened to it."""
+    h0, w0 = sample.original_size
+    _, h, w = sample.image.shape
+    title = f"image {sample.image_id}  {w0}x{h0} -> {w}x{h}"
+    if sample.applied:
+        title += "  " + "+".join(sample.applied)
+    if sample.boxes_dropped:
+        title += f"  ({sample.boxes_dropped} {'box' if sample.boxes_dropped == 1 else 'boxes'} dropped)"
+    return title
 
 
 def _save(canvas: Image.Image, out: Path, k: int, image_id: int) -> Path:

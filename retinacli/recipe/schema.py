@@ -508,6 +508,99 @@ class ResizeConfig(Section):
         return self
 
 
+class ColorAugmentConfig(Section):
+    """Colour jitter (torchvision ColorJitter's factors); boxes do not move."""
+
+    prob: float = Field(0.0, ge=0.0, le=1.0, description="Probability per sample; 0 turns it off.")
+    brightness: float = Field(
+        0.3, ge=0.0, description="Brightness factor uniform in [max(0, 1 - x), 1 + x]; 0 leaves it."
+    )
+    contrast: float = Field(
+        0.3, ge=0.0, description="Contrast factor uniform in [max(0, 1 - x), 1 + x]; 0 leaves it."
+    )
+    saturation: float = Field(
+        0.3, ge=0.0, description="Saturation factor uniform in [max(0, 1 - x), 1 + x]; 0 leaves it."
+    )
+    hue: float = Field(
+        0.02, ge=0.0, le=0.5, description="Hue shift uniform in [-x, x] turns of the colour wheel."
+    )
+
+
+class ExpandAugmentConfig(Section):
+    """Zoom out (SSD's expand): the image on a larger canvas of `augment.fill`, before the resize."""
+
+    prob: float = Field(0.0, ge=0.0, le=1.0, description="Probability per image; 0 turns it off.")
+    max_ratio: float = Field(
+        2.0, ge=1.0, description="The canvas is r times the image's sides, r uniform in [1, max_ratio]."
+    )
+
+
+class CropAugmentConfig(Section):
+    """Zoom in: a random crop before the resize that keeps enough of at least one box."""
+
+    prob: float = Field(0.0, ge=0.0, le=1.0, description="Probability per image; 0 turns it off.")
+    min_scale: float = Field(
+        0.3, gt=0.0, le=1.0, description="Each side of the crop is uniform in [min_scale, 1] of the image's."
+    )
+    min_box_overlap: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="A crop is accepted when at least one box keeps at least this fraction of its "
+        "area inside it (50 tries, then no crop); images without boxes take any crop.",
+    )
+
+
+class ScaleJitterAugmentConfig(Section):
+    """Large-scale jitter after the resize: scale by a random factor, crop or pad back to the size
+    the resize gave, so batch shapes do not change."""
+
+    prob: float = Field(0.0, ge=0.0, le=1.0, description="Probability per sample; 0 turns it off.")
+    min_scale: float = Field(0.5, gt=0.0, description="Smallest scale factor.")
+    max_scale: float = Field(1.5, gt=0.0, description="Largest scale factor.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScaleJitterAugmentConfig:
+        if self.min_scale > self.max_scale:
+            raise ValueError(f"min_scale {self.min_scale} is above max_scale {self.max_scale}")
+        return self
+
+
+class AugmentConfig(Section):
+    """Box-aware augmentations around the resize and flip (docs/data.md), all off by default so
+    the detectron2 path stays bit for bit the same."""
+
+    color: ColorAugmentConfig = Field(default_factory=lambda: ColorAugmentConfig())
+    expand: ExpandAugmentConfig = Field(default_factory=lambda: ExpandAugmentConfig())
+    crop: CropAugmentConfig = Field(default_factory=lambda: CropAugmentConfig())
+    scale_jitter: ScaleJitterAugmentConfig = Field(default_factory=lambda: ScaleJitterAugmentConfig())
+    vertical_flip: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability of a top-bottom flip, on top of data.train.flip (for aerial, "
+        "microscope or other pictures without an up); 0 turns it off.",
+    )
+    mosaic: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a sample becomes a mosaic of four training images (itself "
+        "and three drawn at random) on a canvas of its size; 0 turns it off.",
+    )
+    min_visible: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Drop rule: a box cut by crop, scale_jitter or mosaic is kept when at least "
+        "this fraction of its area is still in the image; dropped boxes are counted in the "
+        "training log (boxes_dropped).",
+    )
+    fill: int = Field(
+        114, ge=0, le=255, description="Grey level of canvas no image covers (expand, scale_jitter, mosaic)."
+    )
+
+
 class TrainDataConfig(Section):
     """The training split and its augmentation."""
 
@@ -545,6 +638,17 @@ class TrainDataConfig(Section):
     repeat_sqrt: bool = Field(
         True, description="RepeatFactorTrainingSampler: take the square root of threshold / f."
     )
+    augment: AugmentConfig = Field(default_factory=lambda: AugmentConfig())
+
+    @model_validator(mode="after")
+    def _one_vertical_flip(self) -> TrainDataConfig:
+        if self.flip == "vertical" and self.augment.vertical_flip > 0:
+            raise ValueError(
+                "data.train.flip vertical and augment.vertical_flip both flip top-bottom; for both "
+                "directions set flip: horizontal with augment.vertical_flip: 0.5, else set "
+                "augment.vertical_flip: 0"
+            )
+        return self
 
 
 class TestDataConfig(Section):

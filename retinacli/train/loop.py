@@ -305,6 +305,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         values["num_pos_anchors"] = float(outputs["num_pos_anchors"]) / max(len(batch), 1)
+        if batch.boxes_in is not None:  # box-aware augmentation: what its drop rule removed
+            values["boxes_dropped"] = float(batch.boxes_dropped or 0)
+            values["boxes_dropped_frac"] = float(batch.boxes_dropped or 0) / max(batch.boxes_in, 1)
         return values
 
     def _handle_nonfinite(self, values: Mapping[str, float]) -> None:

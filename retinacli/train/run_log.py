@@ -25,6 +25,8 @@ def format_scalars(scalars: Mapping[str, float]) -> str:
     parts += [f"{k} {scalars[k]:.4f}" for k in ("loss_cls", "loss_box_reg") if k in scalars]
     if "num_pos_anchors" in scalars:
         parts.append(f"pos/img {scalars['num_pos_anchors']:.1f}")
+    if "boxes_dropped" in scalars:
+        parts.append(f"dropped {scalars['boxes_dropped']:.1f} boxes/batch")
     if "lr" in scalars:
         parts.append(f"lr {scalars['lr']:.3g}")
     if scalars.get("time"):

@@ -183,3 +183,19 @@ def test_fine_tuning_on_other_classes_reinitialises_only_the_classifier(tmp_path
     for key in (k for k in before if k.startswith("backbone.fpn.")):
         torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=key)
     assert after["head.cls_score.weight"].shape[0] == 6 * 1  # 6 anchors per location x 1 class
+
+
+def test_box_aware_augmentation_drops_are_logged(tmp_path):
+    augment = ["data.train.augment.mosaic=1.0", "data.train.augment.crop.prob=1.0",
+               "data.train.augment.crop.min_scale=0.3", "data.train.augment.crop.min_box_overlap=0.2",
+               "solver.max_iter=4", "solver.checkpoint_period=4"]
+    result = train_from_recipe(tiny_recipe(tmp_path / "aug", *augment))
+    lines = [json.loads(line) for line in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = [line for line in lines if "boxes_dropped" in line]
+    assert [line["iteration"] for line in logged] == [1, 3]  # every log period (2)
+    for line in logged:
+        assert line["boxes_dropped"] >= 0 and 0.0 <= line["boxes_dropped_frac"] <= 1.0
+
+    plain = train_from_recipe(tiny_recipe(tmp_path / "plain", "solver.max_iter=2", "solver.checkpoint_period=2"))
+    text = (plain.output_dir / "metrics.jsonl").read_text()
+    assert "boxes_dropped" not in text  # the detectron2 path logs nothing new

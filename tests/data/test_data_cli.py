@@ -53,6 +53,25 @@ def test_show_writes_pictures(shared_dir, tmp_path, capsys, monkeypatch):
     assert len(pictures) == 2 and all(Image.open(p).size[0] > 0 for p in pictures)
 
 
+def test_show_draws_the_box_aware_augmentations(shared_dir, tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    def show(out: Path, *sets: str) -> list[Path]:
+        args = [a for s in sets for a in ("--set", s)]
+        result = run_cli(["data", "show", str(REPO / "recipes" / "raccoon.yaml"), *raccoon_set(shared_dir), *args,
+                          "--output-dir", str(out), "--n", "2", "--augmented"], capsys, monkeypatch)
+        assert result.exit_code == 0, result.output
+        return sorted(out.glob("*.png"))
+
+    plain = show(tmp_path / "plain")
+    mosaic = show(tmp_path / "mosaic", "data.train.augment.mosaic=1.0", "data.train.augment.color.prob=1.0")
+    # the same training samples (names and sizes), but four photos in one and new colours
+    assert [p.name for p in plain] == [p.name for p in mosaic]
+    for a, b in zip(plain, mosaic, strict=True):
+        assert Image.open(a).size == Image.open(b).size
+        assert not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
 def test_make_shapes_writes_both_splits(tmp_path, capsys, monkeypatch):
     result = run_cli(["data", "make-shapes", str(tmp_path / "s"), "--images", "4", "--seed", "1"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output

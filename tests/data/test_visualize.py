@@ -60,3 +60,42 @@ def test_show_dataset_plain_and_augmented(tmp_path: Path) -> None:
         assert Image.open(path).size == (w, h)
 
     assert len(show_dataset(dataset=dataset, out_dir=tmp_path / "all", num_images=16)) == 5
+
+
+def test_show_dataset_draws_the_box_aware_augmentations(tmp_path: Path) -> None:
+    import torch
+
+    from retinacli.data.augment import BoxAugment, Crop
+    from retinacli.data.loader import MappedDataset, Sample, TrainBatchSampler
+    from retinacli.data.visualize import sample_title
+    from retinacli.engine.structures import Targets
+
+    spec = ShapesSpec(image_size=(40, 64), object_size=(8, 24), objects_per_image=(1, 2))
+    split = make_shapes(tmp_path / "ds", num_images=5, seed=0, spec=spec)
+    dataset = load_coco(annotations=split.annotations, images=split.images, filter_empty=False)
+    aug = Augmentation(short_sizes=(80,), max_size=160, flip="none")
+    box_augment = BoxAugment(vertical_flip=1.0, mosaic=1.0, crop=Crop(prob=1.0))
+    shown = show_dataset(dataset=dataset, out_dir=tmp_path / "aug", num_images=3, augmentation=aug, seed=3,
+                         box_augment=box_augment)
+    # the pictures are the first training samples, augmented as training augments them
+    mapped = MappedDataset(records=dataset.records, augmentation=aug, input_format="RGB", seed=3, box_augment=box_augment)
+    sampler = TrainBatchSampler(image_sizes=[(r.height, r.width) for r in dataset.records], images_per_batch=1,
+                                seed=3, aspect_ratio_grouping=False)
+    for path, (key,) in zip(shown, itertools.islice(iter(sampler), 3), strict=True):
+        sample = mapped[key]
+        assert "vertical_flip" in sample.applied and "mosaic" in sample.applied
+        _, h, w = sample.image.shape
+        assert path.name.endswith(f"_image{sample.image_id}.png") and Image.open(path).size == (w, h)
+
+    made = Sample(image=torch.zeros(3, 30, 40, dtype=torch.uint8), targets=Targets(boxes=torch.zeros(0, 4),
+                  labels=torch.zeros(0, dtype=torch.int64)), original_size=(60, 80), image_id=7, file_name="a.png",
+                  boxes_in=3, boxes_dropped=2, applied=("crop", "mosaic"))
+    assert sample_title(made) == "image 7  80x60 -> 40x30  crop+mosaic  (2 boxes dropped)"
+
+
+def test_dropped_boxes_are_drawn_in_grey() -> None:
+    from retinacli.data.visualize import DROPPED_COLOUR
+
+    canvas = draw_boxes(np.zeros((40, 40, 3), dtype=np.uint8), boxes=np.zeros((0, 4)), labels=np.zeros(0),
+                        class_names=("a",), dropped=np.array([[5, 5, 20, 20]]))
+    assert tuple(np.asarray(canvas)[20, 10]) == DROPPED_COLOUR  # bottom edge

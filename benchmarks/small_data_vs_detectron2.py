@@ -1,0 +1,338 @@
+"""recipes/small_data.yaml against detectron2's recipe at equal training wall time.
+
+For each dataset (raccoon: train.json, measured on val.json; the shapes of recipes/shapes.yaml)
+and each seed, sequentially:
+
+1. the detectron2-style arm: the dataset's recipe with detectron2's solver (SGD, momentum 0.9,
+   base_lr 0.01, weight decay 1e-4, multi-step decay x0.1 at 2/3 and 8/9 of the run, linear
+   warm-up, no clipping, no EMA) and its resize + horizontal flip, for `--iters` iterations;
+   its training time T is the sum of its iteration times (data loading included; evaluations
+   and checkpoints left out, the same for both arms);
+2. a short calibration run of the small-data arm (`_base_: [<dataset>.yaml, small_data.yaml]`)
+   gives its seconds per iteration s, and the arm then trains for round(T / s) iterations, so
+   both arms get the same training time (the table shows both times, to check);
+3. both are evaluated every fifth of their run and at the end on the same test set.
+
+It prints a Markdown table (APs per seed, means and differences), writes it with every number
+to OUTPUT_DIR/summary.json and OUTPUT_DIR/table.md, and draws the learning curves (test AP and
+total loss against training seconds) from each run's metrics.jsonl into
+OUTPUT_DIR/curves_<dataset>.png. Finished runs in OUTPUT_DIR are reused, so an interrupted
+benchmark can be started again with the same command.
+
+    python benchmarks/small_data_vs_detectron2.py --output-dir bench_small_data
+    python benchmarks/small_data_vs_detectron2.py --output-dir /tmp/smoke --datasets shapes \\
+        --iters shapes=20 --calibration-iters 20 --seeds 0 \\
+        --extra-set "data.train.dataset.num_images=32" --extra-set "data.test.dataset.num_images=8"
+
+Run it on a quiet machine: both arms must see the same CPU. Datasets resolve as the recipes say
+($RETINA_DATASETS, default ../shared/data, relative to the repository, where runs start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+LOG_PERIOD = 10
+EVALUATIONS = 5
+
+# Sizes of docs/training.md's raccoon measurements: recipes/raccoon.yaml made short enough for a
+# 2-core CPU. Both arms get them.
+DATASETS: dict[str, dict[str, Any]] = {
+    "raccoon": {
+        "recipe": "raccoon.yaml",
+        "iters": 600,
+        "sets": [
+            "data.train.resize.short_sizes=[224, 256]",
+            "data.train.resize.max_size=384",
+            "data.test.resize.short_sizes=[256]",
+            "data.test.resize.max_size=384",
+        ],
+    },
+    "shapes": {"recipe": "shapes.yaml", "iters": 600, "sets": []},
+}
+ARMS = ("detectron2", "small_data")
+
+
+def detectron2_solver(max_iter: int) -> list[str]:
+    """detectron2's RetinaNet solver (defaults.py + Base-RetinaNet.yaml), its 1x schedule shape
+    (steps at 60k and 80k of 90k) fitted to `max_iter`."""
+    steps = sorted({max(1, round(max_iter * 2 / 3)), max(2, round(max_iter * 8 / 9))})
+    steps = [s for s in steps if s < max_iter]
+    return [
+        "solver.optimizer=SGD",
+        "solver.base_lr=0.01",
+        "solver.momentum=0.9",
+        "solver.nesterov=false",
+        "solver.weight_decay=0.0001",
+        "solver.weight_decay_norm=0.0",
+        "solver.scheduler=WarmupMultiStepLR",
+        f"solver.steps={steps}",
+        "solver.gamma=0.1",
+        "solver.warmup_method=linear",
+        "solver.warmup_factor=0.001",
+        "solver.clip_gradients.enabled=false",
+        "solver.ema.enabled=false",
+    ]
+
+
+def common_sets(*, dataset: str, seed: int, max_iter: int, evaluate: bool, extra: Sequence[str]) -> list[str]:
+    """What both arms share: sizes, seed, length, logging, evaluations, warm-up."""
+    sets = [
+        *DATASETS[dataset]["sets"],
+        f"seed={seed}",
+        f"solver.max_iter={max_iter}",
+        f"solver.checkpoint_period={max_iter}",
+        "solver.keep_checkpoints=1",
+        f"solver.warmup_iters={min(50, max(1, max_iter // 6))}",
+        f"log_period={LOG_PERIOD}",
+        f"eval_period={max(1, max_iter // EVALUATIONS) if evaluate else 0}",
+        "on_nonfinite=rollback",
+        *extra,
+    ]
+    if not evaluate:
+        sets.append("data.test.dataset=null")
+    return sets
+
+
+def small_data_recipe(out: Path, dataset: str) -> Path:
+    """A recipe file `_base_: [<dataset>.yaml, small_data.yaml]` (absolute paths)."""
+    path = out / "recipes" / f"{dataset}_small_data.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bases = [str(RECIPES / DATASETS[dataset]["recipe"]), str(RECIPES / "small_data.yaml")]
+    path.write_text(f"_base_: {json.dumps(bases)}\n", encoding="utf-8")
+    return path
+
+
+def train(recipe: Path, sets: Sequence[str], run_dir: Path) -> float:
+    """`retina train` in a subprocess from the repository root; returns its wall seconds."""
+    command = [sys.executable, "-m", "retinacli", "train", str(recipe), "--output-dir", str(run_dir)]
+    for value in sets:
+        command += ["--set", value]
+    print("$", " ".join(_quote(c) for c in command), flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        log = run_dir / "log.txt"
+        tail = log.read_text(encoding="utf-8").splitlines()[-15:] if log.is_file() else []
+        raise SystemExit(f"retina train failed (exit {done.returncode}) in {run_dir}:\n"
+                         + "\n".join(tail) + "\n" + done.stderr[-2000:])
+    return time.perf_counter() - start
+
+
+def _quote(text: str) -> str:
+    return f"'{text}'" if any(c in text for c in " []{}*$") else text
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def cumulative_seconds(records: Sequence[Mapping[str, Any]], *, skip_first: bool = False) -> dict[int, float]:
+    """iteration -> training seconds up to and including it, from the logged mean iteration
+    times (each line covers the iterations since the previous one). `skip_first` leaves the
+    first line out (worker start-up), for speed measurements."""
+    total, previous, out = 0.0, -1, {}
+    first = True
+    for record in records:
+        if record.get("time") is None:
+            continue
+        iteration = int(record["iteration"])
+        if not (skip_first and first):
+            total += float(record["time"]) * (iteration - previous)
+        first = False
+        previous = iteration
+        out[iteration] = total
+    return out
+
+
+def seconds_per_iteration(records: Sequence[Mapping[str, Any]]) -> float:
+    times = [r for r in records if r.get("time") is not None]
+    if len(times) < 2:
+        raise SystemExit("calibration: too few logged iterations; raise --calibration-iters")
+    seconds = cumulative_seconds(times, skip_first=True)
+    last = int(times[-1]["iteration"])
+    return seconds[last] / (last - int(times[0]["iteration"]))
+
+
+def evaluations(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The test evaluations in order: iteration, AP, AP50 and training seconds so far."""
+    seconds = cumulative_seconds(records)
+    found = []
+    for record in records:
+        if "test/AP" in record:
+            iteration = int(record["iteration"])
+            found.append({
+                "iteration": iteration,
+                "AP": record["test/AP"],
+                "AP50": record.get("test/AP50"),
+                "seconds": seconds.get(iteration, max(seconds.values(), default=0.0)),
+            })
+    return found
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / "model_final.pth").is_file() and any("test/AP" in r for r in read_metrics(run_dir))
+
+
+def run_pair(out: Path, dataset: str, seed: int, *, iters: int, calibration_iters: int, extra: Sequence[str]) -> dict[str, Any]:
+    """Both arms of one dataset and seed; their summaries by arm."""
+    base_recipe = RECIPES / DATASETS[dataset]["recipe"]
+    small_recipe = small_data_recipe(out, dataset)
+    where = out / dataset / f"seed{seed}"
+    result: dict[str, Any] = {}
+
+    d2_dir = where / "detectron2"
+    d2_wall = small_wall = None  # process wall time, evaluations included (None: run reused)
+    if not finished(d2_dir):
+        shutil.rmtree(d2_dir, ignore_errors=True)
+        sets = [*common_sets(dataset=dataset, seed=seed, max_iter=iters, evaluate=True, extra=extra), *detectron2_solver(iters)]
+        d2_wall = train(base_recipe, sets, d2_dir)
+    d2_records = read_metrics(d2_dir)
+    d2_seconds = max(cumulative_seconds(d2_records).values())
+    result["detectron2"] = {
+        "iterations": iters, "train_seconds": d2_seconds, "wall_seconds": d2_wall, "evaluations": evaluations(d2_records)
+    }
+
+    small_dir = where / "small_data"
+    if not finished(small_dir):
+        calibration = where / "small_data_calibration"
+        shutil.rmtree(calibration, ignore_errors=True)
+        train(
+            small_recipe,
+            common_sets(dataset=dataset, seed=seed, max_iter=calibration_iters, evaluate=False, extra=extra),
+            calibration,
+        )
+        per_iteration = seconds_per_iteration(read_metrics(calibration))
+        small_iters = max(LOG_PERIOD, round(d2_seconds / per_iteration))
+        print(f"{dataset} seed {seed}: detectron2 trained {d2_seconds:.0f} s; small_data runs "
+              f"{per_iteration:.3f} s/iteration -> {small_iters} iterations", flush=True)
+        shutil.rmtree(small_dir, ignore_errors=True)
+        small_wall = train(
+            small_recipe, common_sets(dataset=dataset, seed=seed, max_iter=small_iters, evaluate=True, extra=extra), small_dir
+        )
+    small_records = read_metrics(small_dir)
+    small_seconds = max(cumulative_seconds(small_records).values())
+    small_iters = 1 + max(int(r["iteration"]) for r in small_records if r.get("time") is not None)
+    result["small_data"] = {
+        "iterations": small_iters, "train_seconds": small_seconds, "wall_seconds": small_wall,
+        "evaluations": evaluations(small_records),
+    }
+    return result
+
+
+def table(results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> str:
+    """The Markdown table: one row per dataset, seed and arm, then the means per dataset."""
+    lines = [
+        "| dataset | seed | recipe | iterations | training time (s) | AP | AP50 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    means = []
+    for dataset, by_seed in results.items():
+        aps: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        for seed, arms in by_seed.items():
+            for arm in ARMS:
+                run = arms[arm]
+                final = run["evaluations"][-1] if run["evaluations"] else {"AP": math.nan, "AP50": math.nan}
+                aps[arm].append(float(final["AP"]))
+                lines.append(
+                    f"| {dataset} | {seed} | {arm} | {run['iterations']} | {run['train_seconds']:.0f} | "
+                    f"{final['AP']:.1f} | {final['AP50']:.1f} |"
+                )
+        d2, small = statistics.fmean(aps["detectron2"]), statistics.fmean(aps["small_data"])
+        means.append(f"| {dataset} | mean of {len(by_seed)} | small_data - detectron2 | | | "
+                     f"{small:.1f} - {d2:.1f} = **{small - d2:+.1f}** | |")
+    return "\n".join([*lines, *means])
+
+
+def plot(results: Mapping[int, Mapping[str, Any]], out: Path, dataset: str, run_root: Path) -> Path:
+    """Test AP and total loss against training seconds, both arms, every seed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ap_axes, loss_axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colours = {"detectron2": "tab:blue", "small_data": "tab:orange"}
+    styles = ["-", "--", ":", "-."]
+    for k, (seed, arms) in enumerate(results.items()):
+        for arm in ARMS:
+            label = f"{arm}, seed {seed}"
+            evals = arms[arm]["evaluations"]
+            ap_axes.plot([e["seconds"] for e in evals], [e["AP"] for e in evals], marker="o", markersize=3,
+                         color=colours[arm], linestyle=styles[k % len(styles)], label=label)
+            records = read_metrics(run_root / f"seed{seed}" / arm)
+            seconds = cumulative_seconds(records)
+            losses = [(seconds[int(r["iteration"])], r["total_loss"]) for r in records
+                      if r.get("total_loss") is not None and int(r["iteration"]) in seconds]
+            loss_axes.plot([s for s, _ in losses], [v for _, v in losses], color=colours[arm],
+                           linestyle=styles[k % len(styles)], linewidth=1, label=label)
+    ap_axes.set(title=f"{dataset}: test AP", xlabel="training seconds", ylabel="AP")
+    loss_axes.set(title=f"{dataset}: total training loss", xlabel="training seconds", ylabel="loss", yscale="log")
+    ap_axes.grid(alpha=0.3)
+    loss_axes.grid(alpha=0.3)
+    ap_axes.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / f"curves_{dataset}.png"
+    fig.savefig(path)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["raccoon", "shapes"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--iters", action="append", default=[], metavar="DATASET=N",
+                        help="iterations of the detectron2 arm (default raccoon=600, shapes=600)")
+    parser.add_argument("--calibration-iters", type=int, default=40,
+                        help="iterations of the small-data speed measurement (the first 10 are left out)")
+    parser.add_argument("--extra-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more --set for every run of both arms")
+    args = parser.parse_args(argv)
+    iters = {name: int(spec["iters"]) for name, spec in DATASETS.items()}
+    for item in args.iters:
+        name, _, value = item.partition("=")
+        if name not in DATASETS or not value.isdigit():
+            parser.error(f"--iters {item}: expected DATASET=N with DATASET one of {sorted(DATASETS)}")
+        iters[name] = int(value)
+    if args.calibration_iters <= LOG_PERIOD:
+        parser.error(f"--calibration-iters must be above {LOG_PERIOD}")
+    out = args.output_dir.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[int, Any]] = {}
+    for dataset in args.datasets:
+        results[dataset] = {}
+        for seed in args.seeds:
+            results[dataset][seed] = run_pair(
+                out, dataset, seed, iters=iters[dataset], calibration_iters=args.calibration_iters, extra=args.extra_set
+            )
+        print("curves:", plot(results[dataset], out, dataset, out / dataset), flush=True)
+    text = table(results)
+    (out / "table.md").write_text(text + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
