@@ -32,6 +32,9 @@ from retinacli.data.transforms import MIN_BOX_SIDE
 
 # Attempts at a crop that keeps enough of a box before the image is left uncropped.
 CROP_TRIALS = 50
+# A crop's side fractions (height / image height, width / image width) differ at most this
+# factor, so its shape stays within a factor 2 of the image's (SSD's aspect-ratio rule).
+CROP_MAX_DISTORTION = 2.0
 
 
 @dataclass
@@ -183,13 +186,17 @@ def sample_crop(
     rng: np.random.Generator, *, hw: tuple[int, int], boxes: Tensor, min_scale: float, min_box_overlap: float
 ) -> CropParams | None:
     """A crop whose height and width are each a uniform fraction in [min_scale, 1] of the
-    image's (rounded half up, at least 1 px), at a uniform integer position, accepted when the
-    image has no box or when at least one box keeps at least `min_box_overlap` of its area
-    inside it. None (no crop) when `CROP_TRIALS` attempts found no acceptable window."""
+    image's (rounded half up, at least 1 px), the two fractions within a factor
+    `CROP_MAX_DISTORTION` of each other, at a uniform integer position, accepted when the image
+    has no box or when at least one box keeps at least `min_box_overlap` of its area inside it.
+    None (no crop) when `CROP_TRIALS` attempts found no acceptable window."""
     h, w = hw
     for _ in range(CROP_TRIALS):
-        height = min(h, max(1, int(h * float(rng.uniform(min_scale, 1.0)) + 0.5)))
-        width = min(w, max(1, int(w * float(rng.uniform(min_scale, 1.0)) + 0.5)))
+        fy, fx = float(rng.uniform(min_scale, 1.0)), float(rng.uniform(min_scale, 1.0))
+        if max(fy / fx, fx / fy) > CROP_MAX_DISTORTION:
+            continue
+        height = min(h, max(1, int(h * fy + 0.5)))
+        width = min(w, max(1, int(w * fx + 0.5)))
         crop = CropParams(int(rng.integers(0, h - height + 1)), int(rng.integers(0, w - width + 1)), height, width)
         if len(boxes) == 0 or float(kept_fractions(boxes, crop).max()) >= min_box_overlap:
             return crop

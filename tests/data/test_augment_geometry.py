@@ -148,6 +148,10 @@ def test_sample_crop_follows_its_rule() -> None:
         )
         assert params is not None
         assert 15 <= params.height <= 50 and 30 <= params.width <= 100  # 0.3 * side, rounded
+        # the side fractions within a factor 2; rounding moves each side by at most 0.5 px (of at
+        # least 15 and 30 px), which bounds the measured ratio by 2 * (1 + 0.5/15) * (1 + 0.5/30)
+        ratio = (params.height / 50) / (params.width / 100)
+        assert max(ratio, 1 / ratio) <= 2.0 * (1 + 0.5 / 15) * (1 + 0.5 / 30)
         assert 0 <= params.top <= 50 - params.height and 0 <= params.left <= 100 - params.width
         assert float(kept_fractions(boxes, params).max()) >= 0.6
 
