@@ -42,6 +42,26 @@ class TrainingError(RetinaError):
     exit_code = 1
 
 
+class StorageError(RetinaError):
+    """A file could not be written: the disk is full, a quota is reached, the folder is read-only."""
+
+    exit_code = 1
+
+
+class TrainingInterrupted(RetinaError):
+    """Training stopped on a signal (Ctrl-C, SIGTERM) after writing a checkpoint it can resume.
+
+    The exit code is the shell's for the signal: 128 + its number (130 for SIGINT, 143 for
+    SIGTERM).
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str, *, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class ExportError(RetinaError):
     """An exported file does not compute what the model computes (or cannot be written)."""
 

@@ -4,7 +4,8 @@ Writing: every file (checkpoints, model files, `config.yaml`, `last_checkpoint`,
 PNG pictures) goes through `atomic_write`: the data is written to a temporary file in the same
 folder, flushed and fsynced, then renamed over its destination (`os.replace`) and the folder
 fsynced. A crash or an error leaves either the old file or the new one, never a half-written one,
-and no temporary file behind. The temporary file is created with mode 0o666 and the process
+and no temporary file behind; a full disk (ENOSPC, EDQUOT) becomes a StorageError naming the file,
+the space it needs and the space free. The temporary file is created with mode 0o666 and the process
 umask applies, exactly as for a plain `open(path, "w")`; a file that replaces an existing one
 keeps that file's permission bits. An output made of many files (a converted dataset) is
 built in a temporary folder that `atomic_directory` renames into place once complete.
@@ -24,11 +25,11 @@ import pickle
 import secrets
 import stat
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from retinacli.errors import CheckpointError, UsageError
+from retinacli.errors import CheckpointError, StorageError, UsageError
 
 FORMAT_MARKER = "retinacli-checkpoint"
 """The value of the `format` key of every retinacli checkpoint and model file."""
@@ -39,6 +40,7 @@ TEMP_PREFIX = ".tmp-"
 
 _NEW_FILE_MODE = 0o666  # what open() asks for; the umask takes its bits away
 _TEMP_NAME_TRIES = 100
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 # ----------------------------------------------------------------------------- writing
@@ -80,7 +82,13 @@ def atomic_write(path: str | os.PathLike[str], *, mode: Literal["wb", "w"] = "wb
     target = Path(path)
     directory = target.parent
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(target)
+    try:
+        fd, tmp = _create_temp(target)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise DiskFullError(target, written=0) from exc
+        raise
+    written = 0
     try:
         encoding = "utf-8" if mode == "w" else None
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -90,17 +98,84 @@ def atomic_write(path: str | os.PathLike[str], *, mode: Literal["wb", "w"] = "wb
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
+        with suppress(OSError):
+            written = tmp.stat().st_size
         tmp.unlink(missing_ok=True)
+        if _is_no_space(exc):
+            raise DiskFullError(target, written=written) from exc
         raise
     _fsync_dir(directory)
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while `target` was written; `written` bytes had made it.
+
+    An OSError (errno ENOSPC) so that callers that handle OSError keep working; `storage_error`
+    turns it into the user's message once the size needed is known.
+    """
+
+    def __init__(self, target: Path, *, written: int) -> None:
+        super().__init__(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        self.target = target
+        self.written = written
+
+    def storage_error(self, *, needed: int | None) -> StorageError:
+        """The StorageError a user sees: what was written, the space needed and free, what to do."""
+        free = _free_bytes(self.target.parent)
+        need = f"it needs {format_bytes(needed)}" if needed is not None else f"{format_bytes(self.written)} had been written"
+        have = f", {format_bytes(free)} are free there" if free is not None else ""
+        return StorageError(
+            f"{self.target}: no space left on the device while writing it ({need}{have}); "
+            "nothing was replaced: the previous file of that name and last_checkpoint are "
+            "intact; free some space (or move the run) and run the command again"
+        )
+
+
+def _is_no_space(exc: BaseException) -> bool:
+    """True when `exc`, or an exception it was raised from, is ENOSPC/EDQUOT (torch.save's C++
+    writer re-raises a failed write as a RuntimeError naming the errno's text)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _NO_SPACE:
+            return True
+        if isinstance(seen, RuntimeError) and os.strerror(errno.ENOSPC) in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _free_bytes(directory: Path) -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def format_bytes(count: int) -> str:
+    """`1.5 MB`-style size (powers of 1000, as `df -H`), `512 B` below a kilobyte."""
+    if count < 1000:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("kB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            return f"{value:.1f} {unit}"
+    return f"{count} B"  # unreachable
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write `text` (UTF-8) to `path` atomically; returns the path."""
     target = Path(path)
-    with atomic_write(target, mode="w") as handle:
-        handle.write(text)
+    try:
+        with atomic_write(target, mode="w") as handle:
+            handle.write(text)
+    except DiskFullError as exc:
+        raise exc.storage_error(needed=len(text.encode("utf-8"))) from None
     return target
 
 
@@ -116,9 +191,38 @@ def save_torch(path: str | os.PathLike[str], data: Any) -> Path:
     import torch
 
     target = Path(path)
-    with atomic_write(target) as handle:
-        torch.save(data, handle)
+    try:
+        with atomic_write(target) as handle:
+            torch.save(data, handle)
+    except DiskFullError as exc:
+        raise exc.storage_error(needed=_saved_size(data)) from None
     return target
+
+
+class _CountingSink:
+    """A write-only file that keeps nothing but the number of bytes written to it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _saved_size(data: Any) -> int | None:
+    """How many bytes `torch.save(data)` writes (serialised again, into nothing)."""
+    import torch
+
+    sink = _CountingSink()
+    try:
+        torch.save(data, sink)
+    except Exception:
+        return None
+    return sink.count
 
 
 def hard_link(source: Path, target: Path) -> bool:

@@ -144,3 +144,32 @@ def test_loading_refuses_foreign_and_newer_files(tmp_path):
     old = save_torch(tmp_path / "o.pth", {"format": "retinacli-checkpoint", "format_version": 1})
     with pytest.raises(CheckpointError, match="checkpoint lacks model"):
         read_retinacli_file(old, required=("model",))
+
+
+def test_a_full_disk_is_a_storage_error_naming_the_file_and_the_space_needed(tmp_path, monkeypatch):
+    import errno
+
+    import retinacli.files as files_module
+    from retinacli.errors import StorageError
+
+    path = tmp_path / "model_final.pth"
+    files_module.save_torch(path, {"w": torch.zeros(4)})
+    before = path.read_bytes()
+    real_fsync = os.fsync
+
+    def no_space(fd):  # the data does not fit: the kernel says so when it is flushed
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    data = {"w": torch.zeros(300_000)}  # 1.2 MB of float32, plus the zip's headers
+    with pytest.raises(StorageError) as info:
+        files_module.save_torch(path, data)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    message = str(info.value)
+    assert message.startswith(f"{path}: no space left on the device while writing it (it needs 1.2 MB, ")
+    assert "nothing was replaced" in message and info.value.exit_code == 1
+    assert path.read_bytes() == before  # the previous file is whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_final.pth"]  # no temporary left
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(StorageError, match=r"last_checkpoint: no space left .*it needs 17 B"):
+        files_module.write_text(tmp_path / "last_checkpoint", "model_0000004.pth")

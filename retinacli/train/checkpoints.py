@@ -14,6 +14,7 @@ only):
 | `iteration` | the 0-based index of the last completed iteration; training resumes at `iteration + 1` |
 | `rng` | `rng.capture_rng_state()`: python `random`, numpy, torch CPU and (if available) CUDA states |
 | `loss_normalizer` | the detector's running loss normalizer (float) |
+| `loss_normalizer_per_rank` | every process's normalizer, by rank (one entry for one process) |
 | `recipe` | the resolved recipe as plain JSON types |
 | `grad_scaler` | the AMP loss scale state (empty without AMP) |
 | `ema` | `{"updates", "model"}`: the weights' moving average (empty without EMA) |
@@ -259,3 +260,38 @@ class CheckpointManager:
                 "or delete last_checkpoint to start from scratch"
             )
         return path
+
+    def load_newest_valid(self) -> tuple[Path, dict[str, Any], list[str]] | None:
+        """The checkpoint to resume from: the one `last_checkpoint` names when it loads, else the
+        newest periodic checkpoint older than it that does (a truncated or corrupted file, or a
+        pointer naming a missing one, is skipped). Returns (path, loaded state, one sentence per
+        file skipped), or None when there is no pointer.
+
+        Raises CheckpointError when the pointer exists but no checkpoint loads, naming each.
+        Nothing is deleted: a skipped file stays until training writes that name again.
+        """
+        name = self._pointer_target_name()
+        if name is None:
+            return None
+        skipped: list[str] = []
+        pointed = self.output_dir / name
+        match = _PERIODIC_RE.match(name)
+        limit = int(match.group(1)) if match else None  # model_final.pth: every periodic one is older
+        candidates = [pointed] + [
+            path
+            for path in reversed(self.periodic_checkpoints())
+            if path.name != name and (limit is None or int(_PERIODIC_RE.match(path.name).group(1)) < limit)
+        ]
+        for path in candidates:
+            if not path.is_file():
+                skipped.append(f"{path}: named by last_checkpoint but missing")
+                continue
+            try:
+                return path, load_checkpoint(path), skipped
+            except CheckpointError as exc:
+                skipped.append(str(exc).split("; ")[0])
+        raise CheckpointError(
+            f"{self.output_dir}: no checkpoint can be resumed ("
+            + "; ".join(skipped)
+            + "); restore one from a copy, or start a new run in another --output-dir"
+        )

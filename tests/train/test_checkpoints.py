@@ -258,3 +258,26 @@ def test_bad_files_raise_checkpoint_error_naming_the_file(tmp_path, content, mes
         load_checkpoint(path)
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+
+
+def test_load_newest_valid_skips_damaged_and_missing_checkpoints(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_checkpoints=5)
+    for iteration in (4, 9, 14):
+        manager.save(make_payload(iteration))
+    assert manager.load_newest_valid()[0] == tmp_path / "model_0000014.pth"
+    newest = tmp_path / "model_0000014.pth"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    (tmp_path / "model_0000009.pth").write_bytes(b"")  # empty
+    path, state, skipped = manager.load_newest_valid()
+    assert path == tmp_path / "model_0000004.pth" and state["iteration"] == 4
+    assert [line.split(": ")[0] for line in skipped] == [str(newest), str(tmp_path / "model_0000009.pth")]
+    assert "not a readable PyTorch file" in skipped[0] and "the file is empty" in skipped[1]
+    assert newest.exists()  # nothing is deleted
+    (tmp_path / "model_0000004.pth").write_text("garbage")
+    with pytest.raises(CheckpointError, match=r"no checkpoint can be resumed \(.*model_0000014.pth.*model_0000004.pth"):
+        manager.load_newest_valid()
+    (tmp_path / "last_checkpoint").write_text("model_0000099.pth")  # names a file that is gone
+    with pytest.raises(CheckpointError, match=r"model_0000099.pth: named by last_checkpoint but missing"):
+        manager.load_newest_valid()
+    (tmp_path / "last_checkpoint").unlink()
+    assert manager.load_newest_valid() is None
