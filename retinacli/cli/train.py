@@ -20,26 +20,42 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in the output folder from its last checkpoint.")
     ] = False,
+    auto_resume: Annotated[
+        bool,
+        typer.Option(
+            "--auto-resume",
+            help="Continue the run in the output folder when it is of this recipe, start one when "
+            "there is none, refuse another recipe's (for torchrun --max-restarts and job requeues).",
+        ),
+    ] = False,
     num_processes: Annotated[
         int, typer.Option("--num-processes", min=1, help="Start this many local training processes (torch.distributed).")
     ] = 1,
 ) -> None:
-    """Train a detector from a recipe: progress, TensorBoard, checkpoints, resume, COCO eval."""
+    """Train a detector from a recipe: progress, TensorBoard, checkpoints, resume, COCO eval.
+
+    Ctrl-C (or SIGTERM) writes a checkpoint of the current iteration, prints the command that
+    resumes it and exits with 130 (143); a second Ctrl-C exits at once."""
     from retinacli.cli.progress import ConsoleReporter
     from retinacli.commands import train as command
+    from retinacli.errors import TrainingInterrupted
 
+    how: command.Resume = "auto" if auto_resume else resume
     if num_processes > 1:
         code = command.train_in_processes(
-            recipe, set_ or [], num_processes=num_processes, output_dir=output_dir, resume=resume
+            recipe, set_ or [], num_processes=num_processes, output_dir=output_dir, resume=how
         )
         raise typer.Exit(code)
-    result = command.train(
-        recipe,
-        set_ or [],
-        output_dir=output_dir,
-        resume=resume,
-        reporter=ConsoleReporter(console),
-    )
+    try:
+        result = command.train(
+            recipe,
+            set_ or [],
+            output_dir=output_dir,
+            resume=how,
+            reporter=ConsoleReporter(console),
+        )
+    except TrainingInterrupted as stopped:  # the run's reporter has shown what to do
+        raise typer.Exit(stopped.exit_code) from None
     console.print(
         f"done: {result.iterations_run} iterations in this run; outputs in {result.output_dir}"
         + (f"; final model {result.final_checkpoint}" if result.final_checkpoint else ""),

@@ -9,10 +9,12 @@ come after the 1000th iteration.
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -30,7 +32,13 @@ from retinacli.build import (
 )
 from retinacli.data.coco import DetectionDataset
 from retinacli.data.loader import Batch, build_train_loader
-from retinacli.errors import CheckpointError, RecipeError, RetinaError, UsageError
+from retinacli.errors import (
+    CheckpointError,
+    RecipeError,
+    RetinaError,
+    TrainingInterrupted,
+    UsageError,
+)
 from retinacli.evaluation.classes import ClassInfo
 from retinacli.files import write_text
 from retinacli.recipe import Override, Recipe, dump_recipe, load_recipe, recipe_to_dict
@@ -39,6 +47,7 @@ from retinacli.train.best import BestTracker
 from retinacli.train.checkpoints import FINAL_NAME, CheckpointManager, load_checkpoint
 from retinacli.train.distributed import (
     ProcessContext,
+    broadcast_object,
     init_process,
     launch_local,
     shutdown_process,
@@ -49,6 +58,7 @@ from retinacli.train.loop import Reporter, SilentReporter, Trainer
 from retinacli.train.metrics import METRICS_FILE, MetricsWriter
 from retinacli.train.results_plot import save_results_png
 from retinacli.train.rng import seed_everything
+from retinacli.train.run_lock import RunLock
 from retinacli.train.run_log import TeeReporter, TextLog
 from retinacli.train.schedules import ignored_steps_note
 from retinacli.weights.loading import init_from_weights
@@ -59,7 +69,13 @@ RESULTS_PNG = "results.png"
 EVAL_DIR = "eval"
 TEST_EVAL_DIR = "eval_test"
 SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+RUN_FILES = (CONFIG_NAME, METRICS_FILE, LOG_NAME)
+"""Files every run writes before its first checkpoint: a folder holding one holds a run."""
 
+Resume = bool | Literal["auto"]
+"""False: refuse a folder holding a run; True (`--resume`): continue it; "auto" (`--auto-resume`):
+continue a run of the same recipe, start when there is none, refuse another recipe's (for
+launchers that restart the same command: torchrun --max-restarts, a requeued job)."""
 
 
 @dataclass
@@ -78,10 +94,10 @@ def train(
     overrides: Sequence[str | Override] = (),
     *,
     output_dir: Path | None = None,
-    resume: bool = False,
+    resume: Resume = False,
     reporter: Reporter | None = None,
 ) -> TrainResult:
-    """`retina train RECIPE [--set ...] [--output-dir DIR] [--resume]` in this process."""
+    """`retina train RECIPE [--set ...] [--output-dir DIR] [--resume | --auto-resume]` in this process."""
     return train_from_recipe(
         load_recipe(recipe_path, _with_output_dir(overrides, output_dir)), resume=resume, reporter=reporter
     )
@@ -93,7 +109,7 @@ def train_in_processes(
     *,
     num_processes: int,
     output_dir: Path | None = None,
-    resume: bool = False,
+    resume: Resume = False,
 ) -> int:
     """The same training in `num_processes` local processes (torch.distributed, as torchrun
     starts them); the recipe is checked here first. Returns the exit code of the group."""
@@ -101,7 +117,8 @@ def train_in_processes(
     argv = ["train", str(recipe_path), *[a for o in overrides for a in ("--set", o)]]
     if output_dir is not None:
         argv += ["--output-dir", str(output_dir)]
-    return launch_local(num_processes, [*argv, *(["--resume"] if resume else [])])
+    resume_args = ["--auto-resume"] if resume == "auto" else ["--resume"] if resume else []
+    return launch_local(num_processes, [*argv, *resume_args])
 
 
 def _with_output_dir(overrides: Sequence[str | Override], output_dir: Path | None) -> list[str | Override]:
@@ -113,12 +130,15 @@ def _with_output_dir(overrides: Sequence[str | Override], output_dir: Path | Non
 def train_from_recipe(
     recipe: Recipe,
     *,
-    resume: bool = False,
+    resume: Resume = False,
     reporter: Reporter | None = None,
 ) -> TrainResult:
-    """Train as `recipe` says, in `recipe.output_dir`; `resume` continues its last checkpoint.
+    """Train as `recipe` says, in `recipe.output_dir`; `resume` continues its last checkpoint
+    (the newest that loads: a truncated or corrupted one is named and skipped).
 
-    Rank 0 shows progress through `reporter` and writes everything it shows to `log.txt` too.
+    Rank 0 holds the folder's lock (`run_lock`: a second run on it is refused), shows progress
+    through `reporter` and writes everything it shows to `log.txt` too. A SIGINT/SIGTERM stops
+    after the current iteration with a checkpoint (TrainingInterrupted, exit 130/143).
     """
     ctx = init_process(recipe.device)
     try:
@@ -127,28 +147,159 @@ def train_from_recipe(
         shutdown_process()
 
 
-def _train(recipe: Recipe, ctx: ProcessContext, *, resume: bool, shown: Reporter | None) -> TrainResult:
+def _train(recipe: Recipe, ctx: ProcessContext, *, resume: Resume, shown: Reporter | None) -> TrainResult:
     out = Path(recipe.output_dir)
     manager = CheckpointManager(out, keep_checkpoints=recipe.solver.keep_checkpoints)
-    last = manager.find_last()
-    if last is not None and not resume:
-        raise UsageError(
-            f"{out} already holds a run (last checkpoint {last.name}); pass --resume to continue "
-            "it, or --output-dir to start a new run elsewhere"
-        )
     _check_recipe(recipe, ctx)
-    log = TextLog(out / LOG_NAME) if ctx.is_main else None
-    reporter: Reporter = SilentReporter()
-    if ctx.is_main:
-        reporter = TeeReporter([shown or SilentReporter(), log])
+    lock = RunLock(out) if ctx.is_main else None
+    previous_owner = _on_rank_0(ctx, lock.acquire if lock is not None else lambda: None)
     try:
-        return _run(recipe, ctx, manager=manager, last=last, resume=resume, reporter=reporter)
-    except RetinaError as exc:
-        reporter.message(f"error: {exc}")
-        raise
+        plan = _on_rank_0(ctx, lambda: _plan(recipe, manager, resume))
+        log = TextLog(out / LOG_NAME) if ctx.is_main else None
+        reporter: Reporter = SilentReporter()
+        if ctx.is_main:
+            reporter = TeeReporter([shown or SilentReporter(), log])
+        if previous_owner is not None:
+            reporter.message(
+                f"took over the lock of {out}: the run that held it ({previous_owner.describe()}) is gone"
+            )
+        for note in plan.notes:
+            reporter.message(note)
+        try:
+            return _run(recipe, ctx, manager=manager, last=plan.last, resume=bool(resume), reporter=reporter)
+        except TrainingInterrupted as exc:
+            reporter.message(str(exc))
+            raise
+        except RetinaError as exc:
+            reporter.message(f"error: {exc}")
+            raise
+        finally:
+            if log is not None:
+                log.close()
     finally:
-        if log is not None:
-            log.close()
+        if lock is not None:
+            lock.release()
+
+
+@dataclass
+class _Plan:
+    """What rank 0 found in the output folder: the checkpoint to resume (None: start at
+    iteration 0) and what to tell the user about it."""
+
+    last: Path | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _on_rank_0(ctx: ProcessContext, decide: Callable[[], Any]) -> Any:
+    """`decide()` on rank 0, its result (or its RetinaError, raised) on every rank."""
+    if not ctx.distributed:
+        return decide()
+    outcome: tuple[Any, type[RetinaError] | None, str] = (None, None, "")
+    if ctx.is_main:
+        try:
+            outcome = (decide(), None, "")
+        except RetinaError as exc:
+            outcome = (None, type(exc), str(exc))
+    result, error, message = broadcast_object(outcome)  # type: ignore[misc]
+    if error is not None:
+        raise error(message)
+    return result
+
+
+def _plan(recipe: Recipe, manager: CheckpointManager, resume: Resume) -> _Plan:
+    """Resume, start, or refuse, from what the output folder holds (see `Resume`)."""
+    out = Path(recipe.output_dir)
+    has_pointer = manager.pointer_path.is_file()
+    found_files = [name for name in RUN_FILES if (out / name).is_file()]
+    notes = []
+    if resume == "auto":
+        if not has_pointer and not found_files:
+            return _Plan(None, [f"--auto-resume: {out} holds no run yet: starting a new one"])
+        differing = _differing_keys(out / CONFIG_NAME, recipe)
+        if differing:
+            raise UsageError(
+                f"{out}: holds a run of another recipe ({out / CONFIG_NAME} differs at "
+                f"{', '.join(differing)}); --auto-resume continues only the same recipe: pass "
+                "--resume to continue that run with this recipe, or choose another --output-dir"
+            )
+        notes.append(f"--auto-resume: {out} holds a run of this recipe: continuing it")
+    if not resume:
+        if has_pointer:
+            raise UsageError(
+                f"{out} already holds a run (last checkpoint {manager.find_last().name}); pass "
+                "--resume to continue it, or --output-dir to start a new run elsewhere"
+            )
+        if found_files:
+            raise UsageError(
+                f"{out}: holds a run that stopped before its first checkpoint "
+                f"({', '.join(found_files)}); pass --resume to start it again from iteration 0 "
+                f"(its {METRICS_FILE} is kept under another name, {LOG_NAME} goes on), or "
+                "choose another --output-dir"
+            )
+        return _Plan(None)
+    found = manager.load_newest_valid()
+    if found is None:
+        if found_files:
+            kept = _set_aside_metrics(out)
+            notes.append(
+                f"{out} holds a run that stopped before its first checkpoint "
+                f"({', '.join(found_files)}): starting it again from iteration 0"
+                + (f"; its metrics are kept in {kept.name}" if kept else "")
+            )
+        elif resume is True:
+            notes.append(f"no checkpoint in {out}")
+        return _Plan(None, notes)
+    path, _, skipped = found
+    if skipped:
+        notes += [f"cannot resume from {line}: skipped" for line in skipped]
+        notes.append(f"resuming from the newest valid checkpoint instead, {path.name}")
+    return _Plan(path, notes)
+
+
+def _differing_keys(config: Path, recipe: Recipe, limit: int = 5) -> list[str]:
+    """The dotted keys (at most `limit`, then "...") where the recipe stored in `config` differs
+    from `recipe`; output_dir is left out (the same folder may be named differently). A folder
+    without `config` holds no recipe to differ from."""
+    if not config.is_file():
+        return []
+    stored = _flat(recipe_to_dict(load_recipe(config)))
+    given = _flat(recipe_to_dict(recipe))
+    keys = sorted(k for k in stored.keys() | given.keys() if k != "output_dir" and stored.get(k) != given.get(k))
+    return keys[:limit] + (["..."] if len(keys) > limit else [])
+
+
+def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _set_aside_metrics(out: Path) -> Path | None:
+    """Rename the metrics of a run that is started again to `metrics.interrupted-N.jsonl` (the
+    first free N), so that its lines do not mix with the new run's."""
+    metrics = out / METRICS_FILE
+    if not metrics.is_file():
+        return None
+    for number in range(1, 10_000):
+        target = out / f"metrics.interrupted-{number}.jsonl"
+        if not target.exists():
+            os.replace(metrics, target)
+            return target
+    return None
+
+
+def resume_command(out: Path, *, world_size: int = 1) -> str:
+    """The command that continues the run in `out` (its config.yaml is the resolved recipe)."""
+    args = f"train {shlex.quote(str(out / CONFIG_NAME))} --output-dir {shlex.quote(str(out))} --resume"
+    if world_size == 1:
+        return f"retina {args}"
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun <the same options> -m retinacli {args}"
+    return f"retina {args} --num-processes {world_size}"
 
 
 def _run(
@@ -220,6 +371,7 @@ def _run(
         ),
         images_per_batch=recipe.data.train.images_per_batch,
         epoch_size=len(data.train),
+        resume_command=resume_command(out, world_size=ctx.world_size),
     )
     start = _resume_or_start(trainer, recipe, ctx, last=last, resume=resume, reporter=reporter)
     if start >= recipe.solver.max_iter:
@@ -449,8 +601,6 @@ def _resume_or_start(
                 f"{out / CONFIG_NAME} or start a new run"
             ) from None
         reporter.message(f"resuming from {last} at iteration {start} of {recipe.solver.max_iter}")
-    elif resume:
-        reporter.message(f"no checkpoint in {out}: starting a new run")
     else:
         reporter.message(
             f"starting a new run in {out} on {ctx.device}"

@@ -106,6 +106,13 @@ def _open(path: Path | str, *, where: str, action: str) -> Iterator[Image.Image]
         raise DatasetError(
             f"{where}: image file not found; check the image folder and the json's file_name"
         ) from None
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses images of more than 2 x Image.MAX_IMAGE_PIXELS pixels before decoding
+        # them: a small file can declare a size whose pixels would not fit in memory.
+        raise DatasetError(
+            f"{where}: refused to {action} the image: {str(exc).rstrip('.')}; a file this small rarely holds that "
+            "many pixels (a decompression bomb?): replace the file or remove the image from the json"
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         # PIL raises UnidentifiedImageError (an OSError) for non-images, OSError for truncated
         # data, and occasionally ValueError/SyntaxError for malformed headers.

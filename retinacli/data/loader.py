@@ -14,12 +14,19 @@ repeats image i floor(r_i) times, once more with probability frac(r_i) (stochast
 the same generator), then permutes that list. Within a process, aspect-ratio grouping puts
 landscape (w > h) and other (portrait and square) images in separate buckets, as detectron2's
 AspectRatioGroupedDataset does, and emits a batch when a bucket holds `images_per_batch` images.
+
+Failures while training (`TrainStream`): an image that cannot be read (gone, truncated, a
+decompression bomb) comes back from the worker as a `LoadFailure` and is raised in the training
+process as the DatasetError that names it, without torch's worker traceback; a worker that dies
+(killed, out of memory) is a TrainingError naming the images of the batch that was awaited. The
+loop never waits forever: torch notices a dead worker through SIGCHLD.
 """
 
 from __future__ import annotations
 
 import pickle
 import random
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +41,7 @@ from retinacli.data.coco import DetectionDataset, ImageRecord
 from retinacli.data.images import InputFormat, read_image
 from retinacli.data.transforms import Augmentation, AugmentParams
 from retinacli.engine.structures import Targets
-from retinacli.errors import DatasetError
+from retinacli.errors import DatasetError, TrainingError
 
 # Random streams derived from the seed; distinct first keys keep them independent.
 _SHUFFLE_STREAM = 0
@@ -115,8 +122,19 @@ class Sample:
     applied: tuple[str, ...] = ()
 
 
-def collate(samples: Sequence[Sample]) -> Batch:
-    """Samples -> Batch, keeping their order. Images are not padded: the model pads."""
+@dataclass
+class LoadFailure:
+    """A sample that could not be loaded: the DatasetError's message (it names file and id)."""
+
+    message: str
+
+
+def collate(samples: Sequence[Sample | LoadFailure]) -> Batch | LoadFailure:
+    """Samples -> Batch, keeping their order. Images are not padded: the model pads. A batch
+    holding a `LoadFailure` is that failure."""
+    for sample in samples:
+        if isinstance(sample, LoadFailure):
+            return sample
     return Batch(
         images=[s.image for s in samples],
         targets=[s.targets for s in samples],
@@ -176,18 +194,30 @@ class MappedDataset(Dataset):
         augmentation: Augmentation,
         input_format: InputFormat,
         seed: int,
+        capture_errors: bool = False,
         box_augment: BoxAugment | None = None,
     ) -> None:
         self._records = _PackedRecords(records)
         self._augmentation = augmentation
         self._input_format = input_format
         self._seed = seed
+        self._capture_errors = capture_errors
         self._box_augment = box_augment if box_augment is not None and box_augment.active else None
 
     def __len__(self) -> int:
         return len(self._records)
 
-    def __getitem__(self, key: SampleKey) -> Sample:
+    def __getitem__(self, key: SampleKey) -> Sample | LoadFailure:
+        """The sample of `key`; with `capture_errors` a DatasetError becomes a LoadFailure (torch
+        would re-raise it wrapped in a worker traceback)."""
+        if not self._capture_errors:
+            return self._load(key)
+        try:
+            return self._load(key)
+        except DatasetError as exc:
+            return LoadFailure(str(exc))
+
+    def _load(self, key: SampleKey) -> Sample:
         index, position = key
         record = self._records[index]
         rng = np.random.default_rng([self._seed, _AUGMENT_STREAM, position])
@@ -331,6 +361,113 @@ class TrainBatchSampler:
         yield from batches
 
 
+class TrainStream:
+    """The training batches of one process (iterate it: each iterator starts at
+    `start_iteration`), with loading failures raised as errors that name the images."""
+
+    def __init__(
+        self, *, loader: DataLoader[Any], keys: TrainBatchSampler, records: Sequence[ImageRecord], start_iteration: int
+    ) -> None:
+        self.loader = loader
+        self._keys = keys
+        self._records = records
+        self._start = start_iteration
+
+    def __iter__(self) -> TrainIterator:
+        return TrainIterator(self.loader, self._keys, self._records, self._start)
+
+
+def is_worker_death(exc: BaseException) -> bool:
+    """True for torch's error about a data-loader worker that ended abnormally. torch raises it
+    from its SIGCHLD handler, so it may surface anywhere in the training process, not only
+    while a batch is awaited."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in text and (
+        "killed by signal" in text or "exited unexpectedly" in text
+    )
+
+
+class TrainIterator:
+    """One pass of a `TrainStream`: batches from `iteration` on. `worker_died(exc)` words a
+    worker's death, naming the images of the batch awaited next."""
+
+    def __init__(
+        self, loader: DataLoader[Any], keys: TrainBatchSampler, records: Sequence[ImageRecord], start: int
+    ) -> None:
+        self._batches = iter(loader)
+        self._keys = iter(keys)  # the same sampler again: which images each batch holds
+        self._records = records
+        self.iteration = start
+        self._awaited: list[SampleKey] | None = None
+
+    def __iter__(self) -> TrainIterator:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._awaited is None:
+            self._awaited = next(self._keys)
+        try:
+            item = next(self._batches)
+        except (ConnectionError, EOFError) as exc:
+            # a worker that died while it sent a batch: its end of the queue's pipe is gone
+            raise TrainingError(self.worker_died(exc)) from None
+        except RuntimeError as exc:
+            if not is_worker_death(exc):
+                raise
+            raise TrainingError(self.worker_died(exc)) from None
+        if isinstance(item, LoadFailure):
+            raise DatasetError(f"{item.message} (in the batch of iteration {self.iteration})")
+        self._awaited = None
+        self.iteration += 1
+        return item
+
+    def worker_died(self, exc: BaseException) -> str:
+        # Stop the other workers first: until torch forgets their pids, every SIGCHLD raises its
+        # report again, wherever this process is (here too: then that report is the cause).
+        for _ in range(5):
+            try:
+                self._shut_down()
+                break
+            except RuntimeError as again:
+                if not is_worker_death(again):
+                    raise
+                exc = again
+        if self._awaited is None:
+            self._awaited = next(self._keys)
+        images = ", ".join(
+            f"{self._records[index].file_name} (image id {self._records[index].image_id})" for index, _ in self._awaited
+        )
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not is_worker_death(exc):
+            said = f"{type(exc).__name__}: {said}"
+        ended = self._ended_workers()
+        return (
+            f"a data loader worker died while batches were loading ({ended + '; ' if ended else ''}"
+            f"torch: {said}); the batch awaited next, of iteration {self.iteration}, holds {images}. A worker killed "
+            "by signal 9 was usually out of memory: lower data.num_workers or "
+            "data.train.images_per_batch; data.num_workers=0 loads in the training process and "
+            "shows any error of an image itself"
+        )
+
+
+    def _shut_down(self) -> None:
+        shutdown = getattr(self._batches, "_shutdown_workers", None)  # torch's multi-process iterator
+        if shutdown is not None:
+            shutdown()
+
+    def _ended_workers(self) -> str:
+        """`pid 123 killed by SIGKILL` for each worker process that has ended (torch keeps them in
+        its iterator's `_workers`; '' when that is not there)."""
+        ended = []
+        for worker in getattr(self._batches, "_workers", []):
+            code = getattr(worker, "exitcode", None)
+            if code is None or code == 0:
+                continue
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            ended.append(f"pid {worker.pid} {how}")
+        return ", ".join(ended)
+
+
 def repeat_factors(dataset: DetectionDataset, *, repeat_threshold: float, sqrt: bool = True) -> np.ndarray:
     """(N,) float32 repeat factor of every image, as detectron2's
     `repeat_factors_from_category_frequency` (LVIS, Appendix B.2): with f(c) the fraction of
@@ -382,6 +519,10 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    # A forked worker inherits the training process's signal handlers (training defers the first
+    # SIGINT/SIGTERM to the end of an iteration); a worker must stop when it is told to.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def build_train_loader(
@@ -399,8 +540,8 @@ def build_train_loader(
     pin_memory: bool = False,
     repeat_factors: np.ndarray | None = None,
     box_augment: BoxAugment | None = None,
-) -> DataLoader[Any]:
-    """An infinite loader of training `Batch`es for this process.
+) -> TrainStream:
+    """An infinite stream of training `Batch`es for this process (see `TrainStream`).
 
     `images_per_batch` is per process. Iterating it never ends: stop after max_iter batches.
     `box_augment`: the box-aware augmentations (`MappedDataset`); None keeps detectron2's path.
@@ -413,23 +554,25 @@ def build_train_loader(
             f"{dataset.annotations}: no training images left (after filter_empty); add "
             "annotated images or set filter_empty: false"
         )
-    sampler = TrainBatchSampler(
-        image_sizes=[(r.height, r.width) for r in dataset.records],
-        images_per_batch=images_per_batch,
-        seed=seed,
-        rank=rank,
-        world_size=world_size,
-        aspect_ratio_grouping=aspect_ratio_grouping,
-        start_iteration=start_iteration,
-        repeat_factors=repeat_factors,
-    )
+    def sampler() -> TrainBatchSampler:
+        return TrainBatchSampler(
+            image_sizes=[(r.height, r.width) for r in dataset.records],
+            images_per_batch=images_per_batch,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            aspect_ratio_grouping=aspect_ratio_grouping,
+            start_iteration=start_iteration,
+            repeat_factors=repeat_factors,
+        )
+
     mapped = MappedDataset(
         records=dataset.records, augmentation=augmentation, input_format=input_format, seed=seed,
-        box_augment=box_augment,
+        capture_errors=True, box_augment=box_augment,
     )
-    return DataLoader(
+    loader = DataLoader(
         mapped,
-        batch_sampler=sampler,
+        batch_sampler=sampler(),
         num_workers=num_workers,
         collate_fn=collate,
         pin_memory=pin_memory,
@@ -437,6 +580,7 @@ def build_train_loader(
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=num_workers > 0,
     )
+    return TrainStream(loader=loader, keys=sampler(), records=dataset.records, start_iteration=start_iteration)
 
 
 def build_test_loader(

@@ -85,44 +85,97 @@ def broadcast_object(value: object, *, src: int = 0) -> object:
     return holder[0]
 
 
+def all_gather_floats(value: float) -> list[float]:
+    """`value` of every process, by rank (`[value]` for one process). Collective."""
+    if not dist.is_initialized():
+        return [float(value)]
+    gathered = [torch.zeros(1, dtype=torch.float64) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, torch.tensor([float(value)], dtype=torch.float64))
+    return [float(t.item()) for t in gathered]
+
+
+def any_process(flag: bool) -> bool:
+    """True when `flag` is true on at least one process. Collective."""
+    if not dist.is_initialized():
+        return bool(flag)
+    tensor = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)
+
+
+def reduce_scalars(
+    scalars: dict[str, float], *, mean: Sequence[str], maximum: Sequence[str]
+) -> dict[str, float]:
+    """The logged scalars over all processes: the names in `mean` averaged, those in `maximum`
+    the largest; the others (the learning rate, the epoch: equal everywhere) as given. Every
+    process must pass the same names (collective; identity for one process)."""
+    if not dist.is_initialized():
+        return dict(scalars)
+    world_size = dist.get_world_size()
+    out = dict(scalars)
+    for names, averaged in ((mean, True), (maximum, False)):
+        present = [name for name in names if name in scalars]
+        if not present:
+            continue
+        values = torch.tensor([float(scalars[name]) for name in present], dtype=torch.float64)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM if averaged else dist.ReduceOp.MAX)
+        for name, value in zip(present, values.tolist(), strict=True):
+            out[name] = value / world_size if averaged else value
+    return out
+
+
 def launch_local(num_processes: int, argv: Sequence[str]) -> int:
     """Run `python -m retinacli ARGV...` in `num_processes` local processes, torchrun-style.
 
-    Returns the first non-zero exit code (the other processes are then stopped), else 0.
+    Returns the first non-zero exit code (the other processes are then stopped), else 0. The
+    processes run in their own session, so a Ctrl-C at the terminal reaches them once, through
+    this process: each SIGINT/SIGTERM received here is passed on to every one still running (the
+    first makes them checkpoint and stop, a second stops them at once).
     """
     if num_processes < 1:
         raise UsageError(f"--num-processes must be >= 1, got {num_processes}")
     port = _free_port()
-    processes = []
-    for rank in range(num_processes):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(num_processes),
-            "LOCAL_WORLD_SIZE": str(num_processes),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes))),
-        }
-        processes.append(subprocess.Popen([sys.executable, "-m", "retinacli", *argv], env=env))
-    status = 0
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def forward(number: int, frame: object) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(number)
+
+    previous = {number: signal.signal(number, forward) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
+        for rank in range(num_processes):
+            env = {
+                **os.environ,
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(num_processes),
+                "LOCAL_WORLD_SIZE": str(num_processes),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_processes))),
+            }
+            processes.append(
+                subprocess.Popen([sys.executable, "-m", "retinacli", *argv], env=env, start_new_session=True)
+            )
+        status = 0
         for process in processes:
             code = process.wait()
+            if code < 0:  # ended by a signal: report it as a shell does
+                code = 128 - code
             if code != 0 and status == 0:
                 status = code
                 for other in processes:
                     if other.poll() is None:
                         other.send_signal(signal.SIGTERM)
-    except KeyboardInterrupt:
-        for process in processes:
+        return status
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for process in processes:  # an error here (none expected) must not leave them running
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for process in processes:
-            process.wait()
-        raise
-    return status
+                process.kill()
+                process.wait()
 
 
 def _free_port() -> int:

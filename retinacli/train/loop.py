@@ -14,25 +14,42 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
 
-from retinacli.data.loader import Batch
+from retinacli.data.loader import Batch, is_worker_death
 from retinacli.engine.detector import RetinaNet
-from retinacli.errors import TrainingError
+from retinacli.errors import (
+    CheckpointError,
+    DatasetError,
+    RetinaError,
+    StorageError,
+    TrainingError,
+    TrainingInterrupted,
+)
 from retinacli.files import FORMAT_MARKER, FORMAT_VERSION
 from retinacli.train.best import BestTracker
-from retinacli.train.checkpoints import CheckpointManager
-from retinacli.train.distributed import broadcast_object
+from retinacli.train.checkpoints import CheckpointManager, checkpoints_due
+from retinacli.train.distributed import (
+    all_gather_floats,
+    any_process,
+    broadcast_object,
+    reduce_scalars,
+)
 from retinacli.train.ema import ModelEma
+from retinacli.train.interrupts import StopRequests, exit_code_of, signal_name
 from retinacli.train.metrics import MetricsWriter
 from retinacli.train.rng import capture_rng_state, restore_rng_state
 from retinacli.train.schedules import WarmupScheduler
 from retinacli.train.solver import clip_gradients
 
 LOSS_KEYS = ("loss_cls", "loss_box_reg")
+# Logged scalars averaged over processes; the timings are the slowest process's.
+MEAN_OVER_PROCESSES = ("loss_cls", "loss_box_reg", "total_loss", "num_pos_anchors")
+MAX_OVER_PROCESSES = ("time", "data_time")
 
 
 class Reporter(Protocol):
@@ -104,6 +121,10 @@ class Trainer:
         evaluations without one stop training early.
     images_per_batch, epoch_size: images per iteration (all processes) and per pass over the
         training set, to report the epoch (0: not reported).
+    resume_command: the command that continues this run, shown when training stops early on a
+        signal, a data error or a full disk.
+    handle_signals: the first SIGINT/SIGTERM stops after the current iteration with a checkpoint
+        of it (TrainingInterrupted); a second one acts at once (see `interrupts`).
     """
 
     model: RetinaNet
@@ -129,24 +150,35 @@ class Trainer:
     best: BestTracker | None = None
     images_per_batch: int = 0
     epoch_size: int = 0
+    resume_command: str = ""
+    handle_signals: bool = True
 
     def __post_init__(self) -> None:
         self._scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
         self._rollbacks = 0
         self._last_good: dict[str, Any] = {}
         self._lr_used = 0.0
+        self._start = 0  # the first iteration of this train() call
+        self._iteration = 0  # the iteration under way
+        self._saved_at: int | None = None  # the iteration of the newest checkpoint written
+        self._data: Iterator[Batch] | None = None
 
     # ------------------------------------------------------------------ state
 
-    def state(self, iteration: int) -> dict[str, Any]:
-        """Everything a resumed run needs, as `torch.load(weights_only=True)`-readable data."""
+    def state(self, iteration: int, normalizers: list[float] | None = None) -> dict[str, Any]:
+        """Everything a resumed run needs, as `torch.load(weights_only=True)`-readable data.
+
+        `normalizers`: every process's loss normaliser, by rank (`_normalizers()`, a collective
+        call); a resumed run with the same number of processes gives each its own back."""
+        own = float(self.model.loss_normalizer)
         return {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "iteration": iteration,
             "rng": capture_rng_state(),
-            "loss_normalizer": float(self.model.loss_normalizer),
+            "loss_normalizer": own,
+            "loss_normalizer_per_rank": list(normalizers) if normalizers is not None else [own],
             # The AMP loss scale and its growth counter (empty without AMP), as detectron2 saves
             # them: a resumed mixed-precision run continues with the same scale.
             "grad_scaler": self._scaler.state_dict(),
@@ -175,6 +207,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.model.loss_normalizer = float(state["loss_normalizer"])
+        per_rank = state.get("loss_normalizer_per_rank") or []
+        rank, world_size = _rank_and_world()
+        if len(per_rank) == world_size:
+            self.model.loss_normalizer = float(per_rank[rank])
         if state.get("grad_scaler") and self._scaler.is_enabled():
             self._scaler.load_state_dict(state["grad_scaler"])
         if self.ema is not None:
@@ -190,56 +226,164 @@ class Trainer:
     # ------------------------------------------------------------------ loop
 
     def train(self, start_iteration: int = 0) -> int:
-        """Run to `max_iter`; returns the number of iterations run by this call."""
+        """Run to `max_iter`; returns the number of iterations run by this call.
+
+        Raises TrainingInterrupted after a SIGINT/SIGTERM (a checkpoint of the last iteration
+        written first), and DatasetError/TrainingError when the data cannot be loaded (after the
+        same checkpoint, with one process)."""
+        stops = StopRequests() if self.handle_signals else None
+        with stops if stops is not None else nullcontext():
+            return self._train(start_iteration, stops)
+
+    def _train(self, start_iteration: int, stops: StopRequests | None) -> int:
         if self.nonfinite.on_nonfinite == "rollback":  # the state a first rollback returns to
-            self._last_good = copy.deepcopy(self.state(start_iteration - 1))
+            self._last_good = copy.deepcopy(self.state(start_iteration - 1, self._normalizers()))
         iteration = start_iteration
-        data = self.make_data(iteration)
+        self._start = start_iteration
+        self._data = self.make_data(iteration)
         window: dict[str, list[float]] = {}
         self.reporter.start(first_iteration=start_iteration, max_iter=self.max_iter)
         try:
-            while iteration < self.max_iter:
-                fetch_start = time.perf_counter()
-                batch = next(data).to(self.device)
-                data_time = time.perf_counter() - fetch_start
-                losses = self._step(batch)
-                step_time = time.perf_counter() - fetch_start
-                if losses is None:  # non-finite: rolled back to the last good state
-                    iteration = int(self._last_good["iteration"]) + 1
-                    data = self.make_data(iteration)
-                    window.clear()
-                    continue
-                for name, value in {**losses, "data_time": data_time, "time": step_time}.items():
-                    window.setdefault(name, []).append(value)
-                if (iteration + 1) % self.log_period == 0 or iteration == self.max_iter - 1:
-                    scalars = {name: sum(v) / len(v) for name, v in window.items()}
-                    scalars["lr"] = self._lr_used
-                    if self.epoch_size > 0:
-                        scalars["epoch"] = (iteration + 1) * self.images_per_batch / self.epoch_size
-                    self.metrics.write(iteration, scalars)
-                    self.reporter.update(iteration, scalars)
-                    window.clear()
-                # Evaluate first, so that a checkpoint of this iteration holds its evaluation (the
-                # best so far), and a resumed run does not lose it.
-                if self.evaluate is not None and self._evaluation_due(iteration):
-                    evaluated = self.ema.module if self.ema is not None else self.model
-                    result = self.evaluate(iteration, evaluated)
-                    if self.best is not None and self._track_best(self.best, iteration, result or {}):
-                        self._stop_early(self.best, iteration)
-                        iteration += 1
-                        break
-                saved = self.checkpoints.step(
-                    iteration,
-                    period=self.checkpoint_period,
-                    max_iter=self.max_iter,
-                    make_payload=lambda it=iteration: self.state(it),
-                ) if self.is_main else []
-                if self.nonfinite.on_nonfinite == "rollback" and (saved or self._checkpoint_due(iteration)):
-                    self._last_good = copy.deepcopy(self.state(iteration))
-                iteration += 1
+            self._loop(start_iteration, window, stops)
+        except RuntimeError as exc:
+            # torch raises a worker's death from its SIGCHLD handler, wherever this process is:
+            # the step may be half done, so no checkpoint is written of it
+            describe = getattr(self._data, "worker_died", None)
+            if describe is None or not is_worker_death(exc):
+                raise
+            raise self._stopped_by_data(
+                TrainingError(describe(exc)), self._iteration, consistent=False
+            ) from None
         finally:
             self.reporter.stop()
-        return iteration - start_iteration
+        return self._iteration - start_iteration
+
+    def _loop(self, iteration: int, window: dict[str, list[float]], stops: StopRequests | None) -> None:
+        """Iterations from `iteration` to max_iter (or an early stop) on `self._data`; keeps
+        `self._iteration` at the one under way."""
+        self._iteration = iteration
+        while iteration < self.max_iter:
+            self._iteration = iteration
+            fetch_start = time.perf_counter()
+            try:
+                batch = next(self._data).to(self.device)
+            except (DatasetError, TrainingError) as exc:
+                raise self._stopped_by_data(exc, iteration) from None
+            data_time = time.perf_counter() - fetch_start
+            losses = self._step(batch)
+            step_time = time.perf_counter() - fetch_start
+            if losses is None:  # non-finite: rolled back to the last good state
+                iteration = int(self._last_good["iteration"]) + 1
+                self._data = self.make_data(iteration)
+                window.clear()
+                continue
+            for name, value in {**losses, "data_time": data_time, "time": step_time}.items():
+                window.setdefault(name, []).append(value)
+            if (iteration + 1) % self.log_period == 0 or iteration == self.max_iter - 1:
+                scalars = reduce_scalars(
+                    {name: sum(v) / len(v) for name, v in window.items()},
+                    mean=MEAN_OVER_PROCESSES,
+                    maximum=MAX_OVER_PROCESSES,
+                )
+                scalars["lr"] = self._lr_used
+                if self.epoch_size > 0:
+                    scalars["epoch"] = (iteration + 1) * self.images_per_batch / self.epoch_size
+                self.metrics.write(iteration, scalars)
+                self.reporter.update(iteration, scalars)
+                window.clear()
+            # Evaluate first, so that a checkpoint of this iteration holds its evaluation (the
+            # best so far), and a resumed run does not lose it.
+            if self.evaluate is not None and self._evaluation_due(iteration):
+                evaluated = self.ema.module if self.ema is not None else self.model
+                result = self.evaluate(iteration, evaluated)
+                if self.best is not None and self._track_best(self.best, iteration, result or {}):
+                    self._stop_early(self.best, iteration)
+                    iteration += 1
+                    break
+            due = checkpoints_due(iteration, period=self.checkpoint_period, max_iter=self.max_iter)
+            normalizers = self._normalizers() if due else None
+            saved = self._save_due(iteration, normalizers) if self.is_main else []
+            if self.nonfinite.on_nonfinite == "rollback" and (saved or self._checkpoint_due(iteration)):
+                self._last_good = copy.deepcopy(self.state(iteration, normalizers))
+            if stops is not None and any_process(stops.requested is not None) and iteration < self.max_iter - 1:
+                self._interrupt(iteration, stops.requested, saved)
+            iteration += 1
+        self._iteration = iteration
+
+    # ------------------------------------------------------------------ stopping early
+
+    def _normalizers(self) -> list[float]:
+        """Every process's loss normaliser by rank (collective: every rank must call it)."""
+        return all_gather_floats(float(self.model.loss_normalizer))
+
+    def _save_due(self, iteration: int, normalizers: list[float] | None) -> list[Path]:
+        try:
+            saved = self.checkpoints.step(
+                iteration,
+                period=self.checkpoint_period,
+                max_iter=self.max_iter,
+                make_payload=lambda: self.state(iteration, normalizers),
+            )
+            if saved:
+                self._saved_at = iteration
+            return saved
+        except StorageError as exc:
+            last = self._last_checkpoint()
+            exc.args = (
+                f"{exc}\n  Training stopped after iteration {iteration}"
+                + (f"; last_checkpoint names {last.name}, which is whole" if last else "")
+                + (f". Resume with: {self.resume_command}" if self.resume_command else "."),
+            )
+            raise
+
+    def _last_checkpoint(self) -> Path | None:
+        try:
+            return self.checkpoints.find_last()
+        except CheckpointError:  # a pointer naming a missing file: there is no whole one to name
+            return None
+
+    def _checkpoint_now(self, iteration: int, saved: list[Path] | None = None) -> Path | None:
+        """A checkpoint holding iteration `iteration` (rank 0 writes it; None elsewhere, or when
+        nothing was trained by this call and no checkpoint exists)."""
+        normalizers = self._normalizers() if iteration >= self._start else None
+        if not self.is_main:
+            return None
+        if saved:
+            return saved[-1]
+        if iteration < self._start or self._saved_at == iteration:  # nothing new to write
+            return self._last_checkpoint()
+        path = self.checkpoints.save(self.state(iteration, normalizers))
+        self._saved_at = iteration
+        return path
+
+    def _interrupt(self, iteration: int, number: int, saved: list[Path]) -> None:
+        path = self._checkpoint_now(iteration, saved)
+        raise TrainingInterrupted(
+            f"interrupted by {signal_name(number)} after iteration {iteration} "
+            f"({iteration + 1} of {self.max_iter} done): "
+            + (f"checkpoint {path} written, last_checkpoint names it" if path else "this process wrote no checkpoint")
+            + (f". Resume with:\n  {self.resume_command}" if self.resume_command else ""),
+            exit_code=exit_code_of(number),
+        )
+
+    def _stopped_by_data(self, exc: RetinaError, iteration: int, *, consistent: bool = True) -> RetinaError:
+        """`exc` (the batch of `iteration` could not be loaded) with what was kept and how to go
+        on. With one process, and when the state is that after the previous iteration
+        (`consistent`), that state is checkpointed first; with several, the others cannot be
+        reached from here and the last periodic checkpoint stays."""
+        rank, world_size = _rank_and_world()
+        path = None
+        if world_size == 1 and consistent:
+            path = self._checkpoint_now(iteration - 1)
+        else:
+            path = self._last_checkpoint() if self.is_main else None
+        note = (
+            f"Training stopped at iteration {iteration}; "
+            + (f"the checkpoint {path} holds everything before it" if path else "no checkpoint was written yet")
+            + (f"; after fixing this, resume with: {self.resume_command}" if self.resume_command and path else "")
+        )
+        exc.args = (f"{exc}\n  {note}",)
+        return exc
 
     def _track_best(self, best: BestTracker, iteration: int, metrics: Mapping[str, Any]) -> bool:
         """Record an evaluation (rank 0 decides); True when training should stop early."""
@@ -253,8 +397,9 @@ class Trainer:
         return bool(broadcast_object(stop))
 
     def _stop_early(self, best: BestTracker, iteration: int) -> None:
+        normalizers = self._normalizers()
         if self.is_main:
-            final = self.checkpoints.save(self.state(iteration), final=True)
+            final = self.checkpoints.save(self.state(iteration, normalizers), final=True)
             self.reporter.message(
                 f"early stop after iteration {iteration}: {best.metric} did not improve for "
                 f"{best.evaluations_since_best} evaluations (solver.early_stop_patience "
@@ -340,6 +485,12 @@ class Trainer:
                 else f"\n  Gave up after {self._rollbacks} rollbacks (max_rollbacks)."
             )
         )
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def _finite_everywhere(values: Mapping[str, float], device: torch.device) -> bool:
