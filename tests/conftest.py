@@ -9,7 +9,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["tests.raccoon_fixtures"]
+pytest_plugins = ["tests.raccoon_fixtures", "tests.fuzzing"]
 
 
 @pytest.fixture(scope="session")

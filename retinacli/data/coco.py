@@ -336,7 +336,7 @@ def _valid_annotations(entries: list[Any], error: Any) -> list[dict[str, Any]]:
         if not _is_box(bbox):
             error(
                 "malformed_box",
-                f"annotation {ann_id} (image {image_id}) has bbox {bbox!r}, not 4 finite numbers "
+                f"annotation {ann_id} (image {image_id}) has bbox {bbox!r}, not 4 finite numbers (within float32 range) "
                 "[x, y, width, height]; fix or remove the annotation",
                 image_id=image_id,
                 annotation_id=ann_id,
@@ -351,5 +351,9 @@ def _is_box(bbox: Any) -> bool:
         isinstance(bbox, list | tuple)
         and len(bbox) == 4
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
-        and all(math.isfinite(v) for v in bbox)
+        and all(math.isfinite(v) and abs(v) <= _FLOAT32_MAX for v in bbox)
     )
+
+
+# Boxes are kept in float32: a larger value (finite as a Python number) would become infinite.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)

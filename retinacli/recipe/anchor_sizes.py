@@ -22,6 +22,10 @@ from typing import Any
 _RANGE = re.compile(r"^\s*(?P<first>\d+(\.\d*)?)\s*\.\.\s*(?P<last>\d+(\.\d*)?)\s*$")
 
 
+MAX_SCALES = 64
+"""The most sizes per level the compact forms expand to (detectron2's default is 3)."""
+
+
 class AnchorSizeError(ValueError):
     """An anchor-size value is in none of the accepted forms."""
 
@@ -34,6 +38,8 @@ def parse_anchor_sizes(value: Any, *, scales: int | None) -> list[list[float]]:
     """
     if scales is not None and (isinstance(scales, bool) or not isinstance(scales, int) or scales < 1):
         raise AnchorSizeError(f"scales must be a whole number >= 1, got {scales!r}")
+    if scales is not None and scales > MAX_SCALES:
+        raise AnchorSizeError(f"scales {scales} is more than {MAX_SCALES} sizes per level; detectron2 uses 3")
     if isinstance(value, str):
         base_sizes = _parse_string(value)
     elif _is_number(value):
@@ -78,6 +84,8 @@ def _parse_string(text: str) -> list[float]:
     match = _RANGE.match(text)
     if match:
         first, last = float(match["first"]), float(match["last"])
+        if not math.isfinite(last):
+            raise AnchorSizeError(f"{text!r}: {match['last']} is too large a size")
         if first <= 0 or last < first:
             raise AnchorSizeError(f"{text!r}: the range must go up from a positive size")
         levels = math.log2(last / first)

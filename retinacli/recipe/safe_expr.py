@@ -5,7 +5,9 @@ detectron2 writes anchor sizes as `!!python/object/apply:eval ["[[x, x * 2**(1.0
 computes such expressions from their syntax tree alone: numbers, `+ - * / // % **`, unary
 minus and plus, lists and tuples, and list comprehensions whose iterables are themselves
 literal. Names exist only as comprehension variables. Anything else is refused; nothing is
-ever passed to `eval`.
+ever passed to `eval`. Arithmetic applies to numbers only (never to lists), and results that
+are complex, too large (more than 4096 bits) or undefined (division by zero, a float out of
+range) are refused too, so that no expression can hang the process or exhaust its memory.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
 }
 _MAX_POWER = 64  # keeps `10 ** 10 ** 10` from hanging the process
 _MAX_ITEMS = 100_000
+_MAX_INT_BITS = 4096  # 10**1233: far beyond any anchor size, instant to compute
 
 
 class UnsafeExpressionError(ValueError):
@@ -59,17 +62,41 @@ def _eval(node: ast.AST, names: dict[str, Any]) -> Any:
         return names[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left, names), _eval(node.right, names)
+        if not (_is_number(left) and _is_number(right)):
+            # `[0] * 10**9` would allocate gigabytes: arithmetic is on numbers only
+            raise UnsafeExpressionError(f"{type(node.op).__name__} applies to numbers only, not to lists")
         if isinstance(node.op, ast.Pow) and abs(right) > _MAX_POWER:
             raise UnsafeExpressionError(f"exponent {right} is too large")
-        return _BINARY[type(node.op)](left, right)
+        try:
+            result = _BINARY[type(node.op)](left, right)
+        except ArithmeticError as exc:  # division by zero, a float out of range
+            raise UnsafeExpressionError(f"{type(exc).__name__}: {exc}") from None
+        return _checked(result)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_eval(node.operand, names))
+        operand = _eval(node.operand, names)
+        if not _is_number(operand):
+            raise UnsafeExpressionError(f"{type(node.op).__name__} applies to numbers only, not to lists")
+        return _UNARY[type(node.op)](operand)
     if isinstance(node, ast.List | ast.Tuple):
         values = [_eval(element, names) for element in node.elts]
         return values if isinstance(node, ast.List) else tuple(values)
     if isinstance(node, ast.ListComp):
         return _list_comprehension(node, names)
     raise UnsafeExpressionError(f"{type(node).__name__} is not allowed")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _checked(value: Any) -> Any:
+    """A result that stays a real number of reasonable size: `(-8) ** 0.5` is complex, and
+    powers of powers (`((10**64)**64)**64...`) would take minutes and gigabytes to compute."""
+    if isinstance(value, complex):
+        raise UnsafeExpressionError(f"the result {value} is not a real number")
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        raise UnsafeExpressionError(f"an intermediate result has {value.bit_length()} bits, more than {_MAX_INT_BITS}")
+    return value
 
 
 def _list_comprehension(node: ast.ListComp, names: dict[str, Any]) -> list[Any]:

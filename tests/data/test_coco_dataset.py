@@ -5,8 +5,10 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from retinacli.data.coco import load_coco, xywh_to_xyxy
+from retinacli.errors import DatasetError
 
 
 def test_raccoon_train(raccoon_dir: Path) -> None:
@@ -88,3 +90,13 @@ def test_xywh_to_xyxy_in_float32() -> None:
     assert xyxy.dtype == np.float32
     assert xyxy[0, 2] == np.float32(0.1) + np.float32(0.2)
     assert xywh_to_xyxy([]).shape == (0, 4)
+
+
+def test_a_box_beyond_float32_is_malformed_not_infinite(write_coco) -> None:
+    # found by tests/data/test_coco_fuzz.py: 1e39 is a finite Python float but inf in float32
+    json_path = write_coco(
+        images=[{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
+        annotations=[{"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1e39, 2], "iscrowd": 0}],
+    )
+    with pytest.raises(DatasetError, match=r"annotation 7 \(image 1\) has bbox \[0, 0, 1e\+39, 2\], not 4 finite numbers"):
+        load_coco(annotations=json_path, images=json_path.parent / "images", filter_empty=False)

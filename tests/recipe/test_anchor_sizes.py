@@ -55,3 +55,10 @@ def test_bad_forms_say_what_is_wrong(value, scales, message):
 def test_format_compact_inverts_the_range_form():
     assert format_compact(parse_anchor_sizes("32..512", scales=3)) == ("32..512", 3)
     assert format_compact([[32.0], [64.0], [100.0]]) is None
+
+
+def test_sizes_too_large_for_a_float_and_absurd_scales_are_refused():
+    with pytest.raises(AnchorSizeError, match="too large a size"):
+        parse_anchor_sizes("1.." + "9" * 400, scales=None)
+    with pytest.raises(AnchorSizeError, match="more than 64 sizes per level"):
+        parse_anchor_sizes("32..512", scales=10**9)  # would build five billion sizes

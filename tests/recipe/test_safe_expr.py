@@ -33,3 +33,22 @@ def test_arithmetic_lists_and_nested_comprehensions():
 def test_refuses_everything_but_arithmetic(expression):
     with pytest.raises(UnsafeExpressionError):
         evaluate(expression)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("1 / 0", "ZeroDivisionError"),
+        ("5 % 0", "ZeroDivisionError"),
+        ("1e300 ** 2", "OverflowError"),
+        ("(-8) ** 0.5", "is not a real number"),
+        ("[0] * 10 ** 9", "applies to numbers only, not to lists"),
+        ("[1] + [2]", "applies to numbers only"),
+        ("-[1]", "applies to numbers only"),
+        ("((10 ** 64) ** 64) ** 64", "more than 4096"),
+    ],
+)
+def test_refuses_results_that_are_undefined_or_would_exhaust_the_machine(expression, message):
+    # found by tests/recipe/test_loading_fuzz.py's kind of inputs: each was a traceback or a hang
+    with pytest.raises(UnsafeExpressionError, match=message.replace("(", r"\(")):
+        evaluate(expression)
