@@ -49,6 +49,7 @@ def test_refuses_everything_but_arithmetic(expression):
     ],
 )
 def test_refuses_results_that_are_undefined_or_would_exhaust_the_machine(expression, message):
-    # found by tests/recipe/test_loading_fuzz.py's kind of inputs: each was a traceback or a hang
+    # inputs of the kind tests/recipe/test_loading_fuzz.py generates; before, each was a traceback,
+    # a complex number passed on as a size, or minutes of computing and gigabytes of memory
     with pytest.raises(UnsafeExpressionError, match=message.replace("(", r"\(")):
         evaluate(expression)
