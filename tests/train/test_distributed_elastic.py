@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,4 +148,28 @@ def test_a_killed_worker_restarts_the_group_and_training_resumes(tmp_path, refer
     assert f"--auto-resume: {out} holds no run yet: starting a new one" in log
     assert f"--auto-resume: {out} holds a run of this recipe: continuing it" in log
     assert f"resuming from {out / 'model_0000003.pth'} at iteration 4 of 8" in log
+    _same_weights(reference[0] / "model_final.pth", out / "model_final.pth")
+
+
+def test_ctrl_c_of_a_num_processes_run_checkpoints_and_resume_matches(tmp_path, reference):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "retinacli", *_args(tmp_path, out), "--num-processes", "2"]
+    parent = _start(command, _env())
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and metrics.read_text().count("loss_cls") >= 1):
+        assert parent.poll() is None, parent.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no training line in time"
+        time.sleep(0.02)
+    parent.send_signal(signal.SIGINT)  # what a Ctrl-C at the terminal sends to `retina train`
+    output, _ = parent.communicate(timeout=240)
+    assert parent.returncode == 130, output[-3000:]
+    assert "interrupted by SIGINT after iteration " in output and "Resume with:" in output
+    assert "--resume --num-processes 2" in output
+    stopped_at = load_checkpoint(out / (out / "last_checkpoint").read_text())["iteration"]
+    assert stopped_at < 7  # stopped early, with a checkpoint of the iteration it stopped after
+
+    resumed = _start([*command, "--resume"], _env())
+    (output,) = _wait([resumed])
+    assert f"resuming from {out / (f'model_{stopped_at:07d}.pth')} at iteration {stopped_at + 1} of 8" in output
     _same_weights(reference[0] / "model_final.pth", out / "model_final.pth")
