@@ -361,6 +361,13 @@ class TrainBatchSampler:
         yield from batches
 
 
+def checked_batch(item: Batch | LoadFailure) -> Batch:
+    """`item`, or the DatasetError of the image it could not load."""
+    if isinstance(item, LoadFailure):
+        raise DatasetError(item.message)
+    return item
+
+
 class TrainStream:
     """The training batches of one process (iterate it: each iterator starts at
     `start_iteration`), with loading failures raised as errors that name the images."""
@@ -597,13 +604,15 @@ def build_test_loader(
     """A finite loader over this process's shard, in dataset (image id) order.
 
     `augmentation` should be deterministic (one short size, flip "none"); 1 image per batch is
-    detectron2's choice for inference.
+    detectron2's choice for inference. An image that cannot be read comes as a `LoadFailure`
+    (its DatasetError's message, without a worker traceback): raise it with `checked_batch`.
     """
     sampler = TestBatchSampler(
         num_images=len(dataset), images_per_batch=images_per_batch, rank=rank, world_size=world_size
     )
     mapped = MappedDataset(
-        records=dataset.records, augmentation=augmentation, input_format=input_format, seed=0
+        records=dataset.records, augmentation=augmentation, input_format=input_format, seed=0,
+        capture_errors=True,
     )
     return DataLoader(
         mapped,

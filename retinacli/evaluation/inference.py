@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from retinacli.data.loader import Batch
+from retinacli.data.loader import Batch, checked_batch
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.structures import Detections
 
@@ -98,7 +98,8 @@ def run_inference(
     start = time.perf_counter()
     try:
         with torch.inference_mode():
-            for batch in loader:
+            for item in loader:
+                batch = checked_batch(item)  # an unreadable image: its DatasetError
                 on_device = batch.to(device)
                 outputs = model(on_device.images, original_sizes=batch.original_sizes)
                 for i, dets in enumerate(outputs):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch.utils.data
@@ -110,3 +111,22 @@ def test_a_stream_of_good_images_is_unchanged_by_the_fault_handling(shapes):
     plain = list(itertools.islice(_stream(shapes, workers=0), 3))
     with_workers = list(itertools.islice(_stream(shapes, workers=1), 3))
     assert [b.image_ids for b in plain] == [b.image_ids for b in with_workers]
+
+
+def test_an_unreadable_image_during_evaluation_is_its_dataset_error(shapes):
+    from retinacli.data.loader import build_test_loader
+    from retinacli.evaluation.inference import run_inference
+    from tests.train.tiny import tiny_recipe
+
+    damaged = shapes.records[1]
+    with open(damaged.file_name, "r+b") as handle:
+        handle.truncate(40)
+    loader = build_test_loader(dataset=shapes, augmentation=AUG, input_format="RGB", num_workers=1)
+    from retinacli.build import build_model
+
+    model = build_model(tiny_recipe(Path(damaged.file_name).parent).model)
+    with pytest.raises(DatasetError) as info:
+        run_inference(model, loader)
+    message = str(info.value)
+    assert message.startswith(f"{damaged.file_name} (image id {damaged.image_id}): cannot decode the image")
+    assert "Traceback" not in message and "DataLoader worker" not in message
