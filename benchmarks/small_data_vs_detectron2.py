@@ -4,8 +4,9 @@ For each dataset (raccoon: train.json, measured on val.json; the shapes of recip
 and each seed, sequentially:
 
 1. the detectron2-style arm: the dataset's recipe with detectron2's solver (SGD, momentum 0.9,
-   base_lr 0.01, weight decay 1e-4, multi-step decay x0.1 at 2/3 and 8/9 of the run, linear
-   warm-up, no clipping, no EMA) and its resize + horizontal flip, for `--iters` iterations;
+   base_lr 0.01 for 16 images scaled linearly to the recipe's batch (detectron2's rule; 0.005 for
+   8), weight decay 1e-4, multi-step decay x0.1 at 2/3 and 8/9 of the run, linear warm-up, no
+   clipping, no EMA) and its resize + horizontal flip, for `--iters` iterations;
    its training time T is the sum of its iteration times (data loading included; evaluations
    and checkpoints left out, the same for both arms);
 2. a short calibration run of the small-data arm (`_base_: [<dataset>.yaml, small_data.yaml]`)
@@ -65,14 +66,15 @@ DATASETS: dict[str, dict[str, Any]] = {
 ARMS = ("detectron2", "small_data")
 
 
-def detectron2_solver(max_iter: int) -> list[str]:
-    """detectron2's RetinaNet solver (defaults.py + Base-RetinaNet.yaml), its 1x schedule shape
-    (steps at 60k and 80k of 90k) fitted to `max_iter`."""
+def detectron2_solver(max_iter: int, images_per_batch: int) -> list[str]:
+    """detectron2's RetinaNet solver (defaults.py + Base-RetinaNet.yaml: 0.01 for 16 images,
+    scaled linearly to `images_per_batch` as detectron2's REFERENCE_WORLD_SIZE rule does), its 1x
+    schedule shape (steps at 60k and 80k of 90k) fitted to `max_iter`."""
     steps = sorted({max(1, round(max_iter * 2 / 3)), max(2, round(max_iter * 8 / 9))})
     steps = [s for s in steps if s < max_iter]
     return [
         "solver.optimizer=SGD",
-        "solver.base_lr=0.01",
+        f"solver.base_lr={0.01 * images_per_batch / 16:g}",
         "solver.momentum=0.9",
         "solver.nesterov=false",
         "solver.weight_decay=0.0001",
@@ -97,13 +99,21 @@ def common_sets(*, dataset: str, seed: int, max_iter: int, evaluate: bool, extra
         "solver.keep_checkpoints=1",
         f"solver.warmup_iters={min(50, max(1, max_iter // 6))}",
         f"log_period={LOG_PERIOD}",
-        f"eval_period={max(1, max_iter // EVALUATIONS) if evaluate else 0}",
+        # multiples of the log period, so every evaluation follows a training line and its
+        # training seconds are exact
+        f"eval_period={max(LOG_PERIOD, max_iter // EVALUATIONS // LOG_PERIOD * LOG_PERIOD) if evaluate else 0}",
         "on_nonfinite=rollback",
         *extra,
     ]
     if not evaluate:
         sets.append("data.test.dataset=null")
     return sets
+
+
+def _images_per_batch(recipe: Path, extra: Sequence[str]) -> int:
+    from retinacli.recipe import load_recipe
+
+    return load_recipe(recipe, list(extra)).data.train.images_per_batch
 
 
 def small_data_recipe(out: Path, dataset: str) -> Path:
@@ -148,47 +158,56 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def cumulative_seconds(records: Sequence[Mapping[str, Any]], *, skip_first: bool = False) -> dict[int, float]:
-    """iteration -> training seconds up to and including it, from the logged mean iteration
-    times (each line covers the iterations since the previous one). `skip_first` leaves the
-    first line out (worker start-up), for speed measurements."""
-    total, previous, out = 0.0, -1, {}
-    first = True
+def _covered(iteration: int, previous: int) -> int:
+    """Iterations a training line covers: those since the previous line, or after a rollback
+    (the iteration went back) those since the restart, at most one log period."""
+    return iteration - previous if iteration > previous else min(LOG_PERIOD, iteration + 1)
+
+
+def timeline(records: Sequence[Mapping[str, Any]], *, skip_first: bool = False) -> list[tuple[dict[str, Any], float]]:
+    """Each record with the training seconds spent up to it, from the logged mean iteration
+    times, in the order written (so iterations repeated after a rollback count, as they cost
+    time). `skip_first` leaves the first training line out (worker start-up), for speed
+    measurements."""
+    total, previous, first, out = 0.0, -1, True, []
     for record in records:
-        if record.get("time") is None:
-            continue
-        iteration = int(record["iteration"])
-        if not (skip_first and first):
-            total += float(record["time"]) * (iteration - previous)
-        first = False
-        previous = iteration
-        out[iteration] = total
+        if record.get("time") is not None:
+            iteration = int(record["iteration"])
+            if not (skip_first and first):
+                total += float(record["time"]) * _covered(iteration, previous)
+            first = False
+            previous = iteration
+        out.append((dict(record), total))
     return out
+
+
+def training_seconds(records: Sequence[Mapping[str, Any]]) -> float:
+    line = timeline(records)
+    return line[-1][1] if line else 0.0
 
 
 def seconds_per_iteration(records: Sequence[Mapping[str, Any]]) -> float:
     times = [r for r in records if r.get("time") is not None]
     if len(times) < 2:
         raise SystemExit("calibration: too few logged iterations; raise --calibration-iters")
-    seconds = cumulative_seconds(times, skip_first=True)
-    last = int(times[-1]["iteration"])
-    return seconds[last] / (last - int(times[0]["iteration"]))
+    seconds = timeline(times, skip_first=True)[-1][1]
+    counted = sum(_covered(int(b["iteration"]), int(a["iteration"])) for a, b in zip(times, times[1:], strict=False))
+    return seconds / counted
 
 
 def evaluations(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The test evaluations in order: iteration, AP, AP50 and training seconds so far."""
-    seconds = cumulative_seconds(records)
-    found = []
-    for record in records:
-        if "test/AP" in record:
-            iteration = int(record["iteration"])
-            found.append({
-                "iteration": iteration,
-                "AP": record["test/AP"],
-                "AP50": record.get("test/AP50"),
-                "seconds": seconds.get(iteration, max(seconds.values(), default=0.0)),
-            })
-    return found
+    return [
+        {"iteration": int(r["iteration"]), "AP": r["test/AP"], "AP50": r.get("test/AP50"), "seconds": seconds}
+        for r, seconds in timeline(records)
+        if "test/AP" in r
+    ]
+
+
+def rollbacks(run_dir: Path) -> int:
+    """How often the run rolled back after a non-finite loss (its log says so each time)."""
+    log = run_dir / "log.txt"
+    return log.read_text(encoding="utf-8").count("rolled back to iteration") if log.is_file() else 0
 
 
 def finished(run_dir: Path) -> bool:
@@ -206,12 +225,17 @@ def run_pair(out: Path, dataset: str, seed: int, *, iters: int, calibration_iter
     d2_wall = small_wall = None  # process wall time, evaluations included (None: run reused)
     if not finished(d2_dir):
         shutil.rmtree(d2_dir, ignore_errors=True)
-        sets = [*common_sets(dataset=dataset, seed=seed, max_iter=iters, evaluate=True, extra=extra), *detectron2_solver(iters)]
+        batch = _images_per_batch(base_recipe, extra)
+        sets = [
+            *common_sets(dataset=dataset, seed=seed, max_iter=iters, evaluate=True, extra=extra),
+            *detectron2_solver(iters, batch),
+        ]
         d2_wall = train(base_recipe, sets, d2_dir)
     d2_records = read_metrics(d2_dir)
-    d2_seconds = max(cumulative_seconds(d2_records).values())
+    d2_seconds = training_seconds(d2_records)
     result["detectron2"] = {
-        "iterations": iters, "train_seconds": d2_seconds, "wall_seconds": d2_wall, "evaluations": evaluations(d2_records)
+        "iterations": iters, "train_seconds": d2_seconds, "wall_seconds": d2_wall, "rollbacks": rollbacks(d2_dir),
+        "evaluations": evaluations(d2_records),
     }
 
     small_dir = where / "small_data"
@@ -224,7 +248,7 @@ def run_pair(out: Path, dataset: str, seed: int, *, iters: int, calibration_iter
             calibration,
         )
         per_iteration = seconds_per_iteration(read_metrics(calibration))
-        small_iters = max(LOG_PERIOD, round(d2_seconds / per_iteration))
+        small_iters = max(LOG_PERIOD, round(d2_seconds / per_iteration / LOG_PERIOD) * LOG_PERIOD)
         print(f"{dataset} seed {seed}: detectron2 trained {d2_seconds:.0f} s; small_data runs "
               f"{per_iteration:.3f} s/iteration -> {small_iters} iterations", flush=True)
         shutil.rmtree(small_dir, ignore_errors=True)
@@ -232,11 +256,11 @@ def run_pair(out: Path, dataset: str, seed: int, *, iters: int, calibration_iter
             small_recipe, common_sets(dataset=dataset, seed=seed, max_iter=small_iters, evaluate=True, extra=extra), small_dir
         )
     small_records = read_metrics(small_dir)
-    small_seconds = max(cumulative_seconds(small_records).values())
+    small_seconds = training_seconds(small_records)
     small_iters = 1 + max(int(r["iteration"]) for r in small_records if r.get("time") is not None)
     result["small_data"] = {
         "iterations": small_iters, "train_seconds": small_seconds, "wall_seconds": small_wall,
-        "evaluations": evaluations(small_records),
+        "rollbacks": rollbacks(small_dir), "evaluations": evaluations(small_records),
     }
     return result
 
@@ -244,8 +268,8 @@ def run_pair(out: Path, dataset: str, seed: int, *, iters: int, calibration_iter
 def table(results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> str:
     """The Markdown table: one row per dataset, seed and arm, then the means per dataset."""
     lines = [
-        "| dataset | seed | recipe | iterations | training time (s) | AP | AP50 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | seed | recipe | iterations | training time (s) | rollbacks | AP | AP50 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     means = []
     for dataset, by_seed in results.items():
@@ -256,11 +280,11 @@ def table(results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> str:
                 final = run["evaluations"][-1] if run["evaluations"] else {"AP": math.nan, "AP50": math.nan}
                 aps[arm].append(float(final["AP"]))
                 lines.append(
-                    f"| {dataset} | {seed} | {arm} | {run['iterations']} | {run['train_seconds']:.0f} | "
+                    f"| {dataset} | {seed} | {arm} | {run['iterations']} | {run['train_seconds']:.0f} | {run['rollbacks']} | "
                     f"{final['AP']:.1f} | {final['AP50']:.1f} |"
                 )
         d2, small = statistics.fmean(aps["detectron2"]), statistics.fmean(aps["small_data"])
-        means.append(f"| {dataset} | mean of {len(by_seed)} | small_data - detectron2 | | | "
+        means.append(f"| {dataset} | mean of {len(by_seed)} | small_data - detectron2 | | | | "
                      f"{small:.1f} - {d2:.1f} = **{small - d2:+.1f}** | |")
     return "\n".join([*lines, *means])
 
@@ -282,9 +306,7 @@ def plot(results: Mapping[int, Mapping[str, Any]], out: Path, dataset: str, run_
             ap_axes.plot([e["seconds"] for e in evals], [e["AP"] for e in evals], marker="o", markersize=3,
                          color=colours[arm], linestyle=styles[k % len(styles)], label=label)
             records = read_metrics(run_root / f"seed{seed}" / arm)
-            seconds = cumulative_seconds(records)
-            losses = [(seconds[int(r["iteration"])], r["total_loss"]) for r in records
-                      if r.get("total_loss") is not None and int(r["iteration"]) in seconds]
+            losses = [(s, r["total_loss"]) for r, s in timeline(records) if r.get("total_loss") is not None]
             loss_axes.plot([s for s, _ in losses], [v for _, v in losses], color=colours[arm],
                            linestyle=styles[k % len(styles)], linewidth=1, label=label)
     ap_axes.set(title=f"{dataset}: test AP", xlabel="training seconds", ylabel="AP")

@@ -70,8 +70,9 @@ class Expand:
 
 @dataclass(frozen=True, kw_only=True)
 class Crop:
-    """Crop with probability `prob`: sides each at least `min_scale` of the image's, keeping at
-    least `min_box_overlap` of the area of at least one box."""
+    """Crop with probability `prob`: sides each at least `min_scale` of the image's (the two
+    fractions within a factor 2), keeping at least `min_box_overlap` of the area of at least one
+    box."""
 
     prob: float = 0.0
     min_scale: float = 0.3

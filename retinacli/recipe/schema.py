@@ -540,7 +540,11 @@ class CropAugmentConfig(Section):
 
     prob: float = Field(0.0, ge=0.0, le=1.0, description="Probability per image; 0 turns it off.")
     min_scale: float = Field(
-        0.3, gt=0.0, le=1.0, description="Each side of the crop is uniform in [min_scale, 1] of the image's."
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="Each side of the crop is uniform in [min_scale, 1] of the image's, the two "
+        "fractions within a factor 2 of each other.",
     )
     min_box_overlap: float = Field(
         0.5,
