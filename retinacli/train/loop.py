@@ -48,7 +48,9 @@ from retinacli.train.solver import clip_gradients
 
 LOSS_KEYS = ("loss_cls", "loss_box_reg")
 # Logged scalars averaged over processes; the timings are the slowest process's.
-MEAN_OVER_PROCESSES = ("loss_cls", "loss_box_reg", "total_loss", "num_pos_anchors")
+MEAN_OVER_PROCESSES = (
+    "loss_cls", "loss_box_reg", "total_loss", "num_pos_anchors", "boxes_dropped", "boxes_dropped_frac"
+)
 MAX_OVER_PROCESSES = ("time", "data_time")
 
 
