@@ -374,14 +374,15 @@ class Trainer:
         (`consistent`), that state is checkpointed first; with several, the others cannot be
         reached from here and the last periodic checkpoint stays."""
         rank, world_size = _rank_and_world()
-        path = None
         if world_size == 1 and consistent:
             path = self._checkpoint_now(iteration - 1)
+            kept = f"the checkpoint {path} holds everything before it"
         else:
             path = self._last_checkpoint() if self.is_main else None
+            kept = f"the last checkpoint, {path}, is whole (the iterations after it run again)"
         note = (
             f"Training stopped at iteration {iteration}; "
-            + (f"the checkpoint {path} holds everything before it" if path else "no checkpoint was written yet")
+            + (kept if path else "no checkpoint was written yet")
             + (f"; after fixing this, resume with: {self.resume_command}" if self.resume_command and path else "")
         )
         exc.args = (f"{exc}\n  {note}",)

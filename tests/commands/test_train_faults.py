@@ -279,3 +279,37 @@ def test_an_image_that_becomes_unreadable_stops_with_a_checkpoint_and_resumes(tm
     result = train_from_recipe(tiny_recipe(tmp_path), resume=True)
     assert result.iterations_run == 2
     _same_weights(straight, out / "model_final.pth")
+
+
+def test_a_data_loader_worker_killed_while_training_is_named_and_resume_works(tmp_path, monkeypatch, straight):
+    import signal
+
+    import torch.utils.data
+
+    from retinacli.data import loader as loader_module
+    from retinacli.errors import TrainingError
+
+    real_read = loader_module.read_image
+    reads = {"n": 0}
+
+    def read_or_die(path, **kwargs):
+        if torch.utils.data.get_worker_info() is not None:  # in the (forked) worker only
+            reads["n"] += 1
+            if reads["n"] == 11:  # the batch of iteration 5: iteration 2 and its checkpoint are done
+                os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(loader_module, "read_image", read_or_die)
+    with pytest.raises(TrainingError) as info:
+        train_from_recipe(tiny_recipe(tmp_path, "data.num_workers=1"))
+    monkeypatch.undo()
+    out = tmp_path / "run"
+    message = str(info.value)
+    assert message.startswith("a data loader worker died while batches were loading (pid ")
+    assert " killed by SIGKILL" in message and "(image id " in message and info.value.exit_code == 1
+    assert "Training stopped at iteration " in message and "resume with: retina train" in message
+    assert (out / "last_checkpoint").read_text() in {"model_0000002.pth", "model_0000003.pth", "model_0000004.pth"}
+
+    result = train_from_recipe(tiny_recipe(tmp_path, "data.num_workers=1"), resume=True)
+    assert result.iterations_run < 6
+    _same_weights(straight, out / "model_final.pth")  # workers change no batch
