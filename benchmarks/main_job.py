@@ -1,10 +1,11 @@
 """The main job, before and after: `retina train recipes/shapes.yaml` at a baseline revision and
 in this checkout, run one after the other in one sitting, with wall time and final AP of each.
 
-    python benchmarks/main_job.py --baseline 041b52b
+    python benchmarks/main_job.py --baseline 041b52b [--set solver.max_iter=300 ...]
 
 The baseline is checked out into a temporary git worktree and run from there (its code and its
-recipes/shapes.yaml); this checkout's run uses the working tree. Both read the same generated
+recipes/shapes.yaml); this checkout's run uses the working tree, with `--set` overrides
+if given (to time a recipe change before making it). Both read the same generated
 shapes dataset (generated once before either is timed) and run with the same thread count.
 Wall time is that of the whole `retina train` command, evaluations and final diagnostics
 included. Nothing else may run on the machine meanwhile.
@@ -24,9 +25,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _train(code: Path, out: Path, env: dict[str, str]) -> tuple[float, dict]:
+def _train(code: Path, out: Path, env: dict[str, str], overrides: list[str]) -> tuple[float, dict]:
     command = [sys.executable, "-m", "retinacli", "train", str(code / "recipes" / "shapes.yaml"),
-               "--output-dir", str(out)]
+               "--output-dir", str(out), *(a for o in overrides for a in ("--set", o))]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=code, env={**env, "PYTHONPATH": str(code)},
                           capture_output=True, text=True)
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--baseline", default="041b52b", help="git revision to compare against")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work", type=Path, default=None, help="folder for runs (default: temp)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key of this checkout's run only (repeatable)")
     args = parser.parse_args()
 
     work = args.work or Path(tempfile.mkdtemp(prefix="retina-main-job-"))
@@ -58,7 +61,8 @@ def main() -> None:
     rows = []
     try:
         for name, code in ((f"baseline {args.baseline}", baseline), ("this checkout", REPO)):
-            wall, metrics = _train(code, work / name.replace(" ", "-"), env)
+            overrides = args.overrides if code == REPO else []
+            wall, metrics = _train(code, work / name.replace(" ", "-"), env, overrides)
             rows.append((name, wall, metrics["AP"], metrics["AP50"]))
             print(f"{name:<22} wall {wall:7.1f} s   AP {metrics['AP']:6.2f}   AP50 "
                   f"{metrics['AP50']:6.2f}", flush=True)
