@@ -12,7 +12,9 @@ and each seed, sequentially:
 2. a short calibration run of the small-data arm (`_base_: [<dataset>.yaml, small_data.yaml]`)
    gives its seconds per iteration s, and the arm then trains for round(T / s) iterations, so
    both arms get the same training time (the table shows both times, to check);
-3. both are evaluated every fifth of their run and at the end on the same test set.
+3. both are evaluated every fifth of their run and at the end on the same test set;
+4. with `--ablate-augment`, a third arm, small_data.yaml's solver without its augmentations, at
+   the same time (so the table separates the solver's share from the augmentations').
 
 It prints a Markdown table (APs per seed, means and differences), writes it with every number
 to OUTPUT_DIR/summary.json and OUTPUT_DIR/table.md, and draws the learning curves (test AP and
@@ -64,6 +66,16 @@ DATASETS: dict[str, dict[str, Any]] = {
     "shapes": {"recipe": "shapes.yaml", "iters": 600, "sets": []},
 }
 ARMS = ("detectron2", "small_data")
+NO_AUGMENT = "small_data_no_augment"
+# small_data.yaml's solver alone: every augmentation it turns on, off
+AUGMENT_OFF = (
+    "data.train.augment.color.prob=0",
+    "data.train.augment.crop.prob=0",
+    "data.train.augment.scale_jitter.prob=0",
+    "data.train.augment.expand.prob=0",
+    "data.train.augment.mosaic=0",
+    "data.train.augment.vertical_flip=0",
+)
 
 
 def detectron2_solver(max_iter: int, images_per_batch: int) -> list[str]:
@@ -214,15 +226,51 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "model_final.pth").is_file() and any("test/AP" in r for r in read_metrics(run_dir))
 
 
-def run_pair(out: Path, dataset: str, seed: int, *, iters: int, calibration_iters: int, extra: Sequence[str]) -> dict[str, Any]:
-    """Both arms of one dataset and seed; their summaries by arm."""
+def equal_time_arm(
+    run_dir: Path, recipe: Path, *, seconds: float, dataset: str, seed: int, calibration_iters: int,
+    extra: Sequence[str],
+) -> dict[str, Any]:
+    """Train `recipe` for as many iterations as fit in `seconds` of training (from a calibration
+    run of its speed), unless `run_dir` holds that run already; its summary."""
+    wall = None
+    if not finished(run_dir):
+        calibration = run_dir.with_name(run_dir.name + "_calibration")
+        shutil.rmtree(calibration, ignore_errors=True)
+        train(
+            recipe,
+            common_sets(dataset=dataset, seed=seed, max_iter=calibration_iters, evaluate=False, extra=extra),
+            calibration,
+        )
+        per_iteration = seconds_per_iteration(read_metrics(calibration))
+        iterations = max(LOG_PERIOD, round(seconds / per_iteration / LOG_PERIOD) * LOG_PERIOD)
+        print(f"{dataset} seed {seed}: detectron2 trained {seconds:.0f} s; {run_dir.name} runs "
+              f"{per_iteration:.3f} s/iteration -> {iterations} iterations", flush=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        wall = train(
+            recipe, common_sets(dataset=dataset, seed=seed, max_iter=iterations, evaluate=True, extra=extra), run_dir
+        )
+    records = read_metrics(run_dir)
+    return {
+        "iterations": 1 + max(int(r["iteration"]) for r in records if r.get("time") is not None),
+        "train_seconds": training_seconds(records),
+        "wall_seconds": wall,
+        "rollbacks": rollbacks(run_dir),
+        "evaluations": evaluations(records),
+    }
+
+
+def run_pair(
+    out: Path, dataset: str, seed: int, *, iters: int, calibration_iters: int, extra: Sequence[str], ablate: bool = False
+) -> dict[str, Any]:
+    """Both arms of one dataset and seed (and, with `ablate`, small_data without its
+    augmentations); their summaries by arm."""
     base_recipe = RECIPES / DATASETS[dataset]["recipe"]
     small_recipe = small_data_recipe(out, dataset)
     where = out / dataset / f"seed{seed}"
     result: dict[str, Any] = {}
 
     d2_dir = where / "detectron2"
-    d2_wall = small_wall = None  # process wall time, evaluations included (None: run reused)
+    d2_wall = None  # process wall time, evaluations included (None: run reused)
     if not finished(d2_dir):
         shutil.rmtree(d2_dir, ignore_errors=True)
         batch = _images_per_batch(base_recipe, extra)
@@ -238,30 +286,15 @@ def run_pair(out: Path, dataset: str, seed: int, *, iters: int, calibration_iter
         "evaluations": evaluations(d2_records),
     }
 
-    small_dir = where / "small_data"
-    if not finished(small_dir):
-        calibration = where / "small_data_calibration"
-        shutil.rmtree(calibration, ignore_errors=True)
-        train(
-            small_recipe,
-            common_sets(dataset=dataset, seed=seed, max_iter=calibration_iters, evaluate=False, extra=extra),
-            calibration,
+    result["small_data"] = equal_time_arm(
+        where / "small_data", small_recipe, seconds=d2_seconds, dataset=dataset, seed=seed,
+        calibration_iters=calibration_iters, extra=extra,
+    )
+    if ablate:
+        result[NO_AUGMENT] = equal_time_arm(
+            where / NO_AUGMENT, small_recipe, seconds=d2_seconds, dataset=dataset, seed=seed,
+            calibration_iters=calibration_iters, extra=[*extra, *AUGMENT_OFF],
         )
-        per_iteration = seconds_per_iteration(read_metrics(calibration))
-        small_iters = max(LOG_PERIOD, round(d2_seconds / per_iteration / LOG_PERIOD) * LOG_PERIOD)
-        print(f"{dataset} seed {seed}: detectron2 trained {d2_seconds:.0f} s; small_data runs "
-              f"{per_iteration:.3f} s/iteration -> {small_iters} iterations", flush=True)
-        shutil.rmtree(small_dir, ignore_errors=True)
-        small_wall = train(
-            small_recipe, common_sets(dataset=dataset, seed=seed, max_iter=small_iters, evaluate=True, extra=extra), small_dir
-        )
-    small_records = read_metrics(small_dir)
-    small_seconds = training_seconds(small_records)
-    small_iters = 1 + max(int(r["iteration"]) for r in small_records if r.get("time") is not None)
-    result["small_data"] = {
-        "iterations": small_iters, "train_seconds": small_seconds, "wall_seconds": small_wall,
-        "rollbacks": rollbacks(small_dir), "evaluations": evaluations(small_records),
-    }
     return result
 
 
@@ -273,19 +306,21 @@ def table(results: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> str:
     ]
     means = []
     for dataset, by_seed in results.items():
-        aps: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        aps: dict[str, list[float]] = {}
         for seed, arms in by_seed.items():
-            for arm in ARMS:
+            for arm in arms:
                 run = arms[arm]
                 final = run["evaluations"][-1] if run["evaluations"] else {"AP": math.nan, "AP50": math.nan}
-                aps[arm].append(float(final["AP"]))
+                aps.setdefault(arm, []).append(float(final["AP"]))
                 lines.append(
                     f"| {dataset} | {seed} | {arm} | {run['iterations']} | {run['train_seconds']:.0f} | {run['rollbacks']} | "
                     f"{final['AP']:.1f} | {final['AP50']:.1f} |"
                 )
-        d2, small = statistics.fmean(aps["detectron2"]), statistics.fmean(aps["small_data"])
-        means.append(f"| {dataset} | mean of {len(by_seed)} | small_data - detectron2 | | | | "
-                     f"{small:.1f} - {d2:.1f} = **{small - d2:+.1f}** | |")
+        d2 = statistics.fmean(aps["detectron2"])
+        for arm in (a for a in aps if a != "detectron2"):
+            mean = statistics.fmean(aps[arm])
+            means.append(f"| {dataset} | mean of {len(by_seed)} | {arm} - detectron2 | | | | "
+                         f"{mean:.1f} - {d2:.1f} = **{mean - d2:+.1f}** | |")
     return "\n".join([*lines, *means])
 
 
@@ -297,10 +332,10 @@ def plot(results: Mapping[int, Mapping[str, Any]], out: Path, dataset: str, run_
     fig = Figure(figsize=(10, 3.6), dpi=100)
     FigureCanvasAgg(fig)
     ap_axes, loss_axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    colours = {"detectron2": "tab:blue", "small_data": "tab:orange"}
+    colours = {"detectron2": "tab:blue", "small_data": "tab:orange", NO_AUGMENT: "tab:green"}
     styles = ["-", "--", ":", "-."]
     for k, (seed, arms) in enumerate(results.items()):
-        for arm in ARMS:
+        for arm in arms:
             label = f"{arm}, seed {seed}"
             evals = arms[arm]["evaluations"]
             ap_axes.plot([e["seconds"] for e in evals], [e["AP"] for e in evals], marker="o", markersize=3,
@@ -331,6 +366,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="iterations of the small-data speed measurement (the first 10 are left out)")
     parser.add_argument("--extra-set", action="append", default=[], metavar="KEY=VALUE",
                         help="one more --set for every run of both arms")
+    parser.add_argument("--ablate-augment", action="store_true",
+                        help=f"a third arm, {NO_AUGMENT}: small_data.yaml's solver without its augmentations, "
+                        "at the same time (half as long again)")
     args = parser.parse_args(argv)
     iters = {name: int(spec["iters"]) for name, spec in DATASETS.items()}
     for item in args.iters:
@@ -347,7 +385,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         results[dataset] = {}
         for seed in args.seeds:
             results[dataset][seed] = run_pair(
-                out, dataset, seed, iters=iters[dataset], calibration_iters=args.calibration_iters, extra=args.extra_set
+                out, dataset, seed, iters=iters[dataset], calibration_iters=args.calibration_iters,
+                extra=args.extra_set, ablate=args.ablate_augment,
             )
         print("curves:", plot(results[dataset], out, dataset, out / dataset), flush=True)
     text = table(results)
