@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retinacli.export.parity import BOX_TOLERANCE
 from tests.cli_helpers import run_cli
 
 
@@ -87,7 +88,10 @@ def test_batches_of_same_size_images_give_the_same_detections(tiny_raccoon_model
         assert len(a["detections"]) == len(b["detections"]) > 0
         for da, db in zip(a["detections"], b["detections"], strict=True):
             assert da["class_id"] == db["class_id"] and da["score"] == pytest.approx(db["score"], abs=1e-5)
-            assert np.allclose(da["box"], db["box"], atol=1e-3)
+            # The project's parity tolerance for boxes: a batch of 2 runs other convolution
+            # kernels than a batch of 1 (float32 rounding, 1.2e-3 px seen at 1 thread on a thin
+            # box whose height comes from exp(dh)); padding effects would be whole pixels.
+            assert np.allclose(da["box"], db["box"], atol=BOX_TOLERANCE, rtol=0)
 
 
 def test_an_exported_file_predicts_what_the_model_file_predicts(
