@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,3 +81,13 @@ def chromium() -> str:
             pytest.fail(problem)
         pytest.skip(problem)
     return executable
+
+
+@pytest.fixture
+def one_thread():
+    """torch at one intra-op thread for the test (tiny training runs: threads only add noise and
+    spin-waits on a shared 2-core machine); the previous count is restored."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

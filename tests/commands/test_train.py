@@ -19,12 +19,7 @@ from tests.train.tiny import tiny_recipe
 VAL = "data.val.dataset={kind: shapes, split: test, num_images: 2, seed: 5, image_size: [64, 96], cache_dir: '%s'}"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recipe(tmp_path, *extra):

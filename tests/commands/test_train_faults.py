@@ -23,13 +23,7 @@ from retinacli.train.run_lock import LOCK_NAME
 from tests.cli_helpers import run_cli
 from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,7 @@ from retinacli.train.interrupts import StopRequests, exit_code_of
 from tests.cli_helpers import run_cli
 from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _signal_during_step(monkeypatch, *, step: int, signals: tuple[int, ...]) -> None:
