@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retinacli.data.coco import load_coco
+from retinacli.data.shapes import ShapesSpec, make_shapes
+
 
 @pytest.fixture(scope="session")
 def raccoon_dir(shared_dir: Path) -> Path:
@@ -82,3 +85,12 @@ def entries() -> Any:
         box = staticmethod(box_entry)
 
     return Entries
+
+
+@pytest.fixture(scope="module")
+def tiny_shapes(tmp_path_factory: pytest.TempPathFactory):
+    """12 small generated shapes images (40x72, 1 to 3 objects) as a DetectionDataset."""
+    root = tmp_path_factory.mktemp("shapes")
+    spec = ShapesSpec(image_size=(40, 72), object_size=(8, 24), objects_per_image=(1, 3))
+    split = make_shapes(root, num_images=12, seed=0, split="train", spec=spec)
+    return load_coco(annotations=split.annotations, images=split.images, filter_empty=False)

@@ -7,9 +7,7 @@ import pytest
 import torch
 
 from retinacli.data.augment import BoxAugment, Color, Crop, Expand, ScaleJitter, augment_sample
-from retinacli.data.coco import load_coco
 from retinacli.data.loader import MappedDataset, build_train_loader
-from retinacli.data.shapes import ShapesSpec, make_shapes
 from retinacli.data.transforms import Augmentation, resized_hw
 
 BASE = Augmentation(short_sizes=(48, 56, 64), max_size=96, flip="horizontal")
@@ -22,14 +20,6 @@ EVERYTHING = BoxAugment(
     mosaic=0.5,
     min_visible=0.5,
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_shapes(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("shapes")
-    spec = ShapesSpec(image_size=(40, 72), object_size=(8, 24), objects_per_image=(1, 3))
-    split = make_shapes(root, num_images=12, seed=0, split="train", spec=spec)
-    return load_coco(annotations=split.annotations, images=split.images, filter_empty=False)
 
 
 def _one_box_images(count: int = 5):

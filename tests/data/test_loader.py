@@ -18,20 +18,11 @@ from retinacli.data.loader import (
     build_train_loader,
     shard_indices,
 )
-from retinacli.data.shapes import ShapesSpec, make_shapes
 from retinacli.data.transforms import Augmentation
 from retinacli.engine.structures import Targets
 from retinacli.errors import DatasetError
 
 TRAIN_AUG = Augmentation(short_sizes=(48, 56, 64), max_size=96, flip="horizontal")
-
-
-@pytest.fixture(scope="module")
-def tiny_shapes(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("shapes")
-    spec = ShapesSpec(image_size=(40, 72), object_size=(8, 24), objects_per_image=(1, 3))
-    split = make_shapes(root, num_images=12, seed=0, split="train", spec=spec)
-    return load_coco(annotations=split.annotations, images=split.images, filter_empty=False)
 
 
 def _take(loader, n: int) -> list[Batch]:
