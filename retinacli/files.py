@@ -398,3 +398,168 @@ def refuse_nonempty_dir(path: Path, *, overwrite: bool, flag: str = "--output-di
             f"{path}: the folder is not empty and files in it could be overwritten; choose "
             f"another {flag}, empty it, or pass --overwrite"
         )
+
+
+# ----------------------------------------------------------------------------- containment
+
+
+class PathOutsideRoot(ValueError):
+    """A file name read from data that would leave the folder it is relative to.
+
+    `name` is the name as the data gave it, `root` the folder, `reason` a short phrase
+    ("an absolute path", "leaves the folder", "a link to outside the folder") for the record's
+    problem message.
+    """
+
+    def __init__(self, name: str, root: Path, reason: str) -> None:
+        super().__init__(f"{name!r}: {reason} {root}")
+        self.name = name
+        self.root = root
+        self.reason = reason
+
+
+def contained_path(root: str | os.PathLike[str], name: str | os.PathLike[str]) -> Path:
+    """`root / name`, refused unless it stays inside `root` once resolved (symlinks included).
+
+    The model is Python's tarfile `data` filter: the check is by construction, on the resolved
+    path, so `..` parts, absolute names, drive letters and symbolic links anywhere on the way
+    (to a file or a folder outside `root`) are all refused the same way. The path returned is
+    `root / name` as given (not resolved), so messages show what the data said; it need not
+    exist. Raises PathOutsideRoot (a ValueError) naming the reason.
+    """
+    text = os.fspath(name)
+    if "\x00" in text:
+        raise PathOutsideRoot(text, Path(root), "a name with a NUL character, not allowed in")
+    if os.path.isabs(text) or Path(text).drive or Path(text).root:
+        raise PathOutsideRoot(text, Path(root), "an absolute path, not a name inside")
+    base = Path(root)
+    candidate = base / text
+    resolved_root = base.resolve()
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(resolved_root):
+        lexical = Path(os.path.normpath(candidate)).is_relative_to(Path(os.path.normpath(base)))
+        reason = "a link to outside the folder" if lexical else "a name that leaves the folder"
+        raise PathOutsideRoot(text, base, f"{reason}")
+    return candidate
+
+
+# ----------------------------------------------------------------------------- output folders and files
+
+OUTPUT_MARKER = ".retinacli-output.json"
+"""The file that marks a folder as a command's output: `{"command": "...", "format": ...}`."""
+
+_OWN_BOOKKEEPING = frozenset({OUTPUT_MARKER})
+
+
+def _marker_command(folder: Path) -> str | None:
+    """The command recorded in `folder`'s output marker, or None when there is none (or it is
+    not ours: unreadable, not JSON, another shape)."""
+    marker = folder / OUTPUT_MARKER
+    if not marker.is_file() or marker.is_symlink():
+        return None
+    try:
+        if marker.stat().st_size > 4096:
+            return None
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict) and data.get("format") == FORMAT_MARKER and isinstance(data.get("command"), str):
+        return data["command"]
+    return None
+
+
+def _listing(folder: Path, *, limit: int = 3) -> str:
+    names = sorted(p.name for p in folder.iterdir() if p.name not in _OWN_BOOKKEEPING)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def prepare_output_dir(
+    path: str | os.PathLike[str],
+    *,
+    command: str,
+    overwrite: bool = False,
+    flag: str = "--output-dir",
+    accept: Iterable[str] = (),
+) -> Path:
+    """Make `path` the output folder of `command` (`"eval"`, `"data show"`, ...), or refuse.
+
+    The one rule of every command that writes a folder: it writes only into a folder that does
+    not exist yet (it is created), that is empty, or that holds its own earlier output (marked by
+    OUTPUT_MARKER with `command` or one of `accept`), and into the last only with `overwrite`.
+    A folder holding files retinacli did not write is refused even with `overwrite`, naming some
+    of them; so is a path that is a file. A folder holding nothing but the marker (a command that
+    failed before writing) counts as empty, so the corrected command just runs.
+
+    Raises UsageError naming `path`, what is there and `flag`. Returns `path`.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(
+            f"{folder}: is a file, not a folder; {flag} names the folder to write into: choose another"
+        )
+    if folder.is_symlink() and not folder.exists():
+        raise UsageError(f"{folder}: is a broken symbolic link; choose another {flag}")
+    if folder.is_dir():
+        contents = [p for p in folder.iterdir() if p.name not in _OWN_BOOKKEEPING]
+        if contents:
+            owner = _marker_command(folder)
+            if owner is None:
+                raise UsageError(
+                    f"{folder}: the folder holds files retinacli did not write ({_listing(folder)}); "
+                    "retina writes only into an empty folder or its own earlier output, so nothing "
+                    f"of yours is replaced; choose another {flag} or empty it"
+                )
+            if owner != command and owner not in set(accept):
+                raise UsageError(
+                    f"{folder}: holds the output of `retina {owner}`, not of `retina {command}`; "
+                    f"choose another {flag}"
+                )
+            if not overwrite:
+                raise UsageError(
+                    f"{folder}: holds an earlier output of `retina {owner}` ({_listing(folder)}); "
+                    f"pass --overwrite to replace it, or choose another {flag}"
+                )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"{folder}: a part of the path is a file, not a folder; choose another {flag}") from None
+    if _marker_command(folder) is None:
+        write_json(folder / OUTPUT_MARKER, {"format": FORMAT_MARKER, "command": command})
+    return folder
+
+
+def prepare_output_file(path: str | os.PathLike[str], *, overwrite: bool = False, flag: str = "--out") -> Path:
+    """Check that the single output file `path` may be written: it does not exist, or `overwrite`.
+
+    A folder (or anything but a regular file or a link) at `path` is refused even with
+    `overwrite`; a missing parent folder is created. Raises UsageError naming `path` and `flag`.
+    Returns `path`.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{target}: is a folder; {flag} names the file to write: add a file name")
+    if target.exists() and not target.is_file():
+        raise UsageError(f"{target}: is not a regular file; choose another {flag}")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise UsageError(
+            f"{target}: already exists; pass --overwrite to replace it, or choose another {flag}"
+        )
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"{parent}: is a file, not a folder; choose another {flag}") from None
+    return target
+
+
+def output_file(folder: Path, name: str | os.PathLike[str]) -> Path:
+    """`folder / name` for a file a command writes into its output folder, its name possibly made
+    from data (an image's name): refused with a UsageError unless it stays inside `folder`."""
+    try:
+        return contained_path(folder, name)
+    except PathOutsideRoot as exc:
+        raise UsageError(
+            f"{folder}: refused to write {exc.name!r} there: {exc.reason} {folder}; "
+            "rename the input it came from"
+        ) from None
