@@ -451,9 +451,9 @@ OUTPUT_MARKER = ".retinacli-output.json"
 _OWN_BOOKKEEPING = frozenset({OUTPUT_MARKER})
 
 
-def _marker_command(folder: Path) -> str | None:
-    """The command recorded in `folder`'s output marker, or None when there is none (or it is
-    not ours: unreadable, not JSON, another shape)."""
+def output_owner(folder: Path) -> str | None:
+    """The command recorded in `folder`'s output marker (OUTPUT_MARKER), or None when there is
+    none (or it is not ours: a link, unreadable, not JSON, another shape)."""
     marker = folder / OUTPUT_MARKER
     if not marker.is_file() or marker.is_symlink():
         return None
@@ -474,7 +474,7 @@ def _listing(folder: Path, *, limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def prepare_output_dir(
+def check_output_dir(
     path: str | os.PathLike[str],
     *,
     command: str,
@@ -491,7 +491,8 @@ def prepare_output_dir(
     of them; so is a path that is a file. A folder holding nothing but the marker (a command that
     failed before writing) counts as empty, so the corrected command just runs.
 
-    Raises UsageError naming `path`, what is there and `flag`. Returns `path`.
+    Nothing is written (see `prepare_output_dir`). Raises UsageError naming `path`, what is
+    there and `flag`. Returns `path`.
     """
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
@@ -503,7 +504,7 @@ def prepare_output_dir(
     if folder.is_dir():
         contents = [p for p in folder.iterdir() if p.name not in _OWN_BOOKKEEPING]
         if contents:
-            owner = _marker_command(folder)
+            owner = output_owner(folder)
             if owner is None:
                 raise UsageError(
                     f"{folder}: the folder holds files retinacli did not write ({_listing(folder)}); "
@@ -520,11 +521,24 @@ def prepare_output_dir(
                     f"{folder}: holds an earlier output of `retina {owner}` ({_listing(folder)}); "
                     f"pass --overwrite to replace it, or choose another {flag}"
                 )
+    return folder
+
+
+def prepare_output_dir(
+    path: str | os.PathLike[str],
+    *,
+    command: str,
+    overwrite: bool = False,
+    flag: str = "--output-dir",
+    accept: Iterable[str] = (),
+) -> Path:
+    """`check_output_dir`, then create the folder and mark it as `command`'s output. Returns `path`."""
+    folder = check_output_dir(path, command=command, overwrite=overwrite, flag=flag, accept=accept)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise UsageError(f"{folder}: a part of the path is a file, not a folder; choose another {flag}") from None
-    if _marker_command(folder) is None:
+    if output_owner(folder) is None:
         write_json(folder / OUTPUT_MARKER, {"format": FORMAT_MARKER, "command": command})
     return folder
 

@@ -173,3 +173,118 @@ def test_a_full_disk_is_a_storage_error_naming_the_file_and_the_space_needed(tmp
     monkeypatch.setattr(os, "fsync", no_space)
     with pytest.raises(StorageError, match=r"last_checkpoint: no space left .*it needs 17 B"):
         files_module.write_text(tmp_path / "last_checkpoint", "model_0000004.pth")
+
+
+# ----------------------------------------------------------------------------- containment and the output rule
+
+from retinacli.files import (  # noqa: E402
+    OUTPUT_MARKER,
+    PathOutsideRoot,
+    check_output_dir,
+    contained_path,
+    output_file,
+    prepare_output_dir,
+    prepare_output_file,
+)
+from tests.snapshots import changed_outside, snapshot  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("../x.png", "a name that leaves the folder"),
+        ("a/../../x.png", "a name that leaves the folder"),
+        ("/etc/passwd", "an absolute path"),
+        ("link_dir/x.png", "a link to outside the folder"),
+        ("link_file.png", "a link to outside the folder"),
+        ("bad\x00name", "NUL character"),
+    ],
+)
+def test_contained_path_refuses_every_way_out(tmp_path, name, reason):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"x")
+    (root / "link_dir").symlink_to(outside)
+    (root / "link_file.png").symlink_to(outside / "x.png")
+    with pytest.raises(PathOutsideRoot) as info:
+        contained_path(root, name)
+    assert reason in info.value.reason
+
+
+def test_contained_path_keeps_names_inside_as_given(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "inner").symlink_to(tmp_path / "a")  # a link that stays inside is fine
+    assert contained_path(tmp_path, "a/b.png") == tmp_path / "a" / "b.png"
+    assert contained_path(tmp_path, "a/../c.png") == tmp_path / "a" / ".." / "c.png"
+    assert contained_path(tmp_path, "inner/b.png") == tmp_path / "inner" / "b.png"
+    assert contained_path(tmp_path, "not/yet/made.png") == tmp_path / "not" / "yet" / "made.png"
+
+
+def test_output_file_names_made_from_data_stay_in_the_folder(tmp_path):
+    with pytest.raises(UsageError, match="refused to write '../escape.png' there: a name that leaves the folder"):
+        output_file(tmp_path / "out", "../escape.png")
+
+
+def test_prepare_output_dir_new_empty_own_and_foreign(tmp_path):
+    new = prepare_output_dir(tmp_path / "new", command="eval")
+    assert (new / OUTPUT_MARKER).is_file()
+    (new / "metrics.json").write_text("{}")
+    with pytest.raises(UsageError, match=r"holds an earlier output of `retina eval` \(metrics.json\); pass --overwrite"):
+        prepare_output_dir(new, command="eval")
+    assert prepare_output_dir(new, command="eval", overwrite=True) == new
+    with pytest.raises(UsageError, match="holds the output of `retina eval`, not of `retina predict`"):
+        prepare_output_dir(new, command="predict", overwrite=True)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_output_dir(empty, command="predict")
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    for name in ("a.txt", "b.png", "c.json", "d.csv"):
+        (foreign / name).write_text(name)
+    before = snapshot(tmp_path)
+    with pytest.raises(UsageError, match=r"holds files retinacli did not write \(a.txt, b.png, c.json and 1 more\)"):
+        prepare_output_dir(foreign, command="eval", overwrite=True)
+    assert changed_outside(before, tmp_path) == []
+
+
+def test_a_forged_or_foreign_marker_does_not_make_a_folder_ours(tmp_path):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    (folder / OUTPUT_MARKER).write_text("eval")  # not our JSON
+    with pytest.raises(UsageError, match="holds files retinacli did not write"):
+        prepare_output_dir(folder, command="eval", overwrite=True)
+
+
+def test_a_folder_holding_only_the_marker_counts_as_empty(tmp_path):
+    """A command that failed before writing leaves only its marker: the corrected command runs."""
+    prepare_output_dir(tmp_path / "o", command="eval")
+    assert prepare_output_dir(tmp_path / "o", command="eval") == tmp_path / "o"
+
+
+def test_check_output_dir_writes_nothing(tmp_path):
+    check_output_dir(tmp_path / "later", command="eval")
+    assert not (tmp_path / "later").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match="is a file, not a folder; --output-dir names the folder"):
+        prepare_output_dir(tmp_path / "f", command="eval", overwrite=True)
+    with pytest.raises(UsageError, match="a part of the path is a file"):
+        prepare_output_dir(tmp_path / "f" / "sub", command="eval")
+
+
+def test_prepare_output_file(tmp_path):
+    target = tmp_path / "sub" / "lr.png"
+    assert prepare_output_file(target) == target and target.parent.is_dir()
+    target.write_bytes(b"mine")
+    with pytest.raises(UsageError, match=r"lr.png: already exists; pass --overwrite to replace it, or choose another --out"):
+        prepare_output_file(target)
+    assert prepare_output_file(target, overwrite=True) == target
+    with pytest.raises(UsageError, match="is a folder; --out names the file to write"):
+        prepare_output_file(tmp_path / "sub", overwrite=True)

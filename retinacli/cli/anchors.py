@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from retinacli.cli.app import SetOption, app, console
+from retinacli.cli.app import OverwriteFileOption, SetOption, app, console
 
 
 @app.command("anchors")
@@ -55,6 +55,7 @@ def anchors_command(
         bool, typer.Option("--suggest", help="Also propose sizes and ratios that raise coverage (implies --coverage).")
     ] = False,
     worst: Annotated[int, typer.Option("--worst", help="Worst-covered boxes to list.")] = 10,
+    overwrite: OverwriteFileOption = False,
 ) -> None:
     """Show the anchors of every pyramid level; with --coverage, whether the training boxes will ever match them."""
     from retinacli.cli.anchors_report import render, result_json
@@ -74,6 +75,7 @@ def anchors_command(
         coverage=coverage,
         suggest=suggest,
         worst=worst,
+        overwrite=overwrite,
     )
     if as_json:
         typer.echo(json.dumps(result_json(result)))

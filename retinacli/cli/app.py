@@ -48,6 +48,9 @@ DeviceOption = Annotated[
 OverwriteOption = Annotated[
     bool, typer.Option("--overwrite", help="Replace what an earlier run wrote in the output folder.")
 ]
+OverwriteFileOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the --out file if it exists.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
@@ -87,7 +90,11 @@ def main() -> None:
 
 
 def print_error(message: str) -> None:
-    """`error: <message>` on stderr, the message shown as written (no markup)."""
+    """`error: <message>` on stderr, the message shown as written: no markup, and control
+    characters from data (a class or file name) shown escaped (`text.printable`)."""
     from rich.markup import escape
 
-    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    from retinacli.text import printable
+
+    shown = escape(printable(message, keep_newlines=True))
+    error_console.print(f"[bold red]error:[/] {shown}", highlight=False, soft_wrap=True)

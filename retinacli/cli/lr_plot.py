@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from retinacli.cli.app import RecipeArg, SetOption, app, console
+from retinacli.cli.app import OverwriteFileOption, RecipeArg, SetOption, app, console
 
 
 @app.command("lr-plot")
@@ -21,6 +21,7 @@ def lr_plot(
     as_json: Annotated[
         bool, typer.Option("--json", help='Print [{"iteration": i, "lr": x}, ...] for every iteration.')
     ] = False,
+    overwrite: OverwriteFileOption = False,
 ) -> None:
     """Show the recipe's learning-rate curve: warmup, steps or cosine (no dataset needed)."""
     from rich.table import Table
@@ -28,7 +29,7 @@ def lr_plot(
     from retinacli.commands.lr_plot import plot_learning_rate
     from retinacli.train import lr_plot as chart
 
-    result = plot_learning_rate(recipe, set_ or [], out=out)
+    result = plot_learning_rate(recipe, set_ or [], out=out, overwrite=overwrite)
     if as_json:
         typer.echo(json.dumps(chart.curve_json(result.curve)))
         return

@@ -31,6 +31,7 @@ from retinacli.anchors_tool.layout import AnchorLayout, AnchorSpec, describe_anc
 from retinacli.anchors_tool.suggest import Suggestion
 from retinacli.build import build_anchor_spec, build_dataset, inference_resize
 from retinacli.errors import UsageError
+from retinacli.files import prepare_output_file
 from retinacli.recipe import Override, key_override, load_recipe
 
 _IMAGE_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -69,6 +70,7 @@ def anchors(
     coverage: bool = False,
     suggest: bool = False,
     worst: int = 10,
+    overwrite: bool = False,
 ) -> AnchorsResult:
     """Resolve the anchors, then describe them and draw them (`out`, a PNG), or measure the
     coverage of the training boxes (`suggest` implies `coverage`; `out` is then the histogram).
@@ -95,6 +97,8 @@ def anchors(
         raise UsageError(f"--out {out}: the picture is a PNG file; give a name ending in .png")
     if worst < 0:
         raise UsageError(f"--worst {worst}: must be >= 0")
+    if out is not None:
+        prepare_output_file(out, overwrite=overwrite)
 
     flags = _flag_overrides(sizes=sizes, scales=scales, aspect_ratios=aspect_ratios, offset=offset, strides=strides)
     loaded = load_recipe(recipe, [*overrides, *flags])

@@ -11,7 +11,7 @@ from retinacli.build import build_model
 from retinacli.commands.model_files import save_model_file
 from retinacli.errors import CheckpointError, UsageError
 from retinacli.evaluation.classes import ClassInfo
-from retinacli.files import refuse_existing, write_text
+from retinacli.files import check_output_dir, prepare_output_dir, write_text
 from retinacli.recipe import dump_recipe, validate_recipe
 from retinacli.recipe.detectron2 import read_detectron2_config, translate
 from retinacli.weights.loading import load_exactly
@@ -20,6 +20,7 @@ from retinacli.weights.readers import read_weights_file
 
 RECIPE_NAME = "recipe.yaml"
 MODEL_NAME = "model.pth"
+COMMAND = "import-detectron2"
 # Keys detectron2 state dicts may hold that carry no learned weights of ours.
 _HARMLESS_UNMAPPED = ("pixel_mean", "pixel_std")
 
@@ -48,7 +49,8 @@ def import_detectron2(
 
     Every model parameter must come from the weights file with the same shape; weights entries
     the model does not use are reported, never silently dropped. Nothing is written unless
-    everything checks out, and existing files are kept unless `overwrite`.
+    everything checks out; `output_dir` must be new, empty, or an earlier import's output (then
+    only with `overwrite`): see `files.prepare_output_dir`.
     """
     config_path, out = Path(config_path), Path(output_dir)
     translation = translate(read_detectron2_config(config_path), source=str(config_path))
@@ -60,7 +62,7 @@ def import_detectron2(
             "(MODEL.RETINANET.NUM_CLASSES); name each class once, in the model's order"
         )
     recipe_path, model_path = out / RECIPE_NAME, out / MODEL_NAME
-    refuse_existing([recipe_path, *([model_path] if weights_path else [])], overwrite=overwrite)
+    check_output_dir(out, command=COMMAND, overwrite=overwrite)
     model, unused = None, []
     if weights_path is not None:
         model = build_model(recipe.model)
@@ -85,6 +87,7 @@ def import_detectron2(
         f"# Translated by `retina import-detectron2` from {config_path}\n"
         "# Set data.train.dataset / data.test.dataset before training or evaluating with it.\n"
     )
+    prepare_output_dir(out, command=COMMAND, overwrite=overwrite)
     write_text(recipe_path, header + dump_recipe(recipe))
     if model is not None:
         classes = (

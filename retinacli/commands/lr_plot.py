@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retinacli.build import build_schedule
+from retinacli.files import prepare_output_file
 from retinacli.recipe import Override, load_recipe
 from retinacli.train import lr_plot
 from retinacli.train.schedules import Schedule
@@ -27,9 +28,12 @@ class LrPlot:
 
 
 def plot_learning_rate(
-    recipe: Path, overrides: Sequence[str | Override] = (), *, out: Path | None = None
+    recipe: Path, overrides: Sequence[str | Override] = (), *, out: Path | None = None, overwrite: bool = False
 ) -> LrPlot:
-    """The recipe's `solver` schedule; with `out`, also a PNG of it there."""
+    """The recipe's `solver` schedule; with `out`, also a PNG of it there (an existing file only
+    with `overwrite`)."""
+    if out is not None:
+        prepare_output_file(out, overwrite=overwrite)
     schedule = build_schedule(load_recipe(recipe, overrides).solver)
     curve = lr_plot.lr_curve(schedule)
     points = lr_plot.key_points(schedule)

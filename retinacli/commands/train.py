@@ -10,11 +10,10 @@ come after the 1000th iteration.
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -58,24 +57,23 @@ from retinacli.train.loop import Reporter, SilentReporter, Trainer
 from retinacli.train.metrics import METRICS_FILE, MetricsWriter
 from retinacli.train.results_plot import save_results_png
 from retinacli.train.rng import seed_everything
+from retinacli.train.run_folder import (
+    CONFIG_NAME,
+    EVAL_DIR,
+    LOG_NAME,  # noqa: F401  (commands/report.py imports it from here until it uses run_folder)
+    RESULTS_PNG,
+    TEST_EVAL_DIR,
+    Resume,
+    RunFolder,
+    plan_run,
+    resume_command,
+)
 from retinacli.train.run_lock import RunLock
 from retinacli.train.run_log import TeeReporter, TextLog
 from retinacli.train.schedules import ignored_steps_note
 from retinacli.weights.loading import init_from_weights
 
-CONFIG_NAME = "config.yaml"
-LOG_NAME = "log.txt"
-RESULTS_PNG = "results.png"
-EVAL_DIR = "eval"
-TEST_EVAL_DIR = "eval_test"
 SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-RUN_FILES = (CONFIG_NAME, METRICS_FILE, LOG_NAME)
-"""Files every run writes before its first checkpoint: a folder holding one holds a run."""
-
-Resume = bool | Literal["auto"]
-"""False: refuse a folder holding a run; True (`--resume`): continue it; "auto" (`--auto-resume`):
-continue a run of the same recipe, start when there is none, refuse another recipe's (for
-launchers that restart the same command: torchrun --max-restarts, a requeued job)."""
 
 
 @dataclass
@@ -99,7 +97,10 @@ def train(
 ) -> TrainResult:
     """`retina train RECIPE [--set ...] [--output-dir DIR] [--resume | --auto-resume]` in this process."""
     return train_from_recipe(
-        load_recipe(recipe_path, _with_output_dir(overrides, output_dir)), resume=resume, reporter=reporter
+        load_recipe(recipe_path, _with_output_dir(overrides, output_dir)),
+        resume=resume,
+        reporter=reporter,
+        recipe_file=recipe_path,
     )
 
 
@@ -132,9 +133,14 @@ def train_from_recipe(
     *,
     resume: Resume = False,
     reporter: Reporter | None = None,
+    recipe_file: Path | None = None,
 ) -> TrainResult:
     """Train as `recipe` says, in `recipe.output_dir`; `resume` continues its last checkpoint
     (the newest that loads: a truncated or corrupted one is named and skipped).
+
+    The output folder must be new, empty or a run (`train/run_folder.py`): a folder holding
+    anything else is refused before anything is written. `recipe_file`, the recipe named on the
+    command line, is never written to, even when it is the run's own config.yaml.
 
     Rank 0 holds the folder's lock (`run_lock`: a second run on it is refused), shows progress
     through `reporter` and writes everything it shows to `log.txt` too. A SIGINT/SIGTERM stops
@@ -142,20 +148,29 @@ def train_from_recipe(
     """
     ctx = init_process(recipe.device)
     try:
-        return _train(recipe, ctx, resume=resume, shown=reporter)
+        return _train(recipe, ctx, resume=resume, shown=reporter, recipe_file=recipe_file)
     finally:
         shutdown_process()
 
 
-def _train(recipe: Recipe, ctx: ProcessContext, *, resume: Resume, shown: Reporter | None) -> TrainResult:
-    out = Path(recipe.output_dir)
+def _train(
+    recipe: Recipe, ctx: ProcessContext, *, resume: Resume, shown: Reporter | None, recipe_file: Path | None
+) -> TrainResult:
+    run = RunFolder(Path(recipe.output_dir))
+    out = run.path
     manager = CheckpointManager(out, keep_checkpoints=recipe.solver.keep_checkpoints)
     _check_recipe(recipe, ctx)
+    _on_rank_0(ctx, lambda: run.check_writable(resume=resume))
+    _on_rank_0(ctx, lambda: _check_recipe_file_kept(recipe, run, recipe_file))
     lock = RunLock(out) if ctx.is_main else None
     previous_owner = _on_rank_0(ctx, lock.acquire if lock is not None else lambda: None)
     try:
-        plan = _on_rank_0(ctx, lambda: _plan(recipe, manager, resume))
-        log = TextLog(out / LOG_NAME) if ctx.is_main else None
+        plan = _on_rank_0(
+            ctx, lambda: plan_run(run, manager, resume, differing_keys=lambda config: _differing_keys(config, recipe))
+        )
+        if ctx.is_main:
+            run.mark()
+        log = TextLog(run.log) if ctx.is_main else None
         reporter: Reporter = SilentReporter()
         if ctx.is_main:
             reporter = TeeReporter([shown or SilentReporter(), log])
@@ -181,15 +196,6 @@ def _train(recipe: Recipe, ctx: ProcessContext, *, resume: Resume, shown: Report
             lock.release()
 
 
-@dataclass
-class _Plan:
-    """What rank 0 found in the output folder: the checkpoint to resume (None: start at
-    iteration 0) and what to tell the user about it."""
-
-    last: Path | None
-    notes: list[str] = field(default_factory=list)
-
-
 def _on_rank_0(ctx: ProcessContext, decide: Callable[[], Any]) -> Any:
     """`decide()` on rank 0, its result (or its RetinaError, raised) on every rank."""
     if not ctx.distributed:
@@ -206,54 +212,19 @@ def _on_rank_0(ctx: ProcessContext, decide: Callable[[], Any]) -> Any:
     return result
 
 
-def _plan(recipe: Recipe, manager: CheckpointManager, resume: Resume) -> _Plan:
-    """Resume, start, or refuse, from what the output folder holds (see `Resume`)."""
-    out = Path(recipe.output_dir)
-    has_pointer = manager.pointer_path.is_file()
-    found_files = [name for name in RUN_FILES if (out / name).is_file()]
-    notes = []
-    if resume == "auto":
-        if not has_pointer and not found_files:
-            return _Plan(None, [f"--auto-resume: {out} holds no run yet: starting a new one"])
-        differing = _differing_keys(out / CONFIG_NAME, recipe)
-        if differing:
-            raise UsageError(
-                f"{out}: holds a run of another recipe ({out / CONFIG_NAME} differs at "
-                f"{', '.join(differing)}); --auto-resume continues only the same recipe: pass "
-                "--resume to continue that run with this recipe, or choose another --output-dir"
-            )
-        notes.append(f"--auto-resume: {out} holds a run of this recipe: continuing it")
-    if not resume:
-        if has_pointer:
-            raise UsageError(
-                f"{out} already holds a run (last checkpoint {manager.find_last().name}); pass "
-                "--resume to continue it, or --output-dir to start a new run elsewhere"
-            )
-        if found_files:
-            raise UsageError(
-                f"{out}: holds a run that stopped before its first checkpoint "
-                f"({', '.join(found_files)}); pass --resume to start it again from iteration 0 "
-                f"(its {METRICS_FILE} is kept under another name, {LOG_NAME} goes on), or "
-                "choose another --output-dir"
-            )
-        return _Plan(None)
-    found = manager.load_newest_valid()
-    if found is None:
-        if found_files:
-            kept = _set_aside_metrics(out)
-            notes.append(
-                f"{out} holds a run that stopped before its first checkpoint "
-                f"({', '.join(found_files)}): starting it again from iteration 0"
-                + (f"; its metrics are kept in {kept.name}" if kept else "")
-            )
-        elif resume is True:
-            notes.append(f"no checkpoint in {out}")
-        return _Plan(None, notes)
-    path, _, skipped = found
-    if skipped:
-        notes += [f"cannot resume from {line}: skipped" for line in skipped]
-        notes.append(f"resuming from the newest valid checkpoint instead, {path.name}")
-    return _Plan(path, notes)
+def _check_recipe_file_kept(recipe: Recipe, run: RunFolder, recipe_file: Path | None) -> None:
+    """Refuse to start when training would rewrite the recipe file named on the command line:
+    that happens only when it is the run's own config.yaml and --set changes the recipe."""
+    if recipe_file is None or not run.config.is_file() or not recipe_file.is_file():
+        return
+    if not os.path.samefile(recipe_file, run.config):
+        return
+    if run.config.read_text(encoding="utf-8") != dump_recipe(recipe):
+        raise UsageError(
+            f"{recipe_file}: is the run's own config.yaml, and the overrides given would rewrite "
+            "it; the recipe named on the command line is never written to: copy it to another "
+            "file, name that one, and pass --output-dir"
+        )
 
 
 def _differing_keys(config: Path, recipe: Recipe, limit: int = 5) -> list[str]:
@@ -276,30 +247,6 @@ def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _set_aside_metrics(out: Path) -> Path | None:
-    """Rename the metrics of a run that is started again to `metrics.interrupted-N.jsonl` (the
-    first free N), so that its lines do not mix with the new run's."""
-    metrics = out / METRICS_FILE
-    if not metrics.is_file():
-        return None
-    for number in range(1, 10_000):
-        target = out / f"metrics.interrupted-{number}.jsonl"
-        if not target.exists():
-            os.replace(metrics, target)
-            return target
-    return None
-
-
-def resume_command(out: Path, *, world_size: int = 1) -> str:
-    """The command that continues the run in `out` (its config.yaml is the resolved recipe)."""
-    args = f"train {shlex.quote(str(out / CONFIG_NAME))} --output-dir {shlex.quote(str(out))} --resume"
-    if world_size == 1:
-        return f"retina {args}"
-    if os.environ.get("TORCHELASTIC_RUN_ID"):
-        return f"torchrun <the same options> -m retinacli {args}"
-    return f"retina {args} --num-processes {world_size}"
 
 
 def _run(
@@ -325,7 +272,10 @@ def _run(
         reporter.message(ignored_steps_note(scheduler.schedule))
     ddp_model = wrap_for_processes(model, ctx.device) if ctx.distributed else None
     if ctx.is_main:
-        write_text(out / CONFIG_NAME, dump_recipe(recipe))
+        text = dump_recipe(recipe)
+        config = out / CONFIG_NAME
+        if not (config.is_file() and config.read_text(encoding="utf-8") == text):
+            write_text(config, text)
     metrics = MetricsWriter(out, enabled=ctx.is_main)
     ema = (
         ModelEma(model, decay=recipe.solver.ema.decay, tau=recipe.solver.ema.tau)

@@ -240,10 +240,22 @@ class CheckpointManager:
         return deleted
 
     def _pointer_target_name(self) -> str | None:
+        """The checkpoint `last_checkpoint` names, None without a pointer. The name is data from
+        the folder: anything but a checkpoint name of this folder (a path, `..`) is refused, so
+        no file elsewhere is read or kept because the pointer names it."""
         try:
-            return self.pointer_path.read_text(encoding="utf-8").strip() or None
+            with self.pointer_path.open("rb") as handle:
+                raw = handle.read(256)
         except FileNotFoundError:
             return None
+        name = raw.decode("utf-8", errors="replace").strip() or None
+        if name is not None and name != FINAL_NAME and not _PERIODIC_RE.match(name):
+            raise CheckpointError(
+                f"{self.pointer_path}: names {name!r}, which is not a checkpoint of this folder "
+                f"(model_NNNNNNN.pth or {FINAL_NAME}); the folder was altered: fix or delete "
+                "last_checkpoint"
+            )
+        return name
 
     def find_last(self) -> Path | None:
         """The checkpoint `last_checkpoint` names, or None when there is no pointer (fresh run).

@@ -60,11 +60,12 @@ def test_a_config_alone_becomes_a_recipe(golden_dir, tmp_path, capsys, monkeypat
     out = tmp_path / "migrated"
     result = run_cli(["import-detectron2", str(golden_dir / "config.yaml"), "--output-dir", str(out)], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["recipe.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == [".retinacli-output.json", "recipe.yaml"]
     recipe = load_recipe(out / "recipe.yaml")
     assert recipe.model.backbone.depth == 18 and recipe.model.head.num_classes == 3
     again = run_cli(["import-detectron2", str(golden_dir / "config.yaml"), "--output-dir", str(out)], capsys, monkeypatch)
-    assert again.exit_code == 2 and "recipe.yaml: already exists" in again.stderr
+    assert again.exit_code == 2
+    assert "holds an earlier output of `retina import-detectron2` (recipe.yaml); pass --overwrite" in again.stderr
 
 
 def test_weights_of_another_kind_are_refused(golden_dir, tmp_path, capsys, monkeypatch):

@@ -197,7 +197,7 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_named_not_rewritten(t
     with pytest.raises(UsageError) as info:
         train_from_recipe(tiny_recipe(tmp_path))
     assert str(info.value).startswith(
-        f"{out}: holds a run that stopped before its first checkpoint (config.yaml, metrics.jsonl, log.txt); "
+        f"{out}: holds a run that stopped before its first checkpoint (config.yaml, metrics.jsonl); "
         "pass --resume to start it again from iteration 0"
     )
     assert (out / "metrics.jsonl").read_text() == first_metrics  # untouched
@@ -206,8 +206,8 @@ def test_a_run_that_stopped_before_its_first_checkpoint_is_named_not_rewritten(t
     result = train_from_recipe(tiny_recipe(tmp_path), resume=True, reporter=reporter)
     assert result.iterations_run == 6
     assert (
-        f"{out} holds a run that stopped before its first checkpoint (config.yaml, metrics.jsonl, "
-        "log.txt): starting it again from iteration 0; its metrics are kept in metrics.interrupted-1.jsonl"
+        f"{out} holds a run that stopped before its first checkpoint (config.yaml, metrics.jsonl)"
+        ": starting it again from iteration 0; its metrics are kept in metrics.interrupted-1.jsonl"
     ) in reporter.messages
     assert (out / "metrics.interrupted-1.jsonl").read_text() == first_metrics
     assert (out / "log.txt").read_text().startswith(first_log)  # the log goes on
