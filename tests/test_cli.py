@@ -85,3 +85,13 @@ def test_help_shows_bracketed_defaults_as_written(capsys, monkeypatch):
     # Rich markup would swallow "[default: ...]" unless escaped.
     result = run_cli(["eval", "--help"], capsys, monkeypatch)
     assert "[default: 12]" in result.stdout and "[default: the recipe's]" in result.stdout
+
+
+def test_control_characters_in_an_error_are_shown_escaped(tmp_path, capsys, monkeypatch):
+    """A file name from a stranger's data cannot drive the terminal: ESC, BEL and a right-to-left
+    override reach the screen as visible escapes."""
+    hostile = tmp_path / "recipe\x1b[2J\x07\u202e.yaml"
+    result = run_cli(["inspect-config", str(hostile)], capsys, monkeypatch)
+    assert result.exit_code == 2
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr and "\u202e" not in result.stderr
+    assert "recipe\\x1b[2J\\x07\\u202e.yaml" in result.stderr.replace("\n", "")
