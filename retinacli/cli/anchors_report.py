@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from retinacli.anchors_tool.coverage import SIZE_BUCKETS, Counts, CoverageReport
 from retinacli.anchors_tool.layout import format_number
 from retinacli.anchors_tool.suggest import Suggestion
+from retinacli.cli.app import shown
 from retinacli.commands.anchors import AnchorsResult
 
 
@@ -48,14 +48,14 @@ def render(result: AnchorsResult, console: Console) -> None:
         if result.suggestion is not None:
             _render_suggestion(result.suggestion, console)
     for path in result.saved:
-        console.print(f"saved {escape(str(path))}", highlight=False)
+        console.print(f"saved {shown(str(path))}", highlight=False)
 
 
 def _render_layout(result: AnchorsResult, console: Console) -> None:
     layout = result.layout
     (h, w), (ph, pw) = layout.image_size, layout.padded_size
     console.print(
-        f"[bold]anchors of {escape(result.source)}[/] for a {h}x{w} input (HxW), padded to "
+        f"[bold]anchors of {shown(result.source)}[/] for a {h}x{w} input (HxW), padded to "
         f"{ph}x{pw} (multiple of {result.spec.size_divisibility}); offset "
         f"{result.spec.offset}",
         highlight=False,
@@ -105,7 +105,7 @@ def _cell(counts: Counts, verdict: str) -> str:
 def _render_coverage(result: AnchorsResult, report: CoverageReport, console: Console) -> None:
     short, longest = result.test_resize
     console.print(
-        f"[bold]anchor coverage of {escape(result.source)}[/]: {report.overall.total} boxes in "
+        f"[bold]anchor coverage of {shown(result.source)}[/]: {report.overall.total} boxes in "
         f"{report.num_images} training images at the test size (short side {short}, max "
         f"{longest}); positive = best IoU >= {report.threshold:g} "
         "(model.matcher.iou_thresholds[-1])",
@@ -117,7 +117,7 @@ def _render_coverage(result: AnchorsResult, report: CoverageReport, console: Con
         counts = report.by_size[name]
         table.add_row(name, str(counts.total), *_verdict_cells(counts))
     for name, counts in report.by_class.items():
-        table.add_row(f"class {escape(name)}", str(counts.total), *_verdict_cells(counts))
+        table.add_row(f"class {shown(name)}", str(counts.total), *_verdict_cells(counts))
     console.print(table)
     rule = (
         "the low-quality rule still makes their best anchors positive"
@@ -143,8 +143,8 @@ def _render_coverage(result: AnchorsResult, report: CoverageReport, console: Con
         )
         for w in report.worst:
             worst.add_row(
-                f"{escape(Path(w.file_name).name)} (id {w.image_id})",
-                escape(w.class_name),
+                f"{shown(Path(w.file_name).name)} (id {w.image_id})",
+                shown(w.class_name),
                 ", ".join(f"{v:.1f}" for v in w.box),
                 f"{w.best_iou:.3f}",
                 f"{w.level} " + ", ".join(f"{v:.1f}" for v in w.best_anchor),
@@ -169,7 +169,7 @@ def _render_suggestion(suggestion: Suggestion, console: Console) -> None:
     console.print(table)
     if suggestion.improved:
         console.print(
-            f"Proposal ({escape(suggestion.candidate)}): same levels, sizes per level and "
+            f"Proposal ({shown(suggestion.candidate)}): same levels, sizes per level and "
             "anchors per location, so the head stays valid. Paste into the recipe:",
             highlight=False,
         )
@@ -179,4 +179,4 @@ def _render_suggestion(suggestion: Suggestion, console: Console) -> None:
             highlight=False,
         )
     # soft_wrap: long YAML lines must stay whole to be pasted.
-    console.print(escape(suggestion.snippet()), highlight=False, soft_wrap=True, end="")
+    console.print(shown(suggestion.snippet(), keep_newlines=True), highlight=False, soft_wrap=True, end="")

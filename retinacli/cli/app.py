@@ -89,12 +89,17 @@ def main() -> None:
         sys.exit(130)
 
 
-def print_error(message: str) -> None:
-    """`error: <message>` on stderr, the message shown as written: no markup, and control
-    characters from data (a class or file name) shown escaped (`text.printable`)."""
+def shown(text: object, *, keep_newlines: bool = False) -> str:
+    """`text` as Rich prints it literally: control characters escaped (`text.printable`), then
+    Rich markup escaped. Every value from data that the CLI prints goes through it."""
     from rich.markup import escape
 
     from retinacli.text import printable
 
-    shown = escape(printable(message, keep_newlines=True))
-    error_console.print(f"[bold red]error:[/] {shown}", highlight=False, soft_wrap=True)
+    return escape(printable(text, keep_newlines=keep_newlines))
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr, the message shown as written: no markup, and control
+    characters from data (a class or file name) shown escaped (`text.printable`)."""
+    error_console.print(f"[bold red]error:[/] {shown(message, keep_newlines=True)}", highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from retinacli.cli.app import OverwriteOption, app, console, output_dir_option
+from retinacli.cli.app import OverwriteOption, app, console, output_dir_option, shown
 
 
 @app.command("import-detectron2")
@@ -29,18 +29,17 @@ def import_detectron2_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Turn a detectron2 RetinaNet config (+ weights) into a recipe (and a model file)."""
-    from rich.markup import escape
 
     from retinacli.commands.import_detectron2 import import_detectron2
 
     names = [n.strip() for n in classes.split(",")] if classes else None
     result = import_detectron2(config, weights, output_dir, class_names=names, overwrite=overwrite)
-    console.print(f"wrote {escape(str(result.recipe_path))}", highlight=False)
+    console.print(f"wrote {shown(str(result.recipe_path))}", highlight=False)
     if result.model_path is not None:
-        console.print(f"wrote {escape(str(result.model_path))}", highlight=False)
+        console.print(f"wrote {shown(str(result.model_path))}", highlight=False)
     for key in result.ignored_config_keys:
-        console.print(f"[yellow]ignored config key[/] {key} (not used by RetinaNet here)", highlight=False)
+        console.print(f"[yellow]ignored config key[/] {shown(key)} (not used by RetinaNet here)", highlight=False)
     for key in result.unused_weight_keys:
-        console.print(f"[yellow]unused weight[/] {key}", highlight=False)
+        console.print(f"[yellow]unused weight[/] {shown(key)}", highlight=False)
     for note in result.notes:
-        console.print(f"[cyan]note[/] {escape(note)}", highlight=False)
+        console.print(f"[cyan]note[/] {shown(note)}", highlight=False)

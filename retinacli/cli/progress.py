@@ -57,7 +57,9 @@ class ConsoleReporter:
         )
 
     def message(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        from retinacli.cli.app import shown
+
+        self.console.print(shown(text, keep_newlines=True), highlight=False, soft_wrap=True)
 
     def evaluation(self, iteration: int, split: str, metrics: Mapping[str, Any]) -> None:
         from retinacli.cli.render import metrics_table

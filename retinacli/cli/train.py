@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from retinacli.cli.app import RecipeArg, SetOption, app, console, output_dir_option
+from retinacli.cli.app import RecipeArg, SetOption, app, console, output_dir_option, shown
 
 
 @app.command("train")
@@ -57,7 +57,7 @@ def train(
     except TrainingInterrupted as stopped:  # the run's reporter has shown what to do
         raise typer.Exit(stopped.exit_code) from None
     console.print(
-        f"done: {result.iterations_run} iterations in this run; outputs in {result.output_dir}"
-        + (f"; final model {result.final_checkpoint}" if result.final_checkpoint else ""),
+        f"done: {result.iterations_run} iterations in this run; outputs in {shown(result.output_dir)}"
+        + (f"; final model {shown(result.final_checkpoint)}" if result.final_checkpoint else ""),
         highlight=False,
     )
