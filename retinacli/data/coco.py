@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
+from retinacli.data.images import data_path
 from retinacli.data.problems import Problem, summarize_errors
 from retinacli.errors import DatasetError
+from retinacli.files import PathOutsideRoot
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,12 +93,14 @@ def read_coco_json(annotations: Path | str) -> dict[str, Any]:
     """Load a COCO json and check its top level: an object with lists "images",
     "annotations" and "categories".
 
+    A UTF-8 byte order mark at the start (as some Windows editors write) is accepted.
+
     Raises:
         DatasetError: the file is missing, is not valid JSON, or lacks one of those lists.
     """
     path = Path(annotations)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(
             f"{path}: annotation file not found; check the dataset's `annotations` path"
@@ -150,13 +154,19 @@ def drop_empty(dataset: DetectionDataset) -> DetectionDataset:
 
 
 def parse_coco(
-    data: dict[str, Any], *, annotations: Path, images: Path
+    data: dict[str, Any], *, annotations: Path, images: Path, contain_paths: bool = True
 ) -> tuple[DetectionDataset, list[Problem]]:
     """Parse a loaded COCO json, collecting structural problems instead of raising.
 
     Entries with a problem are left out of the result (an annotation with an unknown category,
     an image without a size, ...); everything else is kept. All images are kept, with or without
     boxes. `data` must have passed `read_coco_json`.
+
+    A file_name is a path inside `images`: one that leaves it once resolved (absolute, `..`, a
+    symbolic link to outside, anywhere on the way) is a "path_outside_folder" error naming the
+    json, the image id and the name, and the image is left out, so nothing outside `images` is
+    ever opened. `contain_paths=False` skips that check, for callers that read no image and
+    pass the file_names on unchanged (`retina data split`).
 
     Returns:
         (dataset, problems), problems all of severity "error".
@@ -179,6 +189,9 @@ def parse_coco(
     categories = _valid_categories(data["categories"], error)
     cat_ids = sorted(categories)
     image_entries = _valid_images(data["images"], error)
+    refused: set[int] = set()
+    if contain_paths:
+        image_entries = _contained_images(image_entries, images=images, error=error, refused=refused)
     ann_entries = _valid_annotations(data["annotations"], error)
 
     # pycocotools indexes the cleaned entries; its progress prints are not for our users.
@@ -193,6 +206,8 @@ def parse_coco(
 
     known = ", ".join(str(i) for i in cat_ids) or "none"
     for ann in ann_entries:
+        if ann["image_id"] in refused:
+            continue  # its image's file_name is the problem, already named
         if ann["image_id"] not in api.imgs:
             error(
                 "missing_image",
@@ -300,6 +315,29 @@ def _valid_images(entries: list[Any], error: Any) -> list[dict[str, Any]]:
                 'positive integers); add them to its entry in "images"',
                 image_id=image_id,
             )
+            continue
+        kept.append(img)
+    return kept
+
+
+def _contained_images(
+    entries: list[dict[str, Any]], *, images: Path, error: Any, refused: set[int]
+) -> list[dict[str, Any]]:
+    """The entries whose file_name stays inside `images`; the others are errors (their ids
+    added to `refused`)."""
+    kept = []
+    for img in entries:
+        try:
+            data_path(images, img["file_name"])
+        except PathOutsideRoot as exc:
+            error(
+                "path_outside_folder",
+                f"image {img['id']} has file_name {exc.name!r}: {exc.reason} {exc.root}; the "
+                "image was not read; give its path relative to the image folder, inside it (or "
+                "set the dataset's `images` to the folder that holds it)",
+                image_id=img["id"],
+            )
+            refused.add(img["id"])
             continue
         kept.append(img)
     return kept

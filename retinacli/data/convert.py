@@ -14,21 +14,32 @@ then writes, atomically (`files.atomic_directory`):
 Images are hard links to the source files where the filesystem allows, copies otherwise. A json's
 file_names are relative to its image folder, so a recipe reads
 `{kind: coco, annotations: OUT/train.json, images: OUT/images/train}`.
+
+Someone else's folder: every file the readers open (XML, label file, split list, class list,
+image) and every name a file gives (VOC `<filename>`) is resolved, symbolic links included,
+through `images.data_path`, and must stay inside the source folder; one that leaves it (`..`, an
+absolute name, a link to outside) is a `path_outside_folder` problem for that record, which is
+dropped and named, and nothing outside the source is opened. Writing, each image goes to a name
+checked to stay inside the new folder, linked or copied only from a regular file inside the
+source, and never over a file already there (two records of one output name: the second is a
+`duplicate_image_name` problem).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import stat
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from retinacli.data.images import read_image_size
+from retinacli.data.images import data_path, read_image_size
 from retinacli.errors import DatasetError, UsageError
-from retinacli.files import atomic_directory, hard_link, write_json
+from retinacli.files import PathOutsideRoot, atomic_directory, write_json
 
 SourceFormat = Literal["voc", "yolo"]
 
@@ -45,6 +56,7 @@ ConvertReason = Literal[
     "duplicate_image_name",  # a second image for the same name or label file: dropped
     "not_in_any_split",  # a file outside every split of a split dataset: left out
     "size_mismatch",  # the XML's <size> differs from the image file: the file's size is used
+    "path_outside_folder",  # a file or name that leaves the source folder (.., absolute, a link out): dropped
 ]
 REASONS: tuple[ConvertReason, ...] = (
     "box_clipped",
@@ -59,6 +71,7 @@ REASONS: tuple[ConvertReason, ...] = (
     "duplicate_image_name",
     "not_in_any_split",
     "size_mismatch",
+    "path_outside_folder",
 )
 """Every reason, in the order the summary lists them."""
 
@@ -75,6 +88,7 @@ REASON_TEXT: dict[ConvertReason, str] = {
     "duplicate_image_name": "duplicate image name (dropped)",
     "not_in_any_split": "outside every split (left out)",
     "size_mismatch": "XML size differs from the image (file's size used)",
+    "path_outside_folder": "path leaving the source folder (dropped, not read)",
 }
 """How the summary names each reason, with what was done."""
 
@@ -277,6 +291,64 @@ def image_size(
     return width, height
 
 
+def contained_source(
+    root: Path,
+    name: str | os.PathLike[str],
+    *,
+    log: ProblemLog,
+    file: Path | str,
+    split: str | None,
+    subject: str,
+    todo: str,
+    where: str = "",
+) -> Path | None:
+    """`root / name` when it stays inside `root` once resolved, symbolic links included (see
+    `images.data_path`); else None, nothing opened, and a path_outside_folder problem:
+    `<file>: <subject> '<name>' is <reason> <root>; <todo>`."""
+    try:
+        return data_path(root, name)
+    except PathOutsideRoot as exc:
+        log.add(
+            "path_outside_folder",
+            "dropped",
+            file=file,
+            where=where,
+            split=split,
+            what=f"{subject} {exc.name!r} is {exc.reason} {exc.root}",
+            todo=todo,
+        )
+        return None
+
+
+def source_entry(source: Path, relative: str) -> Path:
+    """`source / relative`, a folder a reader lists or a file the whole dataset needs (a class
+    list), refused (DatasetError) when it leaves `source` once resolved: a link to elsewhere is
+    never read."""
+    try:
+        return data_path(source, relative)
+    except PathOutsideRoot as exc:
+        raise DatasetError(
+            f"{source / relative}: is {exc.reason} {exc.root}; nothing was read from it; put the "
+            "folder or file itself there rather than a symbolic link to another place"
+        ) from None
+
+
+def found_inside(
+    folder: Path,
+    path: Path,
+    *,
+    log: ProblemLog,
+    split: str | None,
+    todo: str = "dropped, not read; put the file itself there rather than a symbolic link",
+) -> bool:
+    """True when `path`, a file found by listing `folder`, stays inside it once resolved; else a
+    path_outside_folder problem (a link to another place), and the file is not read."""
+    inside = contained_source(
+        folder, path.relative_to(folder), log=log, file=path, split=split, subject="the file", todo=todo
+    )
+    return inside is not None
+
+
 def _reason_of(exc: DatasetError) -> str:
     text = str(exc)
     start, end = text.find("("), text.rfind(")")
@@ -419,8 +491,6 @@ def write_coco_dataset(dataset: SourceDataset, *, output_dir: Path) -> ConvertRe
         DatasetError: two splits of one name, or one named like the report.
     """
     output_dir = Path(output_dir)
-    counts = Counter(p.reason for p in dataset.problems)
-    reason_counts = {reason: counts[reason] for reason in REASONS}
     linked = copied = 0
     summaries = []
     names = [split.name for split in dataset.splits]
@@ -429,18 +499,23 @@ def write_coco_dataset(dataset: SourceDataset, *, output_dir: Path) -> ConvertRe
             f"{dataset.source}: split names {names} would write one json twice or over "
             f"{REPORT_NAME}; rename the split folder"
         )
+    written = ProblemLog()  # what writing drops: names leaving the folder, collisions
+    source_root = Path(dataset.source).resolve()
     with atomic_directory(output_dir) as tmp:
         for split in dataset.splits:
             json_name = "annotations.json" if split.name is None else f"{split.name}.json"
             images_rel = Path("images") if split.name is None else Path("images") / split.name
+            kept = []
             for image in split.images:
-                target = tmp / images_rel / image.file_name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if hard_link(image.source, target):
-                    linked += 1
-                else:
-                    shutil.copyfile(image.source, target)
-                    copied += 1
+                how = _place_image(
+                    image, folder=tmp / images_rel, source_root=source_root, log=written, split=split.name
+                )
+                if how is None:
+                    continue
+                kept.append(image)
+                linked += how == "linked"
+                copied += how == "copied"
+            split = SourceSplit(name=split.name, images=tuple(kept))
             write_json(tmp / json_name, coco_json(split, class_names=dataset.class_names))
             summaries.append(
                 _summary(
@@ -450,7 +525,10 @@ def write_coco_dataset(dataset: SourceDataset, *, output_dir: Path) -> ConvertRe
                     images=output_dir / images_rel,
                 )
             )
-        write_json(tmp / REPORT_NAME, _report_json(dataset, summaries, reason_counts))
+        problems = dataset.problems + written.in_order(names)
+        counts = Counter(p.reason for p in problems)
+        reason_counts = {reason: counts[reason] for reason in REASONS}
+        write_json(tmp / REPORT_NAME, _report_json(dataset, summaries, reason_counts, problems))
     return ConvertResult(
         output_dir=output_dir,
         report=output_dir / REPORT_NAME,
@@ -458,11 +536,86 @@ def write_coco_dataset(dataset: SourceDataset, *, output_dir: Path) -> ConvertRe
         format=dataset.format,
         class_names=dataset.class_names,
         splits=tuple(summaries),
-        problems=dataset.problems,
+        problems=problems,
         reason_counts=reason_counts,
         linked=linked,
         copied=copied,
     )
+
+
+def new_hard_link(source: Path, target: Path) -> bool:
+    """Give the regular file `source` (no link: it is resolved) the new name `target`. Never
+    replaces: a `target` that exists raises FileExistsError. Returns False where the filesystem
+    has no hard link for it (another device, FAT, a file the kernel protects): copy instead."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except (FileExistsError, NotADirectoryError):
+        raise
+    except OSError:
+        return False
+    return True
+
+
+def _place_image(
+    image: SourceImage, *, folder: Path, source_root: Path, log: ProblemLog, split: str | None
+) -> Literal["linked", "copied"] | None:
+    """Hard-link (else copy) `image.source` to `folder / image.file_name`; None, with a problem,
+    when the name would leave `folder`, the source is not a regular file inside the source
+    folder, or a file of that name is already there (nothing is ever replaced)."""
+    if any(part in ("", ".", "..") for part in image.file_name.split("/")):
+        log.add(
+            "path_outside_folder",
+            "dropped",
+            file=image.source,
+            split=split,
+            what=f"its output name {image.file_name!r} is not a plain relative name",
+            todo="dropped, not written; rename the file",
+        )
+        return None
+    target = contained_source(
+        folder,
+        image.file_name,
+        log=log,
+        file=image.source,
+        split=split,
+        subject="its output name",
+        todo="dropped, not written; rename the file",
+    )
+    if target is None:
+        return None
+    try:
+        resolved = image.source.resolve(strict=True)
+        regular = stat.S_ISREG(resolved.stat().st_mode)
+    except (OSError, RuntimeError):  # gone, or a link that loops
+        resolved, regular = image.source, False
+    if not regular or not resolved.is_relative_to(source_root):
+        log.add(
+            "path_outside_folder",
+            "dropped",
+            file=image.source,
+            split=split,
+            what=f"is not a regular file inside {source_root} (a link to another place?)",
+            todo="dropped, neither linked nor copied; put the image itself in the source folder",
+        )
+        return None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if new_hard_link(resolved, target):
+            return "linked"
+        with open(resolved, "rb") as reader, open(target, "xb") as writer:  # "x": never replaces
+            shutil.copyfileobj(reader, writer)
+        return "copied"
+    except (FileExistsError, NotADirectoryError):
+        log.add(
+            "duplicate_image_name",
+            "dropped",
+            file=image.source,
+            split=split,
+            what=f"would be written as {image.file_name!r}, which another image of the split "
+            "already is (or a folder of its name is a file)",
+            todo="dropped, nothing replaced; rename one of them",
+        )
+        return None
 
 
 def _summary(
@@ -494,6 +647,7 @@ def _report_json(
     dataset: SourceDataset,
     summaries: Iterable[SplitSummary],
     reason_counts: dict[ConvertReason, int],
+    problems: Sequence[ConvertProblem],
 ) -> dict[str, Any]:
     return {
         "source": str(dataset.source),
@@ -522,6 +676,6 @@ def _report_json(
                 "split": p.split,
                 "message": p.message,
             }
-            for p in dataset.problems
+            for p in problems
         ],
     }

@@ -8,6 +8,7 @@ already applied, so H and W are the size a viewer shows.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from retinacli.errors import DatasetError
+from retinacli.files import PathOutsideRoot, contained_path
 
 InputFormat = Literal["BGR", "RGB"]
 
@@ -26,6 +28,24 @@ _SWAPS_SIDES = frozenset({5, 6, 7, 8})
 # PIL modes holding more than 8 bits per sample. PIL's convert("RGB") saturates them at 255,
 # which turns a 16-bit image white; we scale them down instead (see `_to_rgb`).
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def data_path(root: Path | str, name: str | os.PathLike[str]) -> Path:
+    """`root / name` for a file name read from data (a json's file_name, a VOC <filename>, a
+    file found while listing a folder), refused unless it stays inside `root` once resolved.
+
+    `files.contained_path`, with a link that loops or a name the system cannot resolve (too
+    long, ...) refused the same way instead of raising RuntimeError/OSError: every refusal is
+    one PathOutsideRoot (a ValueError) whose `reason` reads `<reason> <root>`. Nothing is
+    opened; only the path's parts are looked up (lstat/readlink).
+    """
+    try:
+        return contained_path(root, name)
+    except PathOutsideRoot:
+        raise
+    except (RuntimeError, OSError, ValueError) as exc:  # a symlink loop: RuntimeError before 3.13
+        why = "a link that loops" if "loop" in str(exc).lower() else "a name that cannot be resolved"
+        raise PathOutsideRoot(os.fspath(name), Path(root), f"{why}, found in") from None
 
 
 def _where(path: Path | str, image_id: int | None) -> str:

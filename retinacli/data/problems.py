@@ -13,6 +13,7 @@ ProblemKind = Literal[
     "unknown_category",  # an annotation's category_id is not in "categories"
     "missing_image",  # an annotation names an image id that "images" does not have
     "malformed_box",  # a bbox that is not 4 finite numbers
+    "path_outside_folder",  # a file_name that leaves the image folder (absolute, `..`, a link out)
     "image_not_found",  # the image file does not exist
     "unreadable_image",  # the file exists but is not an image PIL can read
     "size_mismatch",  # the file's size differs from the json's width/height

@@ -137,7 +137,9 @@ def split_coco(
         DatasetError: the json has structural problems (as `retina data check` reports them), or
             too few images to give every split at least one.
     """
-    dataset, problems = parse_coco(data, annotations=annotations, images=annotations.parent)
+    # Splitting reads no image and writes the file_names on unchanged, relative to whatever
+    # image folder the json is used with: where they are read, they are checked.
+    dataset, problems = parse_coco(data, annotations=annotations, images=annotations.parent, contain_paths=False)
     if problems:
         raise DatasetError(
             summarize_errors(problems)

@@ -11,10 +11,16 @@ without any, every XML is one split. Boxes are VOC's 1-based inclusive pixel cor
 as torchvision, mmdetection and detectron2 do: x0 = xmin - 1, y0 = ymin - 1, x1 = xmax,
 y1 = ymax. `difficult` objects become crowd boxes (iscrowd 1), which training ignores and COCO
 evaluation neither rewards nor penalises, unless `keep_difficult`.
+
+Every file read (XML, split list, image) and every `<filename>` must stay inside the folder it
+belongs to once resolved, symbolic links included: one that leaves it is a path_outside_folder
+problem, dropped and not read (see `convert`). `<folder>` is not used: images are looked up in
+JPEGImages/ whatever it says.
 """
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +34,11 @@ from retinacli.data.convert import (
     SourceImage,
     SourceSplit,
     check_box,
+    contained_source,
+    found_inside,
     image_size,
     refuse_empty,
+    source_entry,
 )
 from retinacli.errors import DatasetError
 
@@ -75,13 +84,14 @@ def read_voc(
                 f"{folder}: folder not found; a Pascal VOC dataset has Annotations/ (one XML per "
                 "image) and JPEGImages/; pass the folder that holds both"
             )
+        source_entry(source, folder.name)
     xmls = sorted(p for p in annotations_dir.glob("*.xml") if not p.name.startswith("."))
     if not xmls:
         raise DatasetError(
             f"{annotations_dir}: no .xml file; put one Pascal VOC XML per image there"
         )
     log = ProblemLog()
-    split_ids = _split_lists(source / "ImageSets" / "Main", log)
+    split_ids = _split_lists(source, log)
 
     by_id = {xml.stem: xml for xml in xmls}
     by_stem = _index_images(images_dir)
@@ -121,6 +131,8 @@ def read_voc(
                 )
                 continue
             # Read again for each split, so each split names the records it drops.
+            if not found_inside(annotations_dir, xml, log=log, split=split):
+                continue
             parsed_xml = _parse_xml(xml, log=log, split=split)
             if parsed_xml is None:
                 continue
@@ -185,12 +197,24 @@ def read_voc(
     return dataset
 
 
-def _split_lists(main: Path, log: ProblemLog) -> dict[str, list[str]]:
-    """The ids of each split list present, in file order, each id once."""
+def _split_lists(source: Path, log: ProblemLog) -> dict[str, list[str]]:
+    """The ids of each split list ImageSets/Main/<split>.txt present, in file order, each id
+    once. A list that leaves `source` (a link to elsewhere) is a problem and is not read."""
     lists: dict[str, list[str]] = {}
     for name in SPLIT_NAMES:
-        path = main / f"{name}.txt"
-        if not path.is_file():
+        path = source / "ImageSets" / "Main" / f"{name}.txt"
+        if not (path.is_file() or path.is_symlink()):
+            continue
+        inside = contained_source(
+            source,
+            path.relative_to(source),
+            log=log,
+            file=path,
+            split=name,
+            subject="the split list",
+            todo="left out, not read; put the list itself there rather than a symbolic link",
+        )
+        if inside is None or not path.is_file():
             continue
         ids: list[str] = []
         seen: set[str] = set()
@@ -325,11 +349,26 @@ def _image_file(
                     what=f"is a second image for {annotation.xml.name}",
                     todo=f"left out, {chosen.name} was used; remove or rename one of them",
                 )
-        return chosen
+        return chosen if found_inside(images_dir, chosen, log=log, split=split) else None
     if candidates:
-        return candidates[0]
-    if annotation.filename and (images_dir / annotation.filename).is_file():
-        return images_dir / annotation.filename
+        return candidates[0] if found_inside(images_dir, candidates[0], log=log, split=split) else None
+    if annotation.filename:
+        named = contained_source(
+            images_dir,
+            annotation.filename,
+            log=log,
+            file=annotation.xml,
+            split=split,
+            subject="<filename>",
+            todo="dropped with its objects, nothing outside the folder read; give the image's "
+            "name inside JPEGImages/",
+        )
+        if named is None:
+            return None
+        # The file it really is, named inside JPEGImages/ without `..` (`a/../b.png` is b.png).
+        real = images_dir / os.path.relpath(named.resolve(), images_dir.resolve())
+        if real.is_file():
+            return real
     log.add(
         "missing_image",
         "dropped",

@@ -12,6 +12,10 @@ Class names come from `SRC/data.yaml` (`names:` a list, or a mapping 0..K-1 -> n
 are given by the caller. A label line is `class cx cy w h`, the box centre and size as
 fractions of the image as the detector reads it: after EXIF orientation, from the image file.
 Pixel corners are rounded to 1/64 px, so that x + w is exact in float32 (what training sums in).
+
+Every folder listed and every file read (image, label file, class list) must stay inside the
+source folder once resolved, symbolic links included: a folder that leaves it is refused, a file
+is a path_outside_folder problem, dropped and not read (see `convert`).
 """
 
 from __future__ import annotations
@@ -31,15 +35,18 @@ from retinacli.data.convert import (
     SourceImage,
     SourceSplit,
     check_box,
+    found_inside,
     image_files,
     image_size,
     refuse_empty,
+    source_entry,
 )
 from retinacli.errors import DatasetError, UsageError
 
 CLASS_FILES = ("data.yaml", "classes.txt", "labels/classes.txt")
 """Where class names are looked for, relative to the source folder, first found wins."""
 
+_LINK_TODO = "dropped with its image or labels, not read; put the file itself there rather than a symbolic link"
 _GRID = 64  # corners are rounded to 1/64 px: exact in float32 for images up to 2**17 px
 
 
@@ -87,30 +94,47 @@ def _layout(source: Path) -> list[tuple[str | None, Path, Path]]:
         )
     images = source / "images"
     if images.is_dir():
+        source_entry(source, "images")
         subfolders = sorted(
             p
             for p in images.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and image_files(p)
+            if p.is_dir()
+            and not p.name.startswith(".")
+            and _checked_folder(source, p)
+            and image_files(p)
         )
         if subfolders:
-            return [(p.name, p, source / "labels" / p.name) for p in subfolders]
+            return [
+                (p.name, p, _checked_folder(source, source / "labels" / p.name)) for p in subfolders
+            ]
         if not image_files(images):
             raise DatasetError(
                 f"{images}: no image file ({', '.join(sorted(IMAGE_SUFFIXES))}); put the images "
                 "there, or in images/<split>/ folders"
             )
-        return [(None, images, source / "labels")]
+        return [(None, images, _checked_folder(source, source / "labels"))]
     roboflow = sorted(
         p
         for p in source.iterdir()
-        if p.is_dir() and (p / "images").is_dir() and image_files(p / "images")
+        if p.is_dir()
+        and (p / "images").is_dir()
+        and _checked_folder(source, p / "images")
+        and image_files(p / "images")
     )
     if roboflow:
-        return [(p.name, p / "images", p / "labels") for p in roboflow]
+        return [(p.name, p / "images", _checked_folder(source, p / "labels")) for p in roboflow]
     raise DatasetError(
         f"{source}: no images/ folder; a YOLO dataset has images/ and labels/ (flat, or with "
         "split folders such as images/train and labels/train)"
     )
+
+
+def _checked_folder(source: Path, folder: Path) -> Path:
+    """`folder` (inside `source`), refused with a DatasetError when it exists and leaves `source`
+    once resolved (a link to another place): nothing in it is listed or read."""
+    if folder.exists() or folder.is_symlink():
+        source_entry(source, folder.relative_to(source).as_posix())
+    return folder
 
 
 def _outside_splits(source: Path, split_names: set[str], *, log: ProblemLog) -> None:
@@ -183,6 +207,10 @@ def _read_split(
             )
             continue
         by_label[label] = image
+        if not found_inside(images_dir, image, log=log, split=split, todo=_LINK_TODO):
+            continue
+        if (label.is_file() or label.is_symlink()) and not found_inside(labels_dir, label, log=log, split=split, todo=_LINK_TODO):
+            continue
         whose = f"its labels {_short(label)}" if label.is_file() else None
         size = image_size(image, log=log, split=split, whose=whose)
         if size is None:
@@ -334,7 +362,8 @@ def _class_names(source: Path, *, given: Sequence[str] | None) -> tuple[str, ...
     found = None
     for relative in CLASS_FILES:
         path = source / relative
-        if path.is_file():
+        if path.is_file() or path.is_symlink():
+            source_entry(source, relative)  # a class list that is a link to elsewhere: refused
             found = (
                 path,
                 _names_from_yaml(path) if path.suffix == ".yaml" else _names_from_txt(path),

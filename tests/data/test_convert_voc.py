@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,7 @@ def write_split(root: Path, name: str, ids: list[str]) -> None:
 
 def coco_to_voc(annotations: Path, images: Path, root: Path, *, split: str | None = None) -> None:
     """Write a COCO json as VOC (1-based inclusive corners: xmin = x + 1, xmax = x + w), images
-    hard-linked (or symlinked) into JPEGImages."""
+    hard-linked (or copied) into JPEGImages."""
     data = json.loads(annotations.read_text())
     names = {c["id"]: c["name"] for c in data["categories"]}
     boxes: dict[int, list] = {}
@@ -80,8 +81,8 @@ def coco_to_voc(annotations: Path, images: Path, root: Path, *, split: str | Non
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(images / image["file_name"], target)
-        except OSError:
-            target.symlink_to(images / image["file_name"])
+        except OSError:  # a copy, not a symbolic link: a link to outside the source is refused
+            shutil.copyfile(images / image["file_name"], target)
     if split is not None:
         listed = root / "ImageSets" / "Main" / f"{split}.txt"
         listed.parent.mkdir(parents=True, exist_ok=True)
@@ -445,7 +446,7 @@ def test_images_are_copied_where_hard_links_fail(
 ) -> None:
     import retinacli.data.convert as convert_module
 
-    monkeypatch.setattr(convert_module, "hard_link", lambda source, target: False)
+    monkeypatch.setattr(convert_module, "new_hard_link", lambda source, target: False)
     result = convert(clean_voc, source_format="voc", output_dir=tmp_path / "out")
     assert (result.linked, result.copied) == (0, 2)
     copied, original = tmp_path / "out" / "images" / "a.jpg", clean_voc / "JPEGImages" / "a.jpg"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def write_label(path: Path, text: str) -> Path:
 
 
 def coco_to_yolo(annotations: Path, images: Path, root: Path, *, split: str) -> None:
-    """Write a COCO json as YOLO: images/<split>/ (hard links or symlinks), labels/<split>/*.txt
+    """Write a COCO json as YOLO: images/<split>/ (hard links or copies), labels/<split>/*.txt
     with `class cx cy w h` normalised to 6 decimals, data.yaml names in category id order."""
     data = json.loads(annotations.read_text())
     index = {c["id"]: i for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
@@ -60,8 +61,8 @@ def coco_to_yolo(annotations: Path, images: Path, root: Path, *, split: str) -> 
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(images / image["file_name"], target)
-        except OSError:
-            target.symlink_to(images / image["file_name"])
+        except OSError:  # a copy, not a symbolic link: a link to outside the source is refused
+            shutil.copyfile(images / image["file_name"], target)
         label = (root / "labels" / split / image["file_name"]).with_suffix(".txt")
         write_label(label, "".join(f"{line}\n" for line in lines[image["id"]]))
 
