@@ -27,6 +27,16 @@ app.add_typer(data_app, name="data")
 _PROBLEMS_SHOWN = 50
 
 
+def _shown(text: object) -> str:
+    """Text from data (a class name, a file name, a problem quoting them) as the terminal shows
+    it: control characters escaped (`text.printable`), then Rich markup (`escape`)."""
+    from rich.markup import escape
+
+    from retinacli.text import printable
+
+    return escape(printable(text))
+
+
 @data_app.command("convert")
 def data_convert(
     source: Annotated[
@@ -56,7 +66,6 @@ def data_convert(
     ] = False,
 ) -> None:
     """Convert a Pascal VOC or YOLO dataset to COCO json + images, naming every record dropped or changed."""
-    from rich.markup import escape
     from rich.table import Table
 
     from retinacli.commands.convert import REASON_TEXT, convert
@@ -71,7 +80,7 @@ def data_convert(
     if result.problems:
         problems = Table("split", "problem", title=f"problems ({len(result.problems)})")
         for problem in result.problems[:_PROBLEMS_SHOWN]:
-            problems.add_row(escape(problem.split or "-"), escape(problem.message))
+            problems.add_row(_shown(problem.split or "-"), _shown(problem.message))
         if len(result.problems) > _PROBLEMS_SHOWN:
             problems.add_row("...", f"{len(result.problems) - _PROBLEMS_SHOWN} more, all in the report")
         console.print(problems)
@@ -90,7 +99,7 @@ def data_convert(
         title=f"{result.format.upper()} {result.source} -> {result.output_dir}",
     )
     console.print(
-        escape(
+        _shown(
             f"wrote {result.output_dir} ({result.linked} images hard-linked, {result.copied} "
             f"copied); every problem: {result.report}"
         ),
@@ -115,8 +124,6 @@ def data_split(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Split a COCO json by image into train/val(/test), spreading every class over the splits."""
-    from rich.markup import escape
-
     from retinacli.commands.split import split
 
     result = split(
@@ -128,7 +135,7 @@ def data_split(
         title=f"{result.annotations} -> {result.output_dir} (seed {result.seed})",
     )
     console.print(
-        escape(
+        _shown(
             f"wrote {', '.join(str(s.annotations) for s in result.splits)}; the file_names are "
             f"unchanged: use the images folder of {result.annotations.name} with each of them"
         ),
@@ -149,14 +156,13 @@ class _Counts(Protocol):
 
 def _print_splits(rows: list[tuple[str, _Counts]], *, class_names: tuple[str, ...], title: str) -> None:
     """A table of images and boxes per json written, then one of boxes per class per json."""
-    from rich.markup import escape
     from rich.table import Table
 
-    splits = Table("json", "images", "without boxes", "boxes", "crowd boxes", "classes", title=escape(title))
+    splits = Table("json", "images", "without boxes", "boxes", "crowd boxes", "classes", title=_shown(title))
     for json_name, counts in rows:
         with_boxes = sum(1 for count in counts.boxes_per_class.values() if count)
         splits.add_row(
-            escape(json_name),
+            _shown(json_name),
             str(counts.num_images),
             str(counts.num_images_without_boxes),
             str(counts.num_boxes),
@@ -165,10 +171,10 @@ def _print_splits(rows: list[tuple[str, _Counts]], *, class_names: tuple[str, ..
         )
     console.print(splits)
     per_class = Table(
-        "class", *(escape(name) for name, _ in rows), title="boxes per class", caption="crowd boxes not counted"
+        "class", *(_shown(name) for name, _ in rows), title="boxes per class", caption="crowd boxes not counted"
     )
     for class_name in class_names:
-        per_class.add_row(escape(class_name), *(str(c.boxes_per_class[class_name]) for _, c in rows))
+        per_class.add_row(_shown(class_name), *(str(c.boxes_per_class[class_name]) for _, c in rows))
     console.print(per_class)
 
 
@@ -199,7 +205,6 @@ def data_check(
     ] = False,
 ) -> None:
     """Validate datasets (a recipe's, a COCO json, converted output) and summarise them; exit code 2 when there are errors."""
-    from rich.markup import escape
     from rich.table import Table
 
     from retinacli.commands.data import check
@@ -212,21 +217,21 @@ def data_check(
             console.print(f"{checked.key}: not set", highlight=False)
             continue
         title = f"{checked.key}: {checked.annotations}" if checked.key else str(checked.annotations)
-        summary = Table(title=escape(title), show_header=False)
+        summary = Table(title=_shown(title), show_header=False)
         if checked.key is None:
-            summary.add_row("image folder", escape(str(checked.images)))
+            summary.add_row("image folder", _shown(str(checked.images)))
         summary.add_row("images", f"{report.num_images} ({report.num_images_without_boxes} without boxes)")
         summary.add_row("boxes", f"{report.num_boxes} (+{report.num_crowd_boxes} crowd, ignored in training)")
         for size, count in report.size_counts.items():
             summary.add_row(f"  {size}", str(count))
         for class_name, count in report.boxes_per_class.items():
-            summary.add_row(escape(f"  class {class_name}"), str(count))
+            summary.add_row(_shown(f"  class {class_name}"), str(count))
         summary.add_row("problems", f"{len(report.errors)} errors, {len(report.fixed)} fixed")
         console.print(summary)
         if report.problems:
             problems = Table("severity", "problem", title="problems")
             for problem in report.problems[:50]:
-                problems.add_row(problem.severity, escape(problem.message))
+                problems.add_row(problem.severity, _shown(problem.message))
             if len(report.problems) > 50:
                 problems.add_row("...", f"{len(report.problems) - 50} more")
             console.print(problems)
@@ -258,7 +263,7 @@ def data_show(
         recipe, set_ or [], output_dir=output_dir, num_images=n, augmented=augmented, split=split, overwrite=overwrite
     )
     for path in written:
-        console.print(str(path), highlight=False, soft_wrap=True)
+        console.print(_shown(path), highlight=False, soft_wrap=True)
 
 
 @data_app.command("make-shapes")
@@ -281,4 +286,4 @@ def data_make_shapes(
             where = f"{output_dir}/ImageSets/Main/{name}.txt"
         else:
             where = f"annotations {output_dir / f'{name}.json'}, images {output_dir}"
-        console.print(f"{name}: {count} images, {where}", highlight=False)
+        console.print(_shown(f"{name}: {count} images, {where}"), highlight=False, soft_wrap=True)

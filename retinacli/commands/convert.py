@@ -38,10 +38,11 @@ def convert(
         keep_difficult: VOC only: difficult objects become ordinary boxes instead of iscrowd 1.
 
     Raises:
-        UsageError: `output_dir` exists, a malformed `classes`, `keep_difficult` with YOLO.
+        UsageError: `output_dir` exists (a folder or a file) or lies below a file, a malformed
+            `classes`, `keep_difficult` with YOLO.
         DatasetError: a source that cannot be converted (named, with what to do).
     """
-    refuse_existing_folder(output_dir)
+    _check_output_dir(Path(output_dir))
     if keep_difficult and source_format != "voc":
         raise UsageError("--keep-difficult: only Pascal VOC has difficult objects; drop the flag")
     if not Path(source).is_dir():
@@ -52,3 +53,21 @@ def convert(
     else:
         dataset = read_yolo(source, class_names=class_names)
     return write_coco_dataset(dataset, output_dir=output_dir)
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    """The new folder `output_dir` can be made: nothing of that name exists (it is never
+    replaced, see `files.atomic_directory`) and no folder above it is a file."""
+    if output_dir.is_file():
+        raise UsageError(
+            f"{output_dir}: is a file; --output-dir names a new folder for the converted dataset "
+            "(it is never replaced): choose another"
+        )
+    refuse_existing_folder(output_dir)
+    for parent in output_dir.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise UsageError(
+                    f"{output_dir}: {parent} is a file, not a folder; choose another --output-dir"
+                )
+            break

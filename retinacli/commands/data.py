@@ -20,7 +20,7 @@ from retinacli.data.convert import REPORT_NAME
 from retinacli.data.shapes import make_shapes, make_shapes_voc
 from retinacli.data.visualize import show_dataset
 from retinacli.errors import DatasetError, RecipeError, UsageError
-from retinacli.files import refuse_existing, refuse_nonempty_dir
+from retinacli.files import prepare_output_dir
 from retinacli.recipe import Override, load_recipe
 from retinacli.recipe.schema import DataConfig
 
@@ -175,7 +175,7 @@ def show(
     augments them (resize, flip and every `data.train.augment` augmentation); returns the files
     written."""
     resolved = load_recipe(recipe, overrides)
-    refuse_nonempty_dir(output_dir, overwrite=overwrite)
+    prepare_output_dir(output_dir, command="data show", overwrite=overwrite)
     section = resolved.data.train if split == "train" else resolved.data.test
     dataset, _ = build_dataset(
         section.dataset, key=f"data.{split}.dataset", filter_empty=False, fix_bad_boxes=resolved.data.fix_bad_boxes
@@ -199,10 +199,12 @@ def write_shapes(
 ) -> dict[str, int]:
     """The synthetic shapes dataset: `num_images` training images and a quarter as many test
     images, as COCO json + PNG files in `output_dir` (or, `layout="voc"`, as a Pascal VOC
-    folder with train and test lists). Returns the number of images per split."""
+    folder with train and test lists). Returns the number of images per split.
+
+    `output_dir` must be new, empty, or an earlier output of make-shapes (then only with
+    `overwrite`): see `files.prepare_output_dir`; a folder holding other files is refused."""
     splits = (("train", num_images), ("test", max(1, num_images // 4)))
+    prepare_output_dir(output_dir, command="data make-shapes", overwrite=overwrite, flag="OUTPUT_DIR")
     if layout == "voc":
-        refuse_existing([output_dir / "Annotations", output_dir / "ImageSets"], overwrite=overwrite)
         return make_shapes_voc(output_dir, splits=splits, seed=seed)
-    refuse_existing([output_dir / f"{split}.json" for split, _ in splits], overwrite=overwrite)
     return {split: make_shapes(output_dir, num_images=count, seed=seed, split=split).num_images for split, count in splits}

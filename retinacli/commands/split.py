@@ -9,7 +9,7 @@ from pathlib import Path
 from retinacli.data.coco import read_coco_json
 from retinacli.data.split import SplitCounts, split_coco, split_counts
 from retinacli.errors import UsageError
-from retinacli.files import refuse_existing, write_json
+from retinacli.files import prepare_output_file, write_json
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,9 @@ def split(
 
     Raises:
         UsageError: fractions outside 0 < val, 0 <= test, val + test < 1; an existing output
-            without `overwrite`; an output that is the input itself.
+            without `overwrite` (a folder of an output's name even with it, see
+            `files.prepare_output_file`); an output that is the input itself; an `output_dir`
+            that is a file.
         DatasetError: an unreadable or malformed json, or too few images for the splits.
     """
     _check_fractions(val=val, test=test)
@@ -51,7 +53,8 @@ def split(
             raise UsageError(
                 f"{path}: is the json being split and would be replaced; choose another --output-dir"
             )
-    refuse_existing(paths.values(), overwrite=overwrite)
+    for path in paths.values():  # every output file by the one rule, all checked before any is written
+        prepare_output_file(path, overwrite=overwrite, flag="--output-dir")
     data = read_coco_json(annotations)
     outputs, dataset, assignment = split_coco(
         data, annotations=Path(annotations), fractions=fractions, seed=seed

@@ -28,6 +28,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from retinacli.files import output_file
+
 ShapeName = Literal["circle", "square", "triangle", "diamond", "cross"]
 SHAPE_NAMES: tuple[ShapeName, ...] = ("circle", "square", "triangle", "diamond", "cross")
 DEFAULT_CLASSES: tuple[ShapeName, ...] = ("circle", "square", "triangle")
@@ -146,7 +148,9 @@ def make_shapes(
     """Write `num_images` images of `split` as PNG plus a COCO json.
 
     Layout: `out_dir/<split>.json`, `out_dir/<split>/000000.png`, ...; image ids are index + 1,
-    file_names are relative to `out_dir`. Files already there are overwritten.
+    file_names are relative to `out_dir`. Files already there are overwritten: the caller
+    decides whether the folder may be written (`retina data make-shapes` asks
+    `files.prepare_output_dir`); each file is checked to land inside `out_dir`.
     """
     if num_images < 0:
         raise ValueError(f"make_shapes: num_images must be >= 0, got {num_images}")
@@ -157,7 +161,7 @@ def make_shapes(
     for index in range(num_images):
         sample = generate_shapes_image(seed=seed, split=split, index=index, spec=spec)
         file_name = f"{split}/{index:06d}.png"
-        Image.fromarray(sample.image).save(out / file_name, compress_level=1)
+        Image.fromarray(sample.image).save(output_file(out, file_name), compress_level=1)
         height, width = sample.image.shape[:2]
         images.append({"id": index + 1, "file_name": file_name, "width": width, "height": height})
         for box, label in zip(sample.boxes.tolist(), sample.labels.tolist(), strict=True):
@@ -184,7 +188,7 @@ def make_shapes(
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": name} for i, name in enumerate(spec.classes)],
     }
-    json_path = out / f"{split}.json"
+    json_path = output_file(out, f"{split}.json")
     json_path.write_text(json.dumps(coco))
     return ShapesSplit(annotations=json_path, images=out, num_images=num_images)
 
@@ -211,16 +215,16 @@ def make_shapes_voc(
         for index in range(num_images):
             sample = generate_shapes_image(seed=seed, split=split, index=index, spec=spec)
             image_id = f"{split}_{index:06d}"
-            Image.fromarray(sample.image).save(out / "JPEGImages" / f"{image_id}.png", compress_level=1)
+            Image.fromarray(sample.image).save(output_file(out, f"JPEGImages/{image_id}.png"), compress_level=1)
             height, width = sample.image.shape[:2]
             objects = [
                 (spec.classes[label], tuple(box), False)
                 for box, label in zip(sample.boxes.tolist(), sample.labels.tolist(), strict=True)
             ]
             xml = voc_xml(filename=f"{image_id}.png", width=width, height=height, objects=objects)
-            (out / "Annotations" / f"{image_id}.xml").write_text(xml, encoding="utf-8")
+            output_file(out, f"Annotations/{image_id}.xml").write_text(xml, encoding="utf-8")
             ids.append(image_id)
-        (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+        output_file(out, f"ImageSets/Main/{split}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
         written[split] = num_images
     return written
 

@@ -32,6 +32,10 @@ def resized_hw(*, height: int, width: int, short_size: int, max_size: int) -> tu
     The short side becomes `short_size`, the other keeps the aspect ratio, then both are scaled
     down if the long side exceeds `max_size`; all in float64, each side rounded as int(x + 0.5).
     `short_size` 0 means no resize (detectron2's convention).
+
+    Each side is at least 1 px: an image of an extreme aspect ratio (20000x5 px) would round its
+    short side to 0 after the long side is capped, which detectron2 passes on to a resize that
+    fails; here it stays 1 px (and the long side `max_size`). Every other image is unchanged.
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"resized_hw: image size must be positive, got {height}x{width} (HxW)")
@@ -47,7 +51,7 @@ def resized_hw(*, height: int, width: int, short_size: int, max_size: int) -> tu
     if longer > max_size:
         scale = max_size / longer
         new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
 
 
 def resize_image(

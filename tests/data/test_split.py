@@ -134,7 +134,7 @@ def test_split_cli_prints_boxes_per_class_and_refuses_to_overwrite(
     again = run_cli(args, capsys, monkeypatch)
     assert again.exit_code == 2
     assert (
-        "train.json: already exists and would be overwritten" in again.stderr
+        "train.json: already exists; pass --overwrite to replace it" in again.stderr
         and "--overwrite" in again.stderr
     )
     again = run_cli([*args, "--overwrite"], capsys, monkeypatch)
