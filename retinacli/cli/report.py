@@ -7,7 +7,12 @@ from typing import Annotated
 
 import typer
 
-from retinacli.cli.app import OverwriteOption, app, console
+from retinacli.cli.app import app, console, shown
+
+ReportOverwriteOption = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace the report file (--out, or RUN_DIR/report.html) if it exists."),
+]
 
 
 @app.command("report")
@@ -18,15 +23,20 @@ def report_command(
         typer.Option("--out", help="The HTML file to write \\[default: RUN_DIR/report.html].", show_default=False),
     ] = None,
     gallery: Annotated[int, typer.Option("--gallery", min=0, help="How many evaluation images to draw.")] = 8,
-    overwrite: OverwriteOption = False,
+    overwrite: ReportOverwriteOption = False,
 ) -> None:
     """One self-contained HTML page of a training run: recipe, curves, evaluations, per-class AP,
     PR curves, confusion matrix, errors and a gallery; works while the run is still going."""
     from retinacli.commands.report import report
 
     result = report(run_dir, out=out, overwrite=overwrite, gallery=gallery)
-    console.print(result.status, highlight=False)
+    # Everything below can quote the run folder's files: all of it goes through `shown`.
+    console.print(shown(result.status), highlight=False)
     console.print(f"{result.num_evaluations} evaluation(s)", highlight=False)
     for section, why in result.missing.items():
-        console.print(f"[yellow]not shown[/] {section}: {why}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {result.path}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]not shown[/] {shown(section)}: {shown(why, keep_newlines=True)}", highlight=False, soft_wrap=True)
+    for what in result.left_out:
+        console.print(f"[yellow]left out[/] {shown(what)}", highlight=False, soft_wrap=True)
+    if result.gallery_source is not None:
+        console.print(f"gallery drawn from {shown(result.gallery_source)}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {shown(result.path)}", highlight=False, soft_wrap=True)

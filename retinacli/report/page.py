@@ -5,16 +5,21 @@ The page is made of sections in a fixed order (status, recipe, curves, evaluatio
 AP, diagnostics, gallery, log); a section whose data is missing says what is missing and how
 to make it, instead of failing. Numbers that scripts and tests read back carry `data-metric`
 (the key of metrics.json) or `data-class` attributes.
+
+The data comes from a run folder that may be a stranger's: every value reaches the HTML through
+`retinacli.report.html` (`h.text`, `h.number`, `h.count`, `h.data_uri`), whatever its source,
+and the rendering accepts any JSON shape (a field of the wrong type shows as a dash or is left
+out, never an exception). Which files are read, and how much, is decided by the commands layer.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import math
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from retinacli.report import html as h
 
 GENERATOR = "retinacli report"
 METRIC_COLUMNS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -57,6 +62,7 @@ class ReportData:
     gallery: Sequence[Picture] = ()
     log_tail: Sequence[str] = ()
     missing: Mapping[str, str] = field(default_factory=dict)  # section -> what is missing and why
+    left_out: Sequence[str] = ()  # what the run folder holds that the page does not show, and why
 
 
 def render_report(data: ReportData) -> str:
@@ -71,14 +77,14 @@ def render_report(data: ReportData) -> str:
         _gallery(data),
         _log(data),
     ]
-    nav = "".join(f'<a href="#{key}">{label}</a>' for key, label in _SECTIONS)
+    nav = "".join(f'<a href="#{h.text(key)}">{h.text(label)}</a>' for key, label in _SECTIONS)
     return _PAGE.format(
-        title=_e(data.title),
-        generator=GENERATOR,
+        title=h.text(data.title),
+        generator=h.text(GENERATOR),
         style=_STYLE,
         nav=nav,
         body="\n".join(sections),
-        generated=_e(data.generated_at),
+        generated=h.text(data.generated_at),
     )
 
 
@@ -96,26 +102,44 @@ _SECTIONS = (
 
 def _section(key: str, body: str) -> str:
     label = dict(_SECTIONS)[key]
-    return f'<section id="{key}"><h2>{label}</h2>\n{body}\n</section>'
+    return f'<section id="{h.text(key)}"><h2>{h.text(label)}</h2>\n{body}\n</section>'
 
 
 def _missing(data: ReportData, key: str, default: str) -> str:
-    return f'<p class="missing">{_e(data.missing.get(key, default))}</p>'
+    return f'<p class="missing">{h.text(data.missing.get(key, default))}</p>'
+
+
+def _mapping(value: Any) -> Mapping[Any, Any]:
+    """`value` when it is a JSON object, else an empty one (a file of another shape)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _ascending(value: Any) -> tuple[bool, float]:
+    """Sort key: numbers from the lowest, then everything that is not a number."""
+    shown = h.number(value, digits=6)
+    return (shown == h.DASH, 0.0 if shown == h.DASH else float(shown))
 
 
 def _status(data: ReportData) -> str:
-    rows = [("status", data.status)]
+    rows = [("status", h.text(data.status))]
     if data.best:
+        best = data.best
         rows.append(
             (
                 "best model",
-                f"model_best.pth: {data.best['metric']} {_number(data.best['value'])} at iteration {data.best['iteration']}",
+                f"model_best.pth: {h.text(best.get('metric'))} {h.number(best.get('value'))} "
+                f"at iteration {h.count(best.get('iteration'))}",
             )
         )
     if data.final is not None:
-        where = f"{data.final.split}, iteration {data.final.iteration}" if data.final.iteration is not None else data.final.split
+        where = h.text(data.final.split)
+        if data.final.iteration is not None:
+            where += f", iteration {h.count(data.final.iteration)}"
         rows.append(("final evaluation", where))
-    body = "<table class='status'>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+    body = "<table class='status'>" + "".join(f"<tr><th>{h.text(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
+    if data.left_out:
+        items = "".join(f"<li>{h.text(line)}</li>" for line in data.left_out)
+        body += f'<div class="missing" id="left-out"><p>Left out of this page:</p><ul>{items}</ul></div>'
     if data.final is not None:
         body += _metric_table([data.final], caption=f"COCO box AP of the final evaluation ({data.final.split})", final=True)
     return _section("status", body)
@@ -131,12 +155,12 @@ def _recipe(data: ReportData) -> str:
         body += "<table class='recipe'><tr><th>key</th><th>value</th><th>default</th></tr>"
         for key, value, default in data.recipe_changes:
             body += (
-                f"<tr><td><code>{_e(key)}</code></td><td><code>{_e(_json(value))}</code></td>"
-                f"<td><code>{_e(_json(default))}</code></td></tr>"
+                f"<tr><td><code>{h.text(key)}</code></td><td><code>{h.text(_json(value))}</code></td>"
+                f"<td><code>{h.text(_json(default))}</code></td></tr>"
             )
         body += "</table>"
     if data.recipe_text:
-        body += f"<details><summary>the whole recipe</summary><pre>{_e(data.recipe_text)}</pre></details>"
+        body += f"<details><summary>the whole recipe</summary><pre>{h.text(data.recipe_text)}</pre></details>"
     return _section("recipe", body)
 
 
@@ -153,38 +177,44 @@ def _evaluations(data: ReportData) -> str:
 
 
 def _metric_table(rows: Sequence[Evaluation], *, caption: str, final: bool = False) -> str:
-    head = "".join(f"<th>{m}</th>" for m in METRIC_COLUMNS)
+    head = "".join(f"<th>{h.text(m)}</th>" for m in METRIC_COLUMNS)
     body = ""
     for row in rows:
         attrs = ' class="final"' if final else ""
+        metrics = _mapping(row.metrics)
         cells = "".join(
-            f'<td data-metric="{m}"{" data-final" if final else ""}>{_number(row.metrics.get(m))}</td>' for m in METRIC_COLUMNS
+            f'<td data-metric="{h.text(m)}"{" data-final" if final else ""}>{h.number(metrics.get(m))}</td>'
+            for m in METRIC_COLUMNS
         )
-        iteration = "" if row.iteration is None else str(row.iteration)
-        body += f'<tr{attrs} data-split="{_e(row.split)}" data-iteration="{iteration}"><td>{_e(row.split)}</td><td>{iteration}</td>{cells}</tr>'
-    return f"<table><caption>{_e(caption)}</caption><tr><th>split</th><th>iteration</th>{head}</tr>{body}</table>"
+        iteration = "" if row.iteration is None else h.count(row.iteration)
+        body += (
+            f'<tr{attrs} data-split="{h.text(row.split)}" data-iteration="{iteration}">'
+            f"<td>{h.text(row.split)}</td><td>{iteration}</td>{cells}</tr>"
+        )
+    return f"<table><caption>{h.text(caption)}</caption><tr><th>split</th><th>iteration</th>{head}</tr>{body}</table>"
 
 
 def _per_class(data: ReportData) -> str:
     if data.final is None:
         return _section("per-class", _missing(data, "per-class", "no evaluation yet"))
-    per_category = data.final.metrics.get("per_category") or {}
-    per_class = (data.diagnostics or {}).get("per_class", {})
-    curves = ((data.diagnostics or {}).get("pr_curves") or {}).get("classes", {})
+    per_category = _mapping(_mapping(data.final.metrics).get("per_category"))
+    diagnostics = _mapping(data.diagnostics)
+    per_class = _mapping(diagnostics.get("per_class"))
+    curves = _mapping(_mapping(diagnostics.get("pr_curves")).get("classes"))
     head = "<tr><th>class</th><th>AP</th><th>AP50</th><th>threshold</th><th>precision</th><th>recall</th><th>F1</th><th>boxes</th></tr>"
     body = ""
-    for name, value in sorted(per_category.items(), key=lambda item: (item[1] is None, item[1] or 0.0)):
-        stats = per_class.get(name, {})
-        ap50 = curves.get(name, {}).get("AP50")
+    for name, value in sorted(per_category.items(), key=lambda item: _ascending(item[1])):
+        stats = _mapping(per_class.get(name))
+        ap50 = _mapping(curves.get(name)).get("AP50")
         body += (
-            f'<tr data-class="{_e(name)}"><td>{_e(name)}</td><td data-metric="AP">{_number(value)}</td>'
-            f"<td>{_number(ap50)}</td><td>{_fraction(stats.get('threshold'))}</td>"
-            f"<td>{_fraction(stats.get('precision'))}</td><td>{_fraction(stats.get('recall'))}</td>"
-            f"<td>{_fraction(stats.get('f1'))}</td><td>{stats.get('ground_truth', '')}</td></tr>"
+            f'<tr data-class="{h.text(name)}"><td>{h.text(name)}</td><td data-metric="AP">{h.number(value)}</td>'
+            f"<td>{h.number(ap50)}</td><td>{h.number(stats.get('threshold'), digits=2)}</td>"
+            f"<td>{h.number(stats.get('precision'), digits=2)}</td><td>{h.number(stats.get('recall'), digits=2)}</td>"
+            f"<td>{h.number(stats.get('f1'), digits=2)}</td><td>{h.count(stats.get('ground_truth'))}</td></tr>"
         )
     note = "" if per_class else "<p class='missing'>precision, recall and F1 come with the diagnostics (below).</p>"
     caption = f"per-class AP of the final evaluation ({data.final.split}), worst first"
-    return _section("per-class", f"<table><caption>{_e(caption)}</caption>{head}{body}</table>{note}")
+    return _section("per-class", f"<table><caption>{h.text(caption)}</caption>{head}{body}</table>{note}")
 
 
 def _diagnostics(data: ReportData) -> str:
@@ -193,22 +223,37 @@ def _diagnostics(data: ReportData) -> str:
             "diagnostics",
             _missing(data, "diagnostics", "no diagnostics: training writes them for its final evaluation"),
         )
-    errors = data.diagnostics["errors"]
-    gains = errors.get("ap50_gain") or {}
+    errors = _mapping(_mapping(data.diagnostics).get("errors"))
+    gains = _mapping(errors.get("ap50_gain"))
+    missed_by_size = _mapping(errors.get("missed"))
     rows = "".join(
-        f'<tr data-error="{kind}"><td>{kind}</td><td>{count}</td><td>{_number(gains.get(kind))}</td></tr>'
-        for kind, count in errors["false_positives"].items()
+        f'<tr data-error="{h.text(kind)}"><td>{h.text(kind)}</td><td>{h.count(count)}</td>'
+        f"<td>{h.number(gains.get(kind))}</td></tr>"
+        for kind, count in _mapping(errors.get("false_positives")).items()
     )
-    missed = sum(v["touched"] + v["untouched"] for v in errors["missed"].values())
-    rows += f'<tr data-error="missed"><td>missed</td><td>{missed}</td><td>{_number(gains.get("missed"))}</td></tr>'
+    missed = sum(
+        value
+        for counts in missed_by_size.values()
+        for value in (_mapping(counts).get("touched"), _mapping(counts).get("untouched"))
+        if h.count(value) != h.DASH
+    )
+    rows += (
+        f'<tr data-error="missed"><td>missed</td><td>{h.count(missed)}</td>'
+        f'<td>{h.number(gains.get("missed"))}</td></tr>'
+    )
     table = (
         "<table><caption>errors above each class's threshold, and the AP50 fixing each type "
         f"would add</caption><tr><th>error</th><th>count</th><th>AP50 gain</th></tr>{rows}</table>"
     )
     sizes = "".join(
-        f"<tr><td>{size}</td><td>{v['touched']}</td><td>{v['untouched']}</td></tr>" for size, v in errors["missed"].items()
+        f"<tr><td>{h.text(size)}</td><td>{h.count(_mapping(v).get('touched'))}</td>"
+        f"<td>{h.count(_mapping(v).get('untouched'))}</td></tr>"
+        for size, v in missed_by_size.items()
     )
-    table += f"<table><caption>missed objects by size</caption><tr><th>size</th><th>a detection touched it</th><th>untouched</th></tr>{sizes}</table>"
+    table += (
+        "<table><caption>missed objects by size</caption><tr><th>size</th><th>a detection touched it</th>"
+        f"<th>untouched</th></tr>{sizes}</table>"
+    )
     pictures = "".join(_figure(p) for p in data.diagnostics_pictures)
     worst = ""
     if data.worst_images:
@@ -226,33 +271,19 @@ def _gallery(data: ReportData) -> str:
 def _log(data: ReportData) -> str:
     if not data.log_tail:
         return _section("log", _missing(data, "log", "log.txt is missing"))
-    return _section("log", f"<pre>{_e(chr(10).join(data.log_tail))}</pre>")
+    return _section("log", f"<pre>{h.text(chr(10).join(data.log_tail))}</pre>")
 
 
 def _figure(picture: Picture) -> str:
-    encoded = base64.b64encode(picture.data).decode("ascii")
-    caption = _e(picture.caption)
-    return f'<figure><img src="data:{picture.mime};base64,{encoded}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
-
-
-def _number(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return f"{float(value):.3f}"
-
-
-def _fraction(value: Any) -> str:
-    return "—" if value is None else f"{float(value):.2f}"
+    caption = h.text(picture.caption)
+    return (
+        f'<figure><img src="{h.data_uri(picture.mime, picture.data)}" alt="{caption}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value)
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
 
 
 _STYLE = """

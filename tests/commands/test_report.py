@@ -1,5 +1,6 @@
 """`retina report`: the page of a finished run shows the run's own numbers; a run that has just
-started gets a page that says what is missing; wrong folders and foreign files are refused."""
+started gets a page that says what is missing; wrong folders are refused, and an existing page
+(at --out or the default RUN_DIR/report.html) is replaced only with --overwrite."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from html.parser import HTMLParser
 
 from retinacli.commands.report import report
 from tests.cli_helpers import run_cli
+from tests.snapshots import changed_outside, snapshot
 
 
 class _Cells(HTMLParser):
@@ -100,11 +102,38 @@ def test_refuses_what_is_not_a_run_and_files_it_did_not_write(finished_run, tmp_
     result = run_cli(["report", str(empty)], capsys, monkeypatch)
     assert result.exit_code == 2 and "not a training run folder" in result.stderr
     foreign = tmp_path / "notes.html"
-    foreign.write_text("<p>my notes</p>")
+    foreign.write_bytes(b"<p>my notes</p>\n")
+    before = snapshot(tmp_path)
     result = run_cli(["report", str(finished_run), "--out", str(foreign), "--gallery", "0"], capsys, monkeypatch)
-    assert result.exit_code == 2 and "is not a retina report" in result.stderr
-    assert foreign.read_text() == "<p>my notes</p>"
-    # An earlier report is simply refreshed.
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{foreign}: already exists; pass --overwrite to replace it, or choose another --out" in " ".join(result.stderr.split())
+    assert foreign.read_bytes() == b"<p>my notes</p>\n"
+    assert changed_outside(before, tmp_path) == []
+    # A file with a report's generator tag (anyone can write one) is no exception: an earlier
+    # report, too, is replaced only with --overwrite.
     page = tmp_path / "report.html"
     assert run_cli(["report", str(finished_run), "--out", str(page), "--gallery", "0"], capsys, monkeypatch).exit_code == 0
-    assert run_cli(["report", str(finished_run), "--out", str(page), "--gallery", "0"], capsys, monkeypatch).exit_code == 0
+    first = page.read_bytes()
+    assert b'<meta name="generator" content="retinacli report">' in first
+    result = run_cli(["report", str(finished_run), "--out", str(page), "--gallery", "0"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "--overwrite" in result.stderr and page.read_bytes() == first
+    again = ["report", str(finished_run), "--out", str(page), "--gallery", "0", "--overwrite"]
+    assert run_cli(again, capsys, monkeypatch).exit_code == 0
+    # A folder at --out is refused even with --overwrite.
+    result = run_cli(["report", str(finished_run), "--out", str(empty), "--overwrite"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "is a folder" in result.stderr
+
+
+def test_the_default_page_in_the_run_folder_is_replaced_only_with_overwrite(finished_run, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run, symlinks=True)
+    (run / "report.html").unlink(missing_ok=True)
+    args = ["report", str(run), "--gallery", "0"]
+    assert run_cli(args, capsys, monkeypatch).exit_code == 0
+    first = (run / "report.html").read_bytes()
+    before = snapshot(tmp_path)
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 2 and "report.html: already exists; pass --overwrite" in " ".join(result.stderr.split())
+    assert (run / "report.html").read_bytes() == first and changed_outside(before, tmp_path) == []
+    result = run_cli([*args, "--overwrite"], capsys, monkeypatch)
+    assert result.exit_code == 0 and changed_outside(before, tmp_path, "run/report.html") == []
