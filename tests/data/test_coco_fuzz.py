@@ -1,5 +1,7 @@
 """Fuzzing the COCO json reader (`pytest -m fuzz`): generated and mutated jsons give a dataset or
-a DatasetError (exit code 2) naming the file, never a traceback."""
+a DatasetError (exit code 2) naming the file, never a traceback; file_names that leave the image
+folder (`..`, absolute, links out, loops, control characters) are refused before any file is
+opened."""
 
 from __future__ import annotations
 
@@ -96,3 +98,64 @@ def test_damaged_json_bytes(start: int, length: int, insert: bytes):
     text = json.dumps(VALID).encode()
     start = min(start, len(text))
     _load(text[:start] + insert + text[start + length :], "coco: damaged bytes")
+
+
+# ----------------------------------------------------------------------------- file names from data
+# The json's file_names (`..`, absolute, links to a file, a folder or in a loop, control
+# characters) are checked against the image folder before anything is opened: the contract is a
+# dataset whose every file lies inside that folder, or a DatasetError, and nothing outside it read.
+
+SECRET = "SECRET"  # replaced by the absolute path of the user's file
+hostile_names = st.sampled_from([
+    "../secret.png", "../../secret.png", "sub/../../secret.png", SECRET, "link.png", "dirlink/secret.png",
+    "loop.png", "a.png", "sub/../a.png", "a\x1b[2Jb.png", "a\x00b.png", "\u202egnp.png", ".", "..", "sub/",
+    "//etc/passwd", "..\\secret.png", "C:\\secret.png",
+]) | st.text(min_size=1, max_size=12)
+
+
+@FUZZ
+@given(names=st.lists(hostile_names, min_size=1, max_size=4), check_files=st.booleans())
+def test_file_names_never_leave_the_image_folder(names, check_files):
+    from PIL import Image
+
+    from retinacli.data.checks import check_coco, prepare_coco
+    from tests.fuzzing import opened_outside, watch_opens
+
+    with tempfile.TemporaryDirectory() as folder:
+        world = Path(folder)
+        images, outside = world / "images", world / "outside"
+        images.mkdir()
+        outside.mkdir()
+        (images / "sub").mkdir()
+        Image.fromarray(np.full((48, 64, 3), 90, dtype=np.uint8)).save(images / "a.png")
+        Image.fromarray(np.full((48, 64, 3), 200, dtype=np.uint8)).save(outside / "secret.png")
+        (world / "secret.png").symlink_to(outside / "secret.png")
+        (images / "link.png").symlink_to(outside / "secret.png")
+        (images / "dirlink").symlink_to(outside, target_is_directory=True)
+        (images / "loop.png").symlink_to(images / "loop2.png")
+        (images / "loop2.png").symlink_to(images / "loop.png")
+        data = json.loads(json.dumps(VALID))
+        data["images"] = [
+            {"id": n + 1, "file_name": name.replace(SECRET, str(outside / "secret.png")), "width": 64, "height": 48}
+            for n, name in enumerate(names)
+        ]
+        data["annotations"] = [{**ann, "image_id": 1} for ann in data["annotations"]]
+        path = world / "train.json"
+        path.write_text(json.dumps(data))
+        with watch_opens() as opened:
+            result = expect_clean(
+                lambda: check_coco(annotations=path, images=images, fix_bad_boxes=True, check_files=check_files),
+                test="coco: file names",
+            )
+            expect_clean(
+                lambda: prepare_coco(annotations=path, images=images, filter_empty=False, fix_bad_boxes=True),
+                test="coco: file names",
+            )
+            seen = list(opened)
+        assert opened_outside(seen, world, images, path) == []
+        if result is not None:
+            dataset, report = result
+            for record in dataset.records:
+                assert Path(record.file_name).resolve().is_relative_to(images.resolve())
+            refused = {p.image_id for p in report.problems if p.kind == "path_outside_folder"}
+            assert refused.isdisjoint(r.image_id for r in dataset.records)

@@ -6,15 +6,13 @@ with control characters reach the terminal escaped.
 
 Every test builds the hostile input itself under tmp_path, takes a snapshot, and checks that
 nothing outside the named output changed (`tests/snapshots.py`); `opened` records every file the
-process opens (a `sys.addaudithook` hook), so "nothing outside the source was read" is checked,
-not assumed.
+process opens (`tests.fuzzing.watch_opens`, an audit hook), so "nothing outside the source was
+read" is checked, not assumed.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,68 +33,19 @@ from retinacli.data.convert import (
 from retinacli.data.transforms import Augmentation, AugmentParams, resized_hw
 from retinacli.data.voc import read_voc
 from retinacli.data.yolo import read_yolo
-from retinacli.errors import DatasetError, UsageError
+from retinacli.errors import DatasetError
 from tests.cli_helpers import run_cli
+from tests.fuzzing import opened_outside, shared_inodes, watch_opens
 from tests.snapshots import changed_outside, snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 
-# ----------------------------------------------------------------------------- what was opened
-
-_OPENED: list[list[str]] = []  # one list per test that asks for `opened`; the hook stays installed
-
-
-def _audit(event: str, args: tuple) -> None:
-    if _OPENED and event == "open" and args and isinstance(args[0], str | bytes | os.PathLike):
-        _OPENED[-1].append(os.fsdecode(args[0]))
-
-
-sys.addaudithook(_audit)
-
-
 @pytest.fixture
 def opened() -> Iterator[list[str]]:
-    """The paths the process opens while the test runs (builtins.open, os.open, PIL, ET...)."""
-    _OPENED.append([])
-    try:
-        yield _OPENED[-1]
-    finally:
-        _OPENED.pop()
-
-
-def read_outside(opened: list[str], world: Path, *allowed: Path) -> list[str]:
-    """The files (not folders: fsync opens them) opened inside `world`, the test's tmp_path,
-    that resolve outside every one of `allowed` and outside the temporary folder
-    `atomic_directory` builds an output in (`.tmp-<name>.<random>` beside it). What is opened
-    outside `world` (modules, fonts) is the program's own."""
-    roots = [a.resolve() for a in allowed]
-    temporary = {f".tmp-{a.name}." for a in allowed}
-    found = []
-    for name in opened:
-        path = Path(name).resolve()
-        if not path.is_relative_to(world.resolve()) or path.is_dir():
-            continue
-        if any(path.is_relative_to(root) for root in roots):
-            continue
-        if any(part.startswith(prefix) for part in path.parts for prefix in temporary):
-            continue
-        found.append(name)
-    return found
-
-
-def inodes_outside(out: Path, source: Path, root: Path) -> list[str]:
-    """Files below `out` that share an inode with a file below `root` that is neither in
-    `source` nor in `out`: a hard link to something of the user's."""
-    inside = {(p.stat().st_dev, p.stat().st_ino) for p in out.rglob("*") if p.is_file() and not p.is_symlink()}
-    shared = []
-    for path in root.rglob("*"):
-        if path.is_symlink() or not path.is_file():
-            continue
-        if path.is_relative_to(out) or path.is_relative_to(source):
-            continue
-        if (path.stat().st_dev, path.stat().st_ino) in inside:
-            shared.append(str(path))
-    return shared
+    """The paths the process opens while the test runs (see `tests.fuzzing.watch_opens`);
+    tests clear it once their input is built."""
+    with watch_opens() as paths:
+        yield paths
 
 
 def png(path: Path, size: tuple[int, int] = (32, 24), value: int = 90) -> Path:
@@ -152,8 +101,8 @@ def test_voc_filename_leaving_the_folder_is_dropped_and_named(tmp_path, home, op
     assert "path_outside_folder" in result.stdout and "1 images hard-linked" in result.stdout
     assert [i["file_name"] for i in json.loads((tmp_path / "out" / "annotations.json").read_text())["images"]] == ["good.png"]
     assert changed_outside(before, tmp_path, "out") == []
-    assert inodes_outside(tmp_path / "out", source, tmp_path) == []
-    assert read_outside(seen, tmp_path, source, tmp_path / "out") == []
+    assert shared_inodes(tmp_path / "out", tmp_path, source) == []
+    assert opened_outside(seen, tmp_path, source, tmp_path / "out") == []
 
 
 def test_voc_symlinks_to_outside_are_dropped_never_linked(tmp_path, home, opened):
@@ -180,8 +129,8 @@ def test_voc_symlinks_to_outside_are_dropped_never_linked(tmp_path, home, opened
     assert "dropped, not read" in named["stolen.xml"]
     assert [s.num_images for s in result.splits] == [1]
     assert changed_outside(before, tmp_path, "out") == []
-    assert inodes_outside(tmp_path / "out", source, tmp_path) == []
-    assert read_outside(seen, tmp_path, source, tmp_path / "out") == []
+    assert shared_inodes(tmp_path / "out", tmp_path, source) == []
+    assert opened_outside(seen, tmp_path, source, tmp_path / "out") == []
     assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["good.png"]
 
 
@@ -207,7 +156,7 @@ def test_voc_split_list_that_is_a_link_elsewhere_is_not_read(tmp_path, home, ope
     dataset = read_voc(source)
     assert [s.name for s in dataset.splits] == ["val"]
     assert any(p.reason == "path_outside_folder" and p.file.endswith("train.txt") for p in dataset.problems)
-    assert read_outside(opened, tmp_path, source) == []
+    assert opened_outside(opened, tmp_path, source) == []
 
 
 # ----------------------------------------------------------------------------- YOLO
@@ -237,8 +186,8 @@ def test_yolo_links_to_outside_are_dropped_and_named(tmp_path, home, opened, cap
     written = json.loads((tmp_path / "out" / "annotations.json").read_text())
     assert [i["file_name"] for i in written["images"]] == ["good.png"]
     assert changed_outside(before, tmp_path, "out") == []
-    assert inodes_outside(tmp_path / "out", source, tmp_path) == []
-    assert read_outside(seen, tmp_path, source, tmp_path / "out") == []
+    assert shared_inodes(tmp_path / "out", tmp_path, source) == []
+    assert opened_outside(seen, tmp_path, source, tmp_path / "out") == []
 
 
 @pytest.mark.parametrize("link", ["images", "classes.txt", "labels"])
@@ -258,7 +207,7 @@ def test_yolo_folder_or_class_list_that_is_a_link_elsewhere_is_refused(tmp_path,
     opened.clear()
     with pytest.raises(DatasetError, match=f"{link}: is a link to outside the folder"):
         read_yolo(source)
-    assert read_outside(opened, tmp_path, source) == []
+    assert opened_outside(opened, tmp_path, source) == []
 
 
 # ----------------------------------------------------------------------------- writing the output
@@ -298,7 +247,7 @@ def test_an_image_outside_the_source_is_never_linked_by_the_writer(tmp_path, hom
     result = write_coco_dataset(dataset, output_dir=tmp_path / "out")
     assert [p.reason for p in result.problems] == ["path_outside_folder"]
     assert not (tmp_path / "out" / "images" / "link.png").exists()
-    assert inodes_outside(tmp_path / "out", source, tmp_path) == []
+    assert shared_inodes(tmp_path / "out", tmp_path, source) == []
 
 
 @pytest.mark.parametrize("where", ["file", "below_a_file"])
@@ -349,7 +298,7 @@ def test_coco_file_name_leaving_the_image_folder_is_a_named_error(tmp_path, open
     assert "image 7 has file_name" in result.stdout and "Traceback" not in result.output
     seen += opened
     assert tmp_path / "secret.png" not in {Path(p) for p in seen}
-    assert read_outside(seen, tmp_path, images, annotations) == []
+    assert opened_outside(seen, tmp_path, images, annotations) == []
     assert changed_outside(before, tmp_path) == []
 
 
