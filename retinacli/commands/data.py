@@ -17,10 +17,11 @@ from retinacli.build import (
 )
 from retinacli.data.checks import DatasetReport, check_coco
 from retinacli.data.convert import REPORT_NAME
+from retinacli.data.images import data_path
 from retinacli.data.shapes import make_shapes, make_shapes_voc
 from retinacli.data.visualize import show_dataset
 from retinacli.errors import DatasetError, RecipeError, UsageError
-from retinacli.files import prepare_output_dir
+from retinacli.files import PathOutsideRoot, prepare_output_dir
 from retinacli.recipe import Override, load_recipe
 from retinacli.recipe.schema import DataConfig
 
@@ -115,14 +116,30 @@ def converted_jsons(folder: Path) -> list[tuple[Path, Path | None]]:
     report = folder / REPORT_NAME
     if report.is_file():
         try:
-            splits = json.loads(report.read_text(encoding="utf-8"))["splits"]
-            return [(folder / s["annotations"], folder / s["images"]) for s in splits]
+            splits = json.loads(report.read_text(encoding="utf-8-sig"))["splits"]
+            # The names come from a file: each must stay inside the folder (a link, `..` or an
+            # absolute name would make `data check` read another place).
+            return [(data_path(folder, s["annotations"]), data_path(folder, s["images"])) for s in splits]
+        except PathOutsideRoot as exc:
+            raise DatasetError(
+                f"{report}: names {exc.name!r}, {exc.reason} {exc.root}; nothing was read from it; "
+                "remove the report to check every json of the folder"
+            ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DatasetError(
                 f"{report}: not a readable conversion report ({exc!r}); remove it to check every "
                 "json of the folder"
             ) from None
-    return [(p, None) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+    found = [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+    for path in found:
+        try:
+            data_path(folder, path.name)
+        except PathOutsideRoot as exc:
+            raise DatasetError(
+                f"{path}: is {exc.reason} {exc.root}; nothing was read from it; check the json it "
+                "points to by its own path, or remove the link"
+            ) from None
+    return [(p, None) for p in found]
 
 
 def default_images(annotations: Path) -> Path:

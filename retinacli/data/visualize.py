@@ -15,7 +15,7 @@ from retinacli.data.coco import DetectionDataset
 from retinacli.data.images import read_image
 from retinacli.data.loader import MappedDataset, Sample, TrainBatchSampler
 from retinacli.data.transforms import Augmentation
-from retinacli.files import atomic_write
+from retinacli.files import atomic_write, output_file
 
 # Distinct, readable colours; class i uses PALETTE[i % len(PALETTE)].
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -174,7 +174,7 @@ def sample_title(sample: Sample) -> str:
 
 
 def _save(canvas: Image.Image, out: Path, k: int, image_id: int) -> Path:
-    path = out / f"{k:03d}_image{image_id}.png"
+    path = output_file(out, f"{k:03d}_image{image_id}.png")  # checked to land inside `out`
     with atomic_write(path) as handle:
         canvas.save(handle, format="PNG")
     return path

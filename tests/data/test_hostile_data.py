@@ -416,3 +416,27 @@ def test_class_and_file_names_reach_the_terminal_escaped(tmp_path, capsys, monke
     checked = run_cli(["data", "check", str(tmp_path / "out")], capsys, monkeypatch)
     assert checked.exit_code == 0, checked.output
     assert "\x1b" not in checked.output and "class cat\\x1b]0;owned\\x07" in checked.stdout
+
+
+def test_check_of_a_converted_folder_reads_nothing_outside_it(tmp_path, home, opened, capsys, monkeypatch):
+    """A tampered convert_report.json naming a json elsewhere, and a json that is a link out."""
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    (home / "other.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    report = {"splits": [{"annotations": "../home/other.json", "images": "images"}]}
+    (folder / "convert_report.json").write_text(json.dumps(report))
+    before = snapshot(tmp_path)
+    opened.clear()
+    result = run_cli(["data", "check", str(folder)], capsys, monkeypatch)
+    seen = list(opened)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "'../home/other.json', a name that leaves the folder" in result.stderr
+    (folder / "convert_report.json").unlink()
+    (folder / "train.json").symlink_to(home / "other.json")
+    before = snapshot(tmp_path)
+    opened.clear()
+    result = run_cli(["data", "check", str(folder)], capsys, monkeypatch)
+    seen += opened
+    assert result.exit_code == 2 and "train.json: is a link to outside the folder" in result.stderr
+    assert opened_outside(seen, tmp_path, folder) == []
+    assert changed_outside(before, tmp_path) == []
