@@ -227,7 +227,8 @@ def _saved_size(data: Any) -> int | None:
 
 def hard_link(source: Path, target: Path) -> bool:
     """Give the file `source` the second name `target` (a hard link, replacing `target`
-    atomically), without writing its bytes again. Returns False, leaving `target` untouched, where
+    atomically), without writing its bytes again. For a command's own output folder only (a
+    checkpoint's second name): it replaces `target`. Returns False, leaving `target` untouched, where
     the filesystem has no hard links."""
     tmp = target.parent / f"{TEMP_PREFIX}{target.name}.{secrets.token_hex(4)}"
     try:
@@ -434,8 +435,11 @@ def contained_path(root: str | os.PathLike[str], name: str | os.PathLike[str]) -
         raise PathOutsideRoot(text, Path(root), "an absolute path, not a name inside")
     base = Path(root)
     candidate = base / text
-    resolved_root = base.resolve()
-    resolved = candidate.resolve()
+    try:
+        resolved_root = base.resolve()
+        resolved = candidate.resolve()
+    except (RuntimeError, OSError):  # a link loop (RuntimeError before Python 3.13)
+        raise PathOutsideRoot(text, base, "a link loop, not a file inside") from None
     if not resolved.is_relative_to(resolved_root):
         lexical = Path(os.path.normpath(candidate)).is_relative_to(Path(os.path.normpath(base)))
         reason = "a link to outside the folder" if lexical else "a name that leaves the folder"

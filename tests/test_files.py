@@ -288,3 +288,10 @@ def test_prepare_output_file(tmp_path):
     assert prepare_output_file(target, overwrite=True) == target
     with pytest.raises(UsageError, match="is a folder; --out names the file to write"):
         prepare_output_file(tmp_path / "sub", overwrite=True)
+
+
+def test_contained_path_refuses_a_link_loop(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(PathOutsideRoot):
+        contained_path(tmp_path, "a/x.png")
