@@ -20,6 +20,7 @@ from PIL import Image
 
 from retinacli.commands.report import PICTURE_BYTES, report
 from tests.cli_helpers import run_cli
+from tests.fuzzing import opened_outside, watch_opens
 from tests.snapshots import changed_outside, snapshot
 
 PWN = "<script>window.pwned = 1; document.title = 'pwned'</script>"
@@ -152,9 +153,11 @@ def test_a_tampered_run_folder_gives_a_page_of_text_that_embeds_nothing_from_out
     outside = tampered_run(finished_run, tmp_path)
     run = tmp_path / "run"
     before = snapshot(tmp_path)
-    result = run_cli(["report", str(run)], capsys, monkeypatch)
+    with watch_opens() as opened:
+        result = run_cli(["report", str(run)], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
+    assert opened_outside(opened, tmp_path, run) == []  # what is left out is never read
     assert changed_outside(before, tmp_path, "run/report.html") == []
     page = (run / "report.html").read_text(encoding="utf-8")
 

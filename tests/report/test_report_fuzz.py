@@ -20,7 +20,7 @@ from PIL import Image
 
 from retinacli.commands.report import report
 from retinacli.report.page import Evaluation, Picture, ReportData, render_report
-from tests.fuzzing import FUZZ, expect_clean, tried
+from tests.fuzzing import FUZZ, expect_clean, opened_outside, tried, watch_opens
 from tests.report.test_hostile_run import markup_problems
 
 pytestmark = pytest.mark.fuzz
@@ -123,18 +123,20 @@ def _png(color: tuple[int, int, int]) -> bytes:
 
 OUTSIDE_PNG = _png((250, 0, 0))
 INSIDE_PNG = _png((0, 0, 250))
-picture_names = st.one_of(
-    hostile_text,
-    st.sampled_from([
-        "../../outside.png", "{outside}", "worst_images/link.png", "worst_images/inside.png",
-        "worst_images/../../../outside.png", "worst_images/linkdir/outside.png", "./worst_images/inside.png",
-        "worst_images/\x1b[2J.png", "C:\\outside.png", "\\\\server\\share\\x.png", "worst_images/inside.png\x00",
-        "", ".", "..", "/",
-    ]),
+leaving = st.sampled_from([  # names that leave the run folder, or its evaluation folder
+    "../../outside.png", "{outside}", "worst_images/link.png", "worst_images/../../../outside.png",
+    "worst_images/linkdir/outside.png", "C:\\outside.png", "\\\\server\\share\\x.png", "..", "/",
+])
+staying = st.sampled_from([
+    "worst_images/inside.png", "./worst_images/inside.png", "worst_images/\x1b[2J.png", "worst_images/inside.png\x00", "", ".",
+])
+picture_names = st.one_of(leaving, staying, hostile_text)
+entry = st.one_of(
+    st.fixed_dictionaries({"file": st.one_of(picture_names, values)}, optional={"image_id": values, "errors": values}), values
 )
-worst_images = st.lists(
-    st.one_of(values, st.fixed_dictionaries({"file": st.one_of(picture_names, values)}, optional={"image_id": values, "errors": values})),
-    max_size=4,
+# every example has one name that leaves, among entries of any shape
+worst_images = st.tuples(st.fixed_dictionaries({"file": leaving}), st.lists(entry, max_size=3)).map(
+    lambda parts: [parts[0], *parts[1]]
 )
 
 
@@ -159,7 +161,9 @@ def test_a_run_folder_of_hostile_files_gives_a_page_and_nothing_from_outside(dia
         ]
         (evaluation / "diagnostics.json").write_text(json.dumps({**diag, "worst_images": entries}))
         (evaluation / "metrics.json").write_text(json.dumps(final))
-        result = expect_clean(lambda: report(root / "run", gallery=0), test="report: run folder with hostile files")
+        with watch_opens() as opened:
+            result = expect_clean(lambda: report(root / "run", gallery=0), test="report: run folder with hostile files")
+        assert opened_outside(opened, root, root / "run") == []  # never read, not only never shown
         assert result is not None  # a page is always made
         page = result.path.read_text(encoding="utf-8")
         assert markup_problems(page) == []
