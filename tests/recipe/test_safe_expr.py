@@ -53,3 +53,37 @@ def test_refuses_results_that_are_undefined_or_would_exhaust_the_machine(express
     # a complex number passed on as a size, or minutes of computing and gigabytes of memory
     with pytest.raises(UnsafeExpressionError, match=message.replace("(", r"\(")):
         evaluate(expression)
+
+
+def _nested_comprehension(levels: int, items: int) -> str:
+    values = "[" + ", ".join(["0"] * items) + "]"
+    expression = "1"
+    for level in range(levels):
+        expression = f"[{expression} for v{level} in {values}]"
+    return expression
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        # 100**5 = 10**10 values: each comprehension alone is small, together they never end
+        (_nested_comprehension(5, 100), "more than 100000 steps"),
+        # one comprehension over a product of long lists
+        ("[a * b for a in [" + ", ".join(["1"] * 400) + "] for b in [" + ", ".join(["2"] * 400) + "]]",
+         "more than 100000 steps"),
+        ("1" + " + 1" * 6000, "characters, more than 10000"),
+        ("-" * 5000 + "1", "nests more than 100 levels"),
+        ("[" * 150 + "1" + "]" * 150, "nests more than 100 levels|too many nested parentheses"),
+    ],
+)
+def test_the_whole_evaluation_has_one_work_budget(expression, message):
+    # each of these ran for minutes or took gigabytes (or crashed with RecursionError) before
+    with pytest.raises(UnsafeExpressionError, match=message):
+        evaluate(expression)
+
+
+def test_the_budget_leaves_every_real_anchor_expression_alone():
+    # detectron2's model zoo spellings, and a generous one: 5 levels x 64 sizes
+    assert len(evaluate(_nested_comprehension(2, 64))) == 64
+    value = evaluate("[[x * 2 ** (i / 64) for i in [" + ", ".join(str(i) for i in range(64)) + "]] for x in [32, 64, 128, 256, 512]]")
+    assert [len(level) for level in value] == [64] * 5
