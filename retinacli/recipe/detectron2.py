@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from retinacli.errors import RecipeError
-from retinacli.recipe.loading import read_with_bases, read_yaml_file
+from retinacli.recipe.loading import RecipeLoader, read_with_bases, read_yaml_file
 from retinacli.recipe.safe_expr import UnsafeExpressionError, evaluate
 
 # detectron2 defaults.py values of every key the translation reads (facts, not code).
@@ -352,8 +352,9 @@ def recipe_levels(fpn_in: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- reading
 
 
-class _Detectron2Loader(yaml.SafeLoader):
-    """Safe loading plus detectron2's one Python tag, computed by the restricted evaluator."""
+class _Detectron2Loader(RecipeLoader):
+    """Safe, bounded loading (`RecipeLoader`: file kind and size, values, nesting) plus
+    detectron2's one Python tag, computed by the restricted evaluator (bounded work too)."""
 
 
 def _construct_eval(loader: _Detectron2Loader, node: yaml.Node) -> Any:

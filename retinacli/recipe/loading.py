@@ -3,12 +3,21 @@
 YAML is only ever read with `yaml.safe_load`-equivalent loaders. A Python tag such as
 `!!python/object/apply:eval` is refused before anything in the file is constructed, with the
 file, line and (for anchor sizes) the equivalent safe form.
+
+Recipes come from strangers too, so reading one is bounded work (docs/security.md): only a
+regular file is opened (a FIFO, device, socket or folder is refused before any read), at most
+`MAX_RECIPE_BYTES` of it; its YAML may expand (aliases included) to at most `MAX_YAML_NODES`
+values nested at most `MAX_YAML_DEPTH` deep; a `_base_` chain reads at most `MAX_BASE_FILES`
+files. Each limit is a RecipeError naming the file.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import os
+import re
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +33,25 @@ from retinacli.recipe.schema import Recipe
 
 BASE_KEY = "_base_"
 _PYTHON_TAG_PREFIX = "tag:yaml.org,2002:python/"
+
+MAX_RECIPE_BYTES = 1 << 20
+"""The largest recipe file read (1 MiB). recipes/*.yaml are under 4 KiB and detectron2's
+model-zoo configs under 2 KiB, so the limit is far above any real recipe, while PyYAML's
+pure-Python reader (whose work grows with the text) never gets a file that would stall a
+command."""
+
+MAX_YAML_NODES = 100_000
+"""The most values (mappings, lists and scalars, each alias counted as the whole value it
+repeats) one YAML document may expand to. A complete recipe has about 200; nine lines of nested
+aliases ("billion laughs") would otherwise expand to 9**9 values and hang every consumer."""
+
+MAX_YAML_DEPTH = 64
+"""The deepest nesting of mappings and lists in one YAML document (a recipe uses 5 levels);
+deeper documents would exhaust the YAML reader's recursion."""
+
+MAX_BASE_FILES = 32
+"""The most files one `_base_` chain reads, the recipe included (detectron2's model zoo chains
+two or three); a chain that names the same base twice counts it twice."""
 
 
 @dataclass
@@ -78,7 +106,9 @@ def load_recipe(path: str | Path | None, overrides: Sequence[str | Override] = (
 def recipe_from_dict(
     raw: Mapping[str, Any], overrides: Sequence[str | Override] = (), *, source: str = "recipe"
 ) -> Recipe:
-    """Validate a recipe held as plain data (e.g. inside a checkpoint), overrides applied first."""
+    """Validate a recipe held as plain data (e.g. inside a checkpoint), overrides applied first.
+    Data over the YAML bounds (`check_plain_size`) is refused before it is copied."""
+    check_plain_size(raw, source=source)
     merged = copy.deepcopy(dict(raw))
     origins = _Origins()
     _apply_overrides(merged, overrides, origins)
@@ -150,25 +180,185 @@ def diff_from_defaults(recipe: Recipe) -> dict[str, Any]:
     return _diff(recipe_to_dict(recipe), recipe_to_dict(Recipe()))
 
 
-def read_yaml_file(path: Path, *, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
-    """Load one YAML file with `loader` (a safe loader); RecipeError for a missing file or bad
-    syntax, naming the file, line and column. With the plain `yaml.SafeLoader`, any Python tag is
-    refused first with the line and the safe form (`_refuse_python_tags`); a subclass that adds
-    constructors of its own (detectron2's `apply:eval`) is trusted to refuse the rest."""
+def read_yaml_file(path: Path, *, loader: type[RecipeLoader] | None = None) -> Any:
+    """Load one YAML file with `loader` (`RecipeLoader` or a subclass; default `RecipeLoader`);
+    RecipeError for a missing or unreadable file, one that is not a regular file or is over
+    `MAX_RECIPE_BYTES`, YAML over the loader's bounds, or bad syntax, naming the file, line and
+    column. With the plain `RecipeLoader`, any Python tag is refused first with the line and the
+    safe form (`_refuse_python_tags`); a subclass that adds constructors of its own (detectron2's
+    `apply:eval`) is trusted to refuse the rest."""
+    loader = loader or RecipeLoader
+    if not (isinstance(loader, type) and issubclass(loader, RecipeLoader)):
+        raise TypeError(f"loader must be RecipeLoader or a subclass, got {loader!r}")
+    text = read_recipe_text(path)
+    reader: RecipeLoader | None = None
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: file not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"{path}: cannot be read ({exc}); check the file") from None
-    if loader is yaml.SafeLoader:
-        _refuse_python_tags(text, path)
-    try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - always a SafeLoader (sub)class
+        reader = loader(text)  # the reader refuses control characters here already
+        root = reader.get_single_node()
+        if root is None:
+            return None
+        if loader is RecipeLoader:
+            _refuse_python_tags(root, path)
+        return reader.construct_document(root)
+    except YamlLimitError as exc:
+        raise RecipeError(f"{path}{_mark_text(exc)}: {_problem(exc)}") from None
     except yaml.constructor.ConstructorError as exc:  # a tag the loader refuses
         raise RecipeError(f"{path}{_mark_text(exc)}: {_problem(exc)}") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}{_mark_text(exc)}: not valid YAML ({_problem(exc)})") from None
+    finally:
+        if reader is not None:
+            reader.dispose()
+
+
+def read_recipe_text(path: Path) -> str:
+    """The text of the recipe (or `_base_` file, or detectron2 config) at `path`, read only when
+    it is a regular file of at most `MAX_RECIPE_BYTES`: a FIFO would block the command forever, a
+    device could be endless or act on being opened, and a folder is no recipe. The kind is
+    checked before the file is opened, and again on the opened file (`O_NONBLOCK`, so a FIFO
+    swapped in between cannot block either). RecipeError naming the file otherwise."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: file not found; check the path") from None
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc}); check the file") from None
+    _require_regular_file(path, info)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc}); check the file") from None
+    with os.fdopen(fd, "rb") as handle:
+        _require_regular_file(path, os.fstat(handle.fileno()))
+        try:
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+        except OSError as exc:
+            raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc}); check the file") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise RecipeError(_too_large(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: cannot be read ({exc}); save the recipe as UTF-8 text") from None
+
+
+def _require_regular_file(path: Path, info: os.stat_result) -> None:
+    mode = info.st_mode
+    if stat.S_ISREG(mode):
+        if info.st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(_too_large(path))
+        return
+    kinds = (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    raise RecipeError(
+        f"{path}: is {kind}, not a regular file, so it was not read; pass a recipe YAML file"
+    )
+
+
+def _too_large(path: Path) -> str:
+    return (
+        f"{path}: the file is larger than {MAX_RECIPE_BYTES // (1 << 20)} MiB, the most a recipe "
+        "may hold (real recipes take a few KiB); check that this is the recipe you meant"
+    )
+
+
+class YamlLimitError(yaml.MarkedYAMLError):
+    """A YAML document over `RecipeLoader`'s bounds (values, nesting, recursive aliases)."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with bounded work: the document may expand to at most
+    `MAX_YAML_NODES` values, each alias counted as the whole value it repeats (so nested aliases
+    cannot multiply into billions), nested at most `MAX_YAML_DEPTH` deep, and no alias may appear
+    inside the value it names (a recursive structure). Each bound raises `YamlLimitError` while
+    the document is composed, before anything is constructed."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._expanded: dict[int, int] = {}  # id(node) -> values it expands to (itself included)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = super().compose_node(parent, index)
+            if id(node) not in self._expanded:
+                raise YamlLimitError(
+                    None, None, f"the alias *{event.anchor} is inside the value it names, a "
+                    "recursive structure no recipe needs; write the value out", event.start_mark
+                )
+            return node
+        start = self.peek_event().start_mark
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise YamlLimitError(
+                None, None, f"the values are nested more than {MAX_YAML_DEPTH} levels deep (a "
+                "recipe needs 5); check the file", start
+            )
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        size = 1 + sum(self._expanded[id(child)] for child in children)
+        if size > MAX_YAML_NODES:
+            raise YamlLimitError(
+                None, None, f"the document expands to more than {MAX_YAML_NODES} values (aliases "
+                "such as *name count as the whole value they repeat; a recipe holds about 200); "
+                "write the values out or check the file", start
+            )
+        self._expanded[id(node)] = size
+        return node
+
+    def compose_document(self) -> yaml.Node:
+        try:
+            return super().compose_document()
+        finally:
+            self._expanded.clear()
+
+
+def check_plain_size(data: Any, *, source: str) -> None:
+    """Refuse plain data (dicts, lists, scalars; e.g. a recipe stored in a model file, where
+    shared references can repeat a value as YAML aliases do) that expands to more than
+    `MAX_YAML_NODES` values or nests more than `MAX_YAML_DEPTH` levels (a reference cycle
+    included): RecipeError naming `source`."""
+    sizes: dict[int, int] = {}
+
+    def size(value: Any, depth: int) -> int:
+        if not isinstance(value, dict | list | tuple):
+            return 1
+        if depth > MAX_YAML_DEPTH:
+            raise RecipeError(
+                f"{source}: the values are nested more than {MAX_YAML_DEPTH} levels deep (or "
+                "refer to themselves); the recipe is damaged or was not written by retinacli"
+            )
+        known = sizes.get(id(value))
+        if known is not None:
+            return known
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else list(value)
+        total = 1
+        for item in items:
+            total += size(item, depth + 1)
+            if total > MAX_YAML_NODES:
+                raise RecipeError(
+                    f"{source}: the recipe expands to more than {MAX_YAML_NODES} values (a recipe "
+                    "holds about 200); it is damaged or was not written by retinacli"
+                )
+        sizes[id(value)] = total
+        return total
+
+    size(data, 0)
 
 
 def read_with_bases(
@@ -177,19 +367,38 @@ def read_with_bases(
     base_key: str,
     read_file: Callable[[Path], Any],
     origins: _Origins | None = None,
-    stack: tuple[Path, ...] = (),
 ) -> dict[str, Any]:
     """One YAML mapping from `path` and the chain of files its `base_key` names (recipes'
     `_base_`, detectron2's `_BASE_`): a path or a list of paths, relative to the file that names
     them; later files override earlier ones key by key (`deep_merge`).
 
-    `read_file` loads one file. An empty file, a file that is not a mapping, a missing base and a
-    cycle are RecipeErrors naming the file. `origins`, when given, records where each key was set.
+    `read_file` loads one file. An empty file, a file that is not a mapping, a missing base, a
+    cycle and a chain of more than `MAX_BASE_FILES` files are RecipeErrors naming the file.
+    `origins`, when given, records where each key was set.
     """
+    return _read_chain(path, base_key=base_key, read_file=read_file, origins=origins, stack=(), reads=[0])
+
+
+def _read_chain(
+    path: Path,
+    *,
+    base_key: str,
+    read_file: Callable[[Path], Any],
+    origins: _Origins | None,
+    stack: tuple[Path, ...],
+    reads: list[int],
+) -> dict[str, Any]:
     resolved = path.resolve()
     if resolved in stack:
         chain = " -> ".join(str(p) for p in (*stack, resolved))
         raise RecipeError(f"{path}: {base_key} chain has a cycle ({chain}); remove one of the links")
+    reads[0] += 1
+    if reads[0] > MAX_BASE_FILES:
+        raise RecipeError(
+            f"{path}: the {base_key} chain reads more than {MAX_BASE_FILES} files (this one is "
+            f"{len(stack)} links down from {stack[0] if stack else path}); detectron2's deepest "
+            f"chains have 3. Merge some of the files into one"
+        )
     data = read_file(path)
     if data is None:
         raise RecipeError(
@@ -207,7 +416,7 @@ def read_with_bases(
     elif isinstance(bases, str):
         bases = [bases]
     elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
-        raise RecipeError(f"{path}: {base_key} must be a path or a list of paths, got {bases!r}")
+        raise RecipeError(f"{path}: {base_key} must be a path or a list of paths, got {_short(bases)}")
     merged: dict[str, Any] = {}
     for base in bases:
         base_path = Path(base) if Path(base).is_absolute() else path.parent / base
@@ -216,8 +425,9 @@ def read_with_bases(
                 f"{path}: {base_key} {base!r} not found (looked for {base_path}); paths are "
                 "relative to the file that names them"
             )
-        parent = read_with_bases(
-            base_path, base_key=base_key, read_file=read_file, origins=origins, stack=(*stack, resolved)
+        parent = _read_chain(
+            base_path, base_key=base_key, read_file=read_file, origins=origins,
+            stack=(*stack, resolved), reads=reads,
         )
         merged = deep_merge(merged, parent)
     if origins is not None:
@@ -261,10 +471,11 @@ def _leaf_paths(data: Any, prefix: tuple[str, ...] = ()) -> Iterable[tuple[str, 
 
 
 def _key_lines(path: Path) -> dict[tuple[str, ...], int]:
-    """1-based line of each key path in a YAML file (from the node tree; nothing constructed)."""
+    """1-based line of each key path in a YAML file (from the node tree; nothing constructed).
+    The file was read once already; this second read has the same bounds."""
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        root = yaml.compose(read_recipe_text(path), Loader=RecipeLoader)
+    except (RecipeError, yaml.YAMLError):
         return {}
     lines: dict[tuple[str, ...], int] = {}
 
@@ -283,12 +494,9 @@ def _key_lines(path: Path) -> dict[tuple[str, ...], int]:
 # ----------------------------------------------------------------------------- python tags
 
 
-def _refuse_python_tags(text: str, path: Path) -> None:
-    """Refuse any `!!python/...` tag, naming its line; suggest the safe anchor-size form."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return  # a syntax error: safe_load reports it with its position
+def _refuse_python_tags(root: yaml.Node, path: Path) -> None:
+    """Refuse any `!!python/...` tag in the composed document, naming its line; suggest the safe
+    anchor-size form. (The walk is bounded: `RecipeLoader` composed at most MAX_YAML_NODES.)"""
     found: list[str] = []
 
     def walk(node: yaml.Node, key_path: tuple[str, ...]) -> None:
@@ -302,8 +510,7 @@ def _refuse_python_tags(text: str, path: Path) -> None:
             for item in node.value:
                 walk(item, key_path)
 
-    if root is not None:
-        walk(root, ())
+    walk(root, ())
     if found:
         raise RecipeError(
             f"{path}: refused to load: recipes are read with safe YAML loading and never run "
@@ -388,9 +595,17 @@ def _parse_value(value_text: str, annotation: Any, origin: str) -> Any:
             return None
         return value_text
     try:
-        return yaml.safe_load(value_text) if value_text else None
+        value = yaml.load(value_text, Loader=RecipeLoader) if value_text else None  # noqa: S506 - safe
     except yaml.YAMLError as exc:
         raise RecipeError(f"{origin}: the value is not valid YAML ({_problem(exc)})") from None
+    if isinstance(value, str) and args & {int, float} and _NUMBER.match(value):
+        # YAML 1.1 reads 1e23 (no dot) as text; for a numeric key it is the number, so that the
+        # schema checks its range and names the bound.
+        value = float(value)
+    return value
+
+
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 def _set_path(raw: dict[str, Any], key_path: list[str], value: Any, origin: str) -> None:
@@ -410,7 +625,8 @@ def _set_path(raw: dict[str, Any], key_path: list[str], value: Any, origin: str)
 
 def _format_validation_error(exc: ValidationError, source: str, origins: _Origins) -> str:
     lines = [f"{source}: the recipe is not valid ({exc.error_count()} problem(s)):"]
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors[:_MAX_ERRORS_SHOWN]:
         loc = [str(p) for p in error["loc"] if not _is_union_tag(p)]
         key = ".".join(loc) or "(top level)"
         where = origins.find(loc)
@@ -422,13 +638,23 @@ def _format_validation_error(exc: ValidationError, source: str, origins: _Origin
                 detail += f"\n    allowed here: {', '.join(sorted(allowed))}"
         elif error["type"] == "missing":
             detail = "required key is missing; add it"
+        elif error["type"] == "int_parsing_size":  # beyond 64 bits: name the key's own bound
+            bound = _upper_bound(loc)
+            detail = "too large" + (
+                f"; Input should be less than or equal to {bound}" if bound is not None else ""
+            ) + f"; got {_short(error.get('input'))}"
         else:
             message = error["msg"].removeprefix("Value error, ")
             value = error.get("input")
             detail = message if isinstance(value, dict) else f"{message}; got {_short(value)}"
         lines.append(f"{header}\n    {detail}")
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        lines.append(f"  ... and {len(errors) - _MAX_ERRORS_SHOWN} more")
     lines.append("See docs/recipe.md for every key, its type and default.")
     return "\n".join(lines)
+
+
+_MAX_ERRORS_SHOWN = 20
 
 
 def _is_union_tag(part: Any) -> bool:
@@ -444,6 +670,20 @@ def _allowed_keys(loc: Sequence[str]) -> dict[str, Any]:
             return {}
         annotation = fields[part].annotation
     return {name: None for m in _models_in(annotation) for name in m.model_fields}
+
+
+def _upper_bound(loc: Sequence[str]) -> Any:
+    """The `le` bound of the field at `loc`, if it has one."""
+    annotation: Any = Recipe
+    info = None
+    for part in loc:
+        fields = {name: f for m in _models_in(annotation) for name, f in m.model_fields.items()}
+        if part not in fields:
+            return None
+        info = fields[part]
+        annotation = info.annotation
+    bounds = [getattr(m, "le", None) for m in (info.metadata if info else [])]
+    return next((b for b in bounds if b is not None), None)
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:

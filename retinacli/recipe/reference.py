@@ -47,7 +47,7 @@ def iter_keys(model: type[BaseModel] = Recipe, prefix: str = "") -> Iterator[Key
             default = info.default_factory()
         yield KeyDoc(
             path,
-            _type_text(info.annotation),
+            _type_text(info.annotation) + _range_text(info.metadata),
             "required" if default is PydanticUndefined else json.dumps(_jsonable(default)),
             info.description or "",
         )
@@ -83,6 +83,25 @@ def _submodels(annotation: Any) -> list[type[BaseModel]]:
 def _type_text(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
     return text.replace("Literal", "one of ").replace("|", "\\|")
+
+
+def _range_text(metadata: list[Any]) -> str:
+    """The field's numeric range as `in [1, 4096]`, `in (0, 1)`, `>= 0` or `> 0` ('' if none)."""
+    low = next((("[", m.ge) for m in metadata if getattr(m, "ge", None) is not None), None)
+    low = low or next((("(", m.gt) for m in metadata if getattr(m, "gt", None) is not None), None)
+    high = next(((m.le, "]") for m in metadata if getattr(m, "le", None) is not None), None)
+    high = high or next(((m.lt, ")") for m in metadata if getattr(m, "lt", None) is not None), None)
+    if low and high:
+        return f" in {low[0]}{_number(low[1])}, {_number(high[0])}{high[1]}"
+    if low:
+        return f" {'>=' if low[0] == '[' else '>'} {_number(low[1])}"
+    if high:
+        return f" {'<=' if high[1] == ']' else '<'} {_number(high[0])}"
+    return ""
+
+
+def _number(value: Any) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"  # as the schema's errors write it
 
 
 def _jsonable(value: Any) -> Any:

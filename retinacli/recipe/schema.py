@@ -7,6 +7,10 @@ dataset is detectron2's RetinaNet R50-FPN 1x. Every model is frozen: a recipe is
 at the edge and never mutated.
 
 Each field's description is its documentation; `docs/recipe.md` is checked against it.
+
+Every number has an upper bound a detectron2 user could need and no more (the `MAX_*` constants
+below say why), so that no recipe, from whomever it comes, makes a command allocate or loop
+without end; infinite and NaN floats are refused everywhere (`allow_inf_nan=False`).
 """
 
 from __future__ import annotations
@@ -17,18 +21,42 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from retinacli.recipe.anchor_sizes import AnchorSizeError, parse_anchor_sizes
+from retinacli.recipe.anchor_sizes import MAX_SCALES, AnchorSizeError, parse_anchor_sizes
 
 ResNetStage = Literal["res2", "res3", "res4", "res5"]
 Norm = Literal["FrozenBN", "BN", "GN", "SyncBN"]
 _STAGES = ("res2", "res3", "res4", "res5")
 _STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
+MAX_ITERATIONS = 10**8
+"""Iterations (max_iter, steps, warmup, periods): detectron2's longest model-zoo schedule is
+270000 iterations; 10**8 is a year at 3 iterations per second."""
+MAX_IMAGE_SIDE = 10_000
+"""Resize sizes and anchor sizes in pixels: detectron2 resizes COCO and LVIS to at most 1333 and
+tests at up to 1600-2000; aerial images are tiled. At 10000 px a single image's p3 features
+already take 10000**2 / 64 * 256 * 4 bytes = 1.6 GB."""
+MAX_CHANNELS = 4096
+"""Feature channels (FPN, stem): detectron2 uses 256 for the FPN; the widest published
+RetinaNet variants use 512 to 1024."""
+MAX_CLASSES = 10_000
+"""Object classes: LVIS has 1203, Objects365 365, Open Images 601."""
+MAX_IMAGES_PER_BATCH = 4096
+"""Training images per iteration over all processes: detectron2's large-batch runs use 256."""
+MAX_TEST_IMAGES_PER_BATCH = 256
+"""Inference images per batch in one process (detectron2 uses 1)."""
+MAX_WORKERS = 256
+"""Data-loading processes per training process (the largest machines have 256 cores)."""
+MAX_ANCHOR_RATIOS = 64
+"""Aspect ratios per level (detectron2 uses 3); `anchor_sizes.MAX_SCALES` bounds sizes per level."""
+MAX_SEED = 2**32 - 1
+"""Seeds: numpy's legacy generator takes seeds below 2**32."""
+
 
 class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors and values never change."""
+    """Base of every recipe section: unknown keys are errors, values never change, and floats
+    are finite (`inf`, `nan` and a YAML `.inf` are refused with the key)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- model
@@ -58,11 +86,13 @@ class BackboneConfig(Section):
         description="Bottlenecks put the stride-2 in the first 1x1 convolution (MSRA/Caffe2 "
         "weights) instead of the 3x3 one (torchvision weights). Ignored for depth 18/34.",
     )
-    stem_out_channels: int = Field(64, ge=1, description="Channels out of the 7x7 stem.")
+    stem_out_channels: int = Field(64, ge=1, le=MAX_CHANNELS, description="Channels out of the 7x7 stem.")
     res2_out_channels: int = Field(
         256,
         ge=1,
-        description="Channels out of res2; doubled per stage after it. Must be 64 for depth 18/34.",
+        le=MAX_CHANNELS // 8,
+        description="Channels out of res2; doubled per stage after it (res5 has 8 times as many, "
+        "so at most 4096). Must be 64 for depth 18/34.",
     )
     out_features: list[ResNetStage] = Field(
         default_factory=lambda: ["res3", "res4", "res5"],
@@ -93,7 +123,7 @@ class FPNConfig(Section):
         description="Backbone stages the pyramid is built from, consecutive and in order; "
         "res3..res5 give p3..p5, and the top block adds p6 and p7.",
     )
-    out_channels: int = Field(256, ge=1, description="Channels of every pyramid level.")
+    out_channels: int = Field(256, ge=1, le=MAX_CHANNELS, description="Channels of every pyramid level.")
     norm: Literal["none", "BN", "GN", "SyncBN"] = Field(
         "none", description="Normalisation in the lateral and output convolutions."
     )
@@ -132,7 +162,8 @@ class AnchorsConfig(Section):
 
     sizes: list[list[float]] = Field(
         default_factory=lambda: parse_anchor_sizes("32..512", scales=3),
-        description="Anchor side lengths in input pixels, one list per level. Accepts "
+        description="Anchor side lengths in input pixels (at most 10000, at most 64 per level), "
+        "one list per level. Accepts "
         "'32..512' (doubling per level, expanded by scales), a list of base sizes per level "
         "([32, 64, 128, 256, 512], expanded by scales) or explicit per-level lists (one inner "
         "list applies to every level). Default: '32..512' with scales 3.",
@@ -140,13 +171,14 @@ class AnchorsConfig(Section):
     scales: int | None = Field(
         None,
         ge=1,
+        le=MAX_SCALES,
         description="Sizes per level for the compact forms of sizes: base x becomes "
         "[x * 2**(i/scales) for i < scales]. Input only: the resolved recipe holds explicit sizes.",
     )
     aspect_ratios: list[list[float]] = Field(
         default_factory=lambda: [[0.5, 1.0, 2.0]],
-        description="Height/width ratios, one list per level or one list for every level "
-        "(a flat list such as [0.5, 1, 2] also means every level).",
+        description="Height/width ratios in [0.001, 1000], at most 64 per level; one list per level "
+        "or one list for every level (a flat list such as [0.5, 1, 2] also means every level).",
     )
     offset: float = Field(
         0.0,
@@ -174,21 +206,34 @@ class AnchorsConfig(Section):
             data["aspect_ratios"] = [ratios]
         return data
 
+    @field_validator("sizes")
+    @classmethod
+    def _bounded_sizes(cls, value: list[list[float]]) -> list[list[float]]:
+        if any(len(level) > MAX_SCALES for level in value):
+            raise ValueError(f"anchors.sizes takes at most {MAX_SCALES} sizes per level (detectron2 uses 3)")
+        if any(size > MAX_IMAGE_SIDE for level in value for size in level):
+            raise ValueError(f"anchor sizes must be at most {MAX_IMAGE_SIDE} pixels, the largest image side")
+        return value
+
     @field_validator("aspect_ratios")
     @classmethod
     def _positive_ratios(cls, value: list[list[float]]) -> list[list[float]]:
         if not value or any(not level for level in value):
             raise ValueError("aspect_ratios needs at least one ratio per level")
-        if any(not math.isfinite(r) or r <= 0 for level in value for r in level):
-            raise ValueError("aspect ratios must be positive numbers")
+        if any(len(level) > MAX_ANCHOR_RATIOS for level in value):
+            raise ValueError(f"aspect_ratios takes at most {MAX_ANCHOR_RATIOS} ratios per level (detectron2 uses 3)")
+        if any(not math.isfinite(r) or not 1e-3 <= r <= 1e3 for level in value for r in level):
+            raise ValueError("aspect ratios must be positive numbers in [0.001, 1000]")
         return value
 
 
 class HeadConfig(Section):
     """The classification and box-regression subnets (detectron2 `MODEL.RETINANET`)."""
 
-    num_classes: int = Field(80, ge=1, description="Number of object classes, without background.")
-    num_convs: int = Field(4, ge=0, description="3x3 convolutions (+ ReLU) in each subnet.")
+    num_classes: int = Field(
+        80, ge=1, le=MAX_CLASSES, description="Number of object classes, without background."
+    )
+    num_convs: int = Field(4, ge=0, le=32, description="3x3 convolutions (+ ReLU) in each subnet.")
     norm: Literal["none", "BN", "GN", "SyncBN"] = Field(
         "none",
         description="Normalisation after each subnet convolution: GN is shared across levels; BN "
@@ -209,6 +254,7 @@ class MatcherConfig(Section):
 
     iou_thresholds: list[float] = Field(
         default_factory=lambda: [0.4, 0.5],
+        max_length=16,
         description="Increasing IoU thresholds splitting [0, 1] into len+1 intervals.",
     )
     iou_labels: list[Literal[-1, 0, 1]] = Field(
@@ -292,7 +338,7 @@ class TestConfig(Section):
         description="Candidates need a score strictly above this (so 1.0 would keep nothing).",
     )
     topk_candidates: int = Field(
-        1000, ge=1, description="Best candidates kept per level before NMS."
+        1000, ge=1, le=100_000, description="Best candidates kept per level before NMS."
     )
     nms_thresh: float = Field(
         0.5,
@@ -300,7 +346,9 @@ class TestConfig(Section):
         le=1.0,
         description="Class-wise NMS suppresses boxes with IoU above this (1.0 suppresses nothing).",
     )
-    detections_per_image: int = Field(100, ge=1, description="Detections kept per image.")
+    detections_per_image: int = Field(
+        100, ge=1, le=10_000, description="Detections kept per image (LVIS evaluations keep 300)."
+    )
 
 
 class ModelConfig(Section):
@@ -428,19 +476,19 @@ class ShapesDataset(Section):
     split: Literal["train", "test"] = Field(
         "train", description="Which split of the generator (they use different seeds)."
     )
-    num_images: int = Field(256, ge=1, description="Images in this split.")
+    num_images: int = Field(256, ge=1, le=100_000, description="Images in this split (written to cache_dir).")
     image_size: list[int] = Field(
         default_factory=lambda: [192, 256],
-        description="Smallest and largest image side in pixels [min, max].",
+        description="Smallest and largest image side in pixels [min, max], at most 4096.",
     )
-    seed: int = Field(0, description="Same seed, same images and boxes.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Same seed, same images and boxes.")
     classes: list[Literal["circle", "square", "triangle", "diamond", "cross"]] = Field(
         default_factory=lambda: ["circle", "square", "triangle"],
         description="The shapes to draw, in class order (category id i + 1 is classes[i]).",
     )
     objects_per_image: list[int] = Field(
         default_factory=lambda: [0, 6],
-        description="Fewest and most objects per image [min, max] (0 allows empty images).",
+        description="Fewest and most objects per image [min, max] (0 allows empty images; at most 1000).",
     )
     cache_dir: str = Field(
         "${RETINA_CACHE:-.cache/retinacli}/shapes",
@@ -450,15 +498,15 @@ class ShapesDataset(Section):
     @field_validator("image_size")
     @classmethod
     def _size_range(cls, value: list[int]) -> list[int]:
-        if len(value) != 2 or value[0] < 32 or value[1] < value[0]:
-            raise ValueError("image_size must be [min, max] with 32 <= min <= max")
+        if len(value) != 2 or value[0] < 32 or value[1] < value[0] or value[1] > 4096:
+            raise ValueError("image_size must be [min, max] with 32 <= min <= max <= 4096")
         return value
 
     @field_validator("objects_per_image")
     @classmethod
     def _count_range(cls, value: list[int]) -> list[int]:
-        if len(value) != 2 or value[0] < 0 or value[1] < value[0]:
-            raise ValueError("objects_per_image must be [min, max] with 0 <= min <= max")
+        if len(value) != 2 or value[0] < 0 or value[1] < value[0] or value[1] > 1000:
+            raise ValueError("objects_per_image must be [min, max] with 0 <= min <= max <= 1000")
         return value
 
     @field_validator("classes")
@@ -482,19 +530,20 @@ class ResizeConfig(Section):
 
     short_sizes: list[int] = Field(
         default_factory=lambda: [800],
-        description="Short-side lengths in pixels: one is chosen per image ('choice'), or "
-        "[min, max] to sample from ('range').",
+        max_length=64,
+        description="Short-side lengths in pixels (at most 10000): one is chosen per image "
+        "('choice'), or [min, max] to sample from ('range').",
     )
     sampling: Literal["choice", "range"] = Field(
         "choice", description="How the short side is picked from short_sizes."
     )
-    max_size: int = Field(1333, ge=1, description="Cap on the long side in pixels.")
+    max_size: int = Field(1333, ge=1, le=MAX_IMAGE_SIDE, description="Cap on the long side in pixels.")
 
     @field_validator("short_sizes")
     @classmethod
     def _positive(cls, value: list[int]) -> list[int]:
-        if not value or any(s < 1 for s in value):
-            raise ValueError("short_sizes must be a non-empty list of positive pixel counts")
+        if not value or any(not 1 <= s <= MAX_IMAGE_SIDE for s in value):
+            raise ValueError(f"short_sizes must be a non-empty list of pixel counts in 1..{MAX_IMAGE_SIDE}")
         return value
 
     @model_validator(mode="after")
@@ -531,7 +580,10 @@ class ExpandAugmentConfig(Section):
 
     prob: float = Field(0.0, ge=0.0, le=1.0, description="Probability per image; 0 turns it off.")
     max_ratio: float = Field(
-        2.0, ge=1.0, description="The canvas is r times the image's sides, r uniform in [1, max_ratio]."
+        2.0,
+        ge=1.0,
+        le=10.0,
+        description="The canvas is r times the image's sides, r uniform in [1, max_ratio] (SSD uses 4).",
     )
 
 
@@ -560,8 +612,10 @@ class ScaleJitterAugmentConfig(Section):
     the resize gave, so batch shapes do not change."""
 
     prob: float = Field(0.0, ge=0.0, le=1.0, description="Probability per sample; 0 turns it off.")
-    min_scale: float = Field(0.5, gt=0.0, description="Smallest scale factor.")
-    max_scale: float = Field(1.5, gt=0.0, description="Largest scale factor.")
+    min_scale: float = Field(0.5, gt=0.0, le=10.0, description="Smallest scale factor.")
+    max_scale: float = Field(
+        1.5, gt=0.0, le=10.0, description="Largest scale factor (large-scale jitter uses 2.0)."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ScaleJitterAugmentConfig:
@@ -616,7 +670,7 @@ class TrainDataConfig(Section):
         "horizontal", description="Random flip with probability 0.5."
     )
     images_per_batch: int = Field(
-        16, ge=1, description="Images per iteration, summed over all processes."
+        16, ge=1, le=MAX_IMAGES_PER_BATCH, description="Images per iteration, summed over all processes."
     )
     aspect_ratio_grouping: bool = Field(
         True, description="Batch landscape and portrait images separately (less padding)."
@@ -669,6 +723,7 @@ class TestDataConfig(Section):
     images_per_batch: int = Field(
         1,
         ge=1,
+        le=MAX_TEST_IMAGES_PER_BATCH,
         description="Images per inference batch. 1 is detectron2's choice: padding several "
         "images into one tensor changes features near their borders and so the detections.",
     )
@@ -696,7 +751,9 @@ class DataConfig(Section):
         "images_per_batch default to data.test's.",
     )
     test: TestDataConfig = Field(default_factory=TestDataConfig)
-    num_workers: int = Field(4, ge=0, description="Data-loading worker processes per process.")
+    num_workers: int = Field(
+        4, ge=0, le=MAX_WORKERS, description="Data-loading worker processes per process."
+    )
     fix_bad_boxes: bool = Field(
         True,
         description="Clip boxes reaching outside their image and drop boxes of zero size, "
@@ -791,7 +848,9 @@ class SolverConfig(Section):
     )
     steps: list[int] = Field(
         default_factory=lambda: [60000, 80000],
-        description="Iterations at which WarmupMultiStepLR multiplies the rate by gamma; steps "
+        max_length=100,
+        description="Iterations (at most 100 steps, each at most 10**8) at which WarmupMultiStepLR "
+        "multiplies the rate by gamma; steps "
         "past max_iter are ignored with a note, as detectron2 does, and a step equal to max_iter "
         "is refused.",
     )
@@ -802,30 +861,36 @@ class SolverConfig(Section):
     warmup_factor: float = Field(
         0.001, gt=0.0, le=1.0, description="The warmup starts at base_lr times this."
     )
-    warmup_iters: int = Field(1000, ge=0, description="Iterations of warmup.")
+    warmup_iters: int = Field(1000, ge=0, le=MAX_ITERATIONS, description="Iterations of warmup.")
     warmup_method: Literal["linear", "constant"] = Field(
         "linear",
         description="Ramp linearly to the schedule's value at the end of warmup, or hold the "
         "start value (base_lr * warmup_factor).",
     )
     num_decays: int = Field(
-        3, ge=1, description="WarmupStepWithFixedGammaLR: how many equal steps of gamma."
+        3, ge=1, le=100, description="WarmupStepWithFixedGammaLR: how many equal steps of gamma."
     )
     rescale_interval: bool = Field(
         False,
         description="Run the schedule over the iterations after warmup instead of the whole run "
         "(detectron2's SOLVER.RESCALE_INTERVAL).",
     )
-    max_iter: int = Field(90000, ge=1, description="Training iterations.")
+    max_iter: int = Field(
+        90000, ge=1, le=MAX_ITERATIONS, description="Training iterations (at most 10**8)."
+    )
     checkpoint_period: int = Field(
-        5000, ge=1, description="Save a checkpoint every this many iterations (and at the end)."
+        5000,
+        ge=1,
+        le=MAX_ITERATIONS,
+        description="Save a checkpoint every this many iterations (and at the end).",
     )
     keep_checkpoints: int = Field(
-        3, ge=1, description="Periodic checkpoints kept on disk (model_final.pth always stays)."
+        3, ge=1, le=10_000, description="Periodic checkpoints kept on disk (model_final.pth always stays)."
     )
     early_stop_patience: int | None = Field(
         None,
         ge=1,
+        le=MAX_ITERATIONS,
         description="Stop when eval.best_metric has not improved for this many evaluations of "
         "data.val; null trains to max_iter.",
     )
@@ -836,6 +901,8 @@ class SolverConfig(Section):
     def _increasing(cls, value: list[int]) -> list[int]:
         if any(value[i] >= value[i + 1] for i in range(len(value) - 1)) or any(v < 1 for v in value):
             raise ValueError("steps must be positive and strictly increasing")
+        if any(v > MAX_ITERATIONS for v in value):
+            raise ValueError(f"steps must be at most {MAX_ITERATIONS} iterations")
         return value
 
     @field_validator("betas")
@@ -880,16 +947,19 @@ class Recipe(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     solver: SolverConfig = Field(default_factory=SolverConfig)
     eval_period: int = Field(
-        0, ge=0, description="Evaluate every this many iterations; 0 evaluates only at the end."
+        0, ge=0, le=MAX_ITERATIONS, description="Evaluate every this many iterations; 0 evaluates only at the end."
     )
     eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
-    log_period: int = Field(20, ge=1, description="Log metrics every this many iterations.")
+    log_period: int = Field(
+        20, ge=1, le=MAX_ITERATIONS, description="Log metrics every this many iterations."
+    )
     output_dir: str = Field(
         "output", description="Where checkpoints, metrics, TensorBoard files and evaluations go."
     )
     seed: int = Field(
         0,
         ge=0,
+        le=MAX_SEED,
         description="Seed of every random choice (initialisation, sampling, augmentation). "
         "detectron2 defaults to a random seed; a fixed one makes runs reproducible.",
     )
@@ -904,7 +974,7 @@ class Recipe(Section):
         description="When a loss becomes infinite or NaN: stop with an error, or reload the last "
         "good checkpoint and go on with the learning rate lowered.",
     )
-    max_rollbacks: int = Field(3, ge=0, description="Rollbacks allowed before stopping.")
+    max_rollbacks: int = Field(3, ge=0, le=1000, description="Rollbacks allowed before stopping.")
     rollback_lr_factor: float = Field(
         0.5, gt=0.0, lt=1.0, description="Each rollback multiplies the learning rate by this."
     )

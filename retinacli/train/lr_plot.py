@@ -2,11 +2,15 @@
 and a PNG.
 
 The curve uses exactly the values `Schedule.lr_at` gives (the same method the training scheduler
-calls, on a schedule checked when it was built), so what is plotted is what training uses.
+calls, on a schedule checked when it was built), so what is plotted is what training uses. Its
+cost is bounded: a schedule of up to `MAX_CURVE_POINTS` iterations is computed at every
+iteration, a longer one (a recipe may ask for 10**8) at an even sample of that many iterations
+plus each key point and the iteration before it, so steps still draw as drops.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 from collections.abc import Sequence
@@ -23,6 +27,10 @@ KeyPointKind = Literal["start", "warmup_end", "step", "end"]
 _BRAILLE_BASE = 0x2800
 _BRAILLE_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
 
+MAX_CURVE_POINTS = 300_000
+"""The most iterations whose rate a curve holds (detectron2's 3x schedule has 270000): a list of
+this many floats takes a few MB."""
+
 
 @dataclass(frozen=True)
 class KeyPoint:
@@ -34,9 +42,45 @@ class KeyPoint:
     lr: float
 
 
-def lr_curve(schedule: Schedule) -> list[float]:
-    """The learning rate of each iteration 0 <= i < max_iter (about 50 ms for 90k iterations)."""
-    return [schedule.lr_at(i) for i in range(schedule.max_iter)]
+class LrCurve(list[float]):
+    """Learning rates: `self[k]` is the rate of iteration `iterations[k]` (increasing) of a
+    schedule of `max_iter` iterations. With every iteration present (`complete`), `self[i]` is
+    iteration i's rate and the curve equals `[lr_at(i) for i in range(max_iter)]`."""
+
+    def __init__(self, values: Sequence[float], *, iterations: Sequence[int], max_iter: int) -> None:
+        super().__init__(values)
+        if len(iterations) != len(self):
+            raise ValueError(f"iterations: {len(iterations)} for {len(self)} values")
+        self.iterations = iterations
+        self.max_iter = max_iter
+
+    @property
+    def complete(self) -> bool:
+        return len(self) == self.max_iter
+
+
+def lr_curve(schedule: Schedule) -> LrCurve:
+    """The learning rate of each iteration 0 <= i < max_iter (about 50 ms for 90k iterations);
+    for more than `MAX_CURVE_POINTS` iterations, of an even sample of that many iterations plus
+    each key point and the iteration before it (see the module docstring)."""
+    n = schedule.max_iter
+    iterations: Sequence[int]
+    if n <= MAX_CURVE_POINTS:
+        iterations = range(n)
+    else:
+        picked = {k * (n - 1) // (MAX_CURVE_POINTS - 1) for k in range(MAX_CURVE_POINTS)}
+        for point in key_points(schedule):
+            picked.update((point.iteration, max(0, point.iteration - 1)))
+        iterations = sorted(picked)
+    return LrCurve([schedule.lr_at(i) for i in iterations], iterations=iterations, max_iter=n)
+
+
+def _iterations_of(curve: Sequence[float]) -> tuple[Sequence[int], int]:
+    """The iteration of each value of `curve` and the schedule's length: an `LrCurve` says; a
+    plain sequence holds every iteration."""
+    if isinstance(curve, LrCurve):
+        return curve.iterations, curve.max_iter
+    return range(len(curve)), len(curve)
 
 
 def key_points(schedule: Schedule) -> list[KeyPoint]:
@@ -62,8 +106,10 @@ def chart_marks(points: Sequence[KeyPoint]) -> list[tuple[int, str]]:
 
 
 def curve_json(curve: Sequence[float]) -> list[dict[str, float | int]]:
-    """`[{"iteration": i, "lr": x}, ...]`, the `--json` output."""
-    return [{"iteration": i, "lr": lr} for i, lr in enumerate(curve)]
+    """`[{"iteration": i, "lr": x}, ...]`, the `--json` output: every iteration of the curve (of
+    a sampled `LrCurve`, its sampled iterations)."""
+    iterations, _ = _iterations_of(curve)
+    return [{"iteration": i, "lr": lr} for i, lr in zip(iterations, curve, strict=True)]
 
 
 def _fmt_lr(value: float) -> str:
@@ -77,9 +123,9 @@ def render_terminal_chart(
     height: int,
     marks: Sequence[tuple[int, str]] = (),
 ) -> str:
-    """A braille line chart of `curve` (lr per iteration), `width` x `height` character cells for
-    the plot area, with a y-axis labelled with the max and min rate, an x-axis from 0 to
-    len(curve) - 1, and a row of `┴` under the columns holding each mark's iteration, followed
+    """A braille line chart of `curve` (lr per iteration, or an `LrCurve`), `width` x `height`
+    character cells for the plot area, with a y-axis labelled with the max and min rate, an x-axis
+    from 0 to the last iteration, and a row of `┴` under the columns holding each mark's iteration, followed
     by a legend line. Each column shows the span of rates in its iterations (vertical strokes at
     steps). Needs width >= 8 and height >= 2.
     """
@@ -87,7 +133,7 @@ def render_terminal_chart(
         raise ValueError(f"chart size: needs width >= 8 and height >= 2, got {width}x{height}")
     if not curve:
         raise ValueError("curve: is empty; nothing to draw")
-    n = len(curve)
+    iterations, n = _iterations_of(curve)
     dots_x, dots_y = width * 2, height * 4
     top, bottom = max(curve), min(0.0, min(curve))
     span = top - bottom if top > bottom else 1.0
@@ -100,16 +146,19 @@ def render_terminal_chart(
         return min(dots_x - 1, iteration * dots_x // n)
 
     cells = [[0] * width for _ in range(height)]
-    previous_last = -1  # last iteration drawn by the previous dot column
+    previous_last = -1  # index in `curve` of the last value drawn by the previous dot column
     for col in range(dots_x):
         first = col * n // dots_x
         last = max(first, (col + 1) * n // dots_x - 1)
-        chunk = curve[first : last + 1]
+        start, stop = bisect.bisect_left(iterations, first), bisect.bisect_right(iterations, last)
+        if start == stop:
+            continue  # a sampled curve without a value in this column's iterations
+        chunk = curve[start:stop]
         low, high = min(chunk), max(chunk)
-        if 0 <= previous_last < first:
+        if previous_last >= 0 and iterations[previous_last] < first:
             # Join the previous column's last value, so that drops (steps) draw as vertical lines.
             low, high = min(low, curve[previous_last]), max(high, curve[previous_last])
-        previous_last = last
+        previous_last = stop - 1
         for row in range(dot_row(high), dot_row(low) + 1):
             cells[row // 4][col // 2] |= _BRAILLE_BITS[col % 2][row % 4]
 
@@ -154,7 +203,8 @@ def save_png(
     fig = Figure(figsize=(8, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(range(len(curve)), list(curve), color="tab:blue", linewidth=1.5)
+    iterations, n = _iterations_of(curve)
+    ax.plot(list(iterations), list(curve), color="tab:blue", linewidth=1.5)
     top = max(curve) if curve else 1.0
     for iteration, label in marks:
         ax.axvline(iteration, color="tab:gray", linestyle="--", linewidth=0.8)
@@ -169,7 +219,7 @@ def save_png(
     ax.set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.set_title(title)
-    ax.set_xlim(0, max(len(curve) - 1, 1))
+    ax.set_xlim(0, max(n - 1, 1))
     ax.set_ylim(bottom=0.0, top=top * 1.05 if top > 0 and math.isfinite(top) else 1.0)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()

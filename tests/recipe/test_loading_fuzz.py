@@ -144,6 +144,8 @@ def _expressions():
             st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "//", "%", "**"]), inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
             st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"),
             st.tuples(inner, inner).map(lambda t: f"[{t[0]} for x in {t[1]}]"),
+            # comprehensions over long literal lists, nested: the global step budget's case
+            st.tuples(inner, st.integers(1, 400)).map(lambda t: f"[{t[0]} for y in [{', '.join(['1'] * t[1])}]]"),
             st.tuples(inner, st.sampled_from(["()", ".real", "[0]", " if 1 else 2", ""])).map("".join),
         ),
         max_leaves=10,
@@ -159,3 +161,38 @@ def test_safe_expressions(expression: str):
     except UnsafeExpressionError as exc:
         assert str(exc)
     assert not MARKER.exists()
+
+
+@FUZZ
+@given(
+    levels=st.integers(1, 12),
+    width=st.integers(1, 12),
+    key=st.sampled_from(KEYS),
+    flow=st.booleans(),
+)
+def test_alias_chains(levels: int, width: int, key: str, flow: bool):
+    # width**levels values once expanded: small ones are values like any other, large ones must
+    # be refused quickly (the deadline), never expanded
+    lines = [f"x0: &x0 [{', '.join(['1'] * width)}]"]
+    for level in range(1, levels + 1):
+        lines.append(f"x{level}: &x{level} [{', '.join([f'*x{level - 1}'] * width)}]")
+    parts = key.split(".")
+    if flow:
+        nested = "*x" + str(levels)
+        for part in reversed(parts):
+            nested = "{" + f"{part}: {nested}" + "}"
+        lines.append(f"use: {nested}")
+    else:
+        lines += [f"{'  ' * i}{part}:" for i, part in enumerate(parts)]
+        lines[-1] += f" *x{levels}"
+    result = _load_text("\n".join(lines) + "\n", "recipe: YAML alias chains")
+    assert result is None or isinstance(result, Recipe)
+
+
+@FUZZ
+@given(depth=st.integers(0, 4000), opener=st.sampled_from(["[", "{a: "]), key=st.sampled_from(KEYS))
+def test_nesting(depth: int, opener: str, key: str):
+    closer = "]" if opener == "[" else "}"
+    text = f"{key.split('.')[0]}: {opener * depth}1{closer * depth}\n"
+    result = _load_text(text, "recipe: YAML nesting depth")
+    assert result is None or isinstance(result, Recipe)
