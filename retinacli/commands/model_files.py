@@ -5,6 +5,12 @@ A *model file* is the self-contained form `retina eval` and `retina predict` tak
 (`files.FORMAT_MARKER`), the model's state dict (`model`), the resolved recipe (`recipe`), the
 classes (`classes`: names and dataset ids) and the loss normaliser. Training checkpoints are model
 files too: they add optimizer, scheduler, iteration and RNG state.
+
+A model file may come from a stranger, so its stored recipe is not trusted to size anything:
+it is validated by the schema (whose bounds cap every size), then compared with the tensors the
+file carries (`check_recipe_fits_tensors`: the recipe keys that set shapes, then every tensor
+against a model built on PyTorch's `meta` device, which allocates nothing), and only then is the
+model built.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from retinacli.build import build_model
 from retinacli.engine.detector import RetinaNet
 from retinacli.errors import CheckpointError
@@ -23,7 +31,8 @@ from retinacli.evaluation.classes import ClassInfo
 from retinacli.files import FORMAT_MARKER, FORMAT_VERSION, read_retinacli_file, save_torch
 from retinacli.recipe import Override, Recipe, recipe_from_dict, recipe_to_dict
 from retinacli.recipe.loading import upgrade_stored_recipe
-from retinacli.weights.loading import load_exactly
+from retinacli.recipe.schema import ModelConfig
+from retinacli.weights.loading import describe_state_mismatch, load_exactly
 
 
 @dataclass
@@ -91,7 +100,6 @@ def load_detector(
         )
     stored = upgrade_stored_recipe(data["recipe"], format_version=data["format_version"])
     recipe = recipe_from_dict(stored, overrides, source=f"{target} (stored recipe)")
-    model = build_model(recipe.model)
     # A checkpoint of a run with solver.ema holds the moving average too: it is what evaluations
     # used, so it is the model the file stands for.
     ema = data.get("ema")
@@ -99,12 +107,10 @@ def load_detector(
     state = ema["model"] if uses_ema else data["model"]
     if data["format_version"] < 2 and recipe.model.head.norm in ("BN", "SyncBN"):
         state = _per_level_head_statistics(state, num_levels=len(recipe.model.fpn.level_names))
-    load_exactly(
-        model,
-        state,
-        source=str(target),
-        fix="the file is damaged, or --set changed the architecture",
-    )
+    fix = "the file is damaged, or --set changed the architecture"
+    check_recipe_fits_tensors(recipe.model, state, source=str(target), fix=fix)
+    model = build_model(recipe.model)
+    load_exactly(model, state, source=str(target), fix=fix)
     model.loss_normalizer = float(data.get("loss_normalizer", model.loss_normalizer))
     model.eval()
     classes_data = data.get("classes")
@@ -127,3 +133,59 @@ def load_detector(
         path=target,
         uses_ema=uses_ema or bool((data.get("best") or {}).get("ema")),
     )
+
+
+_BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+_SUBNET_CONV = re.compile(r"^head\.cls_subnet\.(\d+)\.weight$")
+_RES4_BLOCK = re.compile(r"^backbone\.body\.layer3\.(\d+)\.conv1\.weight$")
+
+
+def check_recipe_fits_tensors(model: ModelConfig, state: dict[str, Any], *, source: str, fix: str) -> None:
+    """Raise CheckpointError `<source>: the weights do not fit ...` unless the tensors of `state`
+    have the shapes the recipe's `model` section implies, before any model is built.
+
+    The recipe keys that set shapes are checked first, so that the message names the key and
+    both values (model.fpn.out_channels, model.backbone.stem_out_channels, anchors per location,
+    model.head.num_classes, model.head.num_convs, model.backbone.depth); then every tensor name
+    and shape against a model built on the `meta` device (shapes only, no memory).
+    """
+
+    def refuse(detail: str) -> None:
+        raise CheckpointError(f"{source}: the weights do not fit the model: {detail}; {fix}")
+
+    anchors = len(model.anchors.sizes[0]) * len(model.anchors.aspect_ratios[0])
+    stem, channels, classes = model.backbone.stem_out_channels, model.fpn.out_channels, model.head.num_classes
+    for key, value, name, implied, what in (
+        ("model.backbone.stem_out_channels", stem, "backbone.body.conv1.weight", stem, "output channels"),
+        ("model.fpn.out_channels", channels, f"backbone.fpn.output_convs.{model.fpn.level_names[0]}.weight",
+         channels, "output channels"),
+        ("anchors per location (model.anchors sizes x aspect_ratios)", anchors, "head.bbox_pred.weight",
+         4 * anchors, "output channels (4 per anchor)"),
+        ("model.head.num_classes", classes, "head.cls_score.weight", classes * anchors,
+         f"output channels ({anchors} anchors x classes)"),
+    ):
+        tensor = state.get(name)
+        if not isinstance(tensor, torch.Tensor) or tensor.dim() == 0:
+            continue  # the comparison with the meta model below names it
+        if int(tensor.shape[0]) != implied:
+            refuse(
+                f"the recipe's {key} is {value}, so {name} would have {implied} {what}, but the "
+                f"file's has {int(tensor.shape[0])} (shape differs: {tuple(tensor.shape)})"
+            )
+    names = [name for name in state if isinstance(name, str)]
+    subnet = [name for name in names if _SUBNET_CONV.match(name)]
+    convs = sum(1 for name in subnet if isinstance(state[name], torch.Tensor) and state[name].dim() == 4)
+    if subnet and convs != model.head.num_convs:
+        refuse(f"the recipe's model.head.num_convs is {model.head.num_convs}, the file's head.cls_subnet has {convs}")
+    blocks = {int(m[1]) for m in map(_RES4_BLOCK.match, names) if m}
+    expected_blocks = _BLOCKS_PER_STAGE[model.backbone.depth][2]
+    if blocks and len(blocks) != expected_blocks:
+        refuse(
+            f"the recipe's model.backbone.depth {model.backbone.depth} has {expected_blocks} blocks "
+            f"in res4, the file's backbone.body.layer3 has {len(blocks)}"
+        )
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        expected = build_model(model).state_dict()
+    mismatch = describe_state_mismatch(expected, state)
+    if mismatch:
+        refuse(mismatch)
