@@ -22,7 +22,15 @@ def report_command(
         Path | None,
         typer.Option("--out", help="The HTML file to write \\[default: RUN_DIR/report.html].", show_default=False),
     ] = None,
-    gallery: Annotated[int, typer.Option("--gallery", min=0, help="How many evaluation images to draw.")] = 8,
+    gallery: Annotated[
+        int,
+        typer.Option(
+            "--gallery",
+            min=0,
+            help="Also draw N images of the dataset the run's config.yaml names, with predictions "
+            "(read from outside the run folder: use it on runs you made).",
+        ),
+    ] = 0,
     overwrite: ReportOverwriteOption = False,
 ) -> None:
     """One self-contained HTML page of a training run: recipe, curves, evaluations, per-class AP,

@@ -21,7 +21,9 @@ in it is data, read in bounded amounts:
   `RUN_DIR/report.html` included) is replaced only with `--overwrite`.
 
 The gallery reads the dataset that config.yaml names (`data.val` / `data.test`), as training
-did; the result names that dataset (`gallery_source`), and `--gallery 0` reads none.
+did, only when asked (`gallery` > 0, `--gallery N`): those files lie outside the run folder, and
+a run folder from someone else could name any dataset on the machine. The result names that
+dataset (`gallery_source`).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class ReportResult:
     gallery_source: str | None = None
 
 
-def report(run_dir: Path, *, out: Path | None = None, overwrite: bool = False, gallery: int = 8) -> ReportResult:
+def report(run_dir: Path, *, out: Path | None = None, overwrite: bool = False, gallery: int = 0) -> ReportResult:
     """Write the report page of the run in `run_dir` to `out` (default `RUN_DIR/report.html`).
 
     An existing file at `out` (or at the default path) is replaced only with `overwrite`.
@@ -412,7 +414,7 @@ def _gallery(
     """`count` images spread over the evaluated dataset, drawn with predictions and ground truth;
     and the dataset they come from."""
     if count == 0:
-        missing["gallery"] = "no gallery asked for (--gallery 0)"
+        missing["gallery"] = "not asked for: --gallery N draws N images of the run's dataset"
         return [], None
     section = None
     if recipe is not None:

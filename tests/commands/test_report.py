@@ -56,7 +56,7 @@ def _shown(value):
 
 def test_page_numbers_are_those_of_the_metrics_files(finished_run, tmp_path, capsys, monkeypatch):
     out = tmp_path / "page.html"
-    result = run_cli(["report", str(finished_run), "--out", str(out)], capsys, monkeypatch)
+    result = run_cli(["report", str(finished_run), "--out", str(out), "--gallery", "8"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.stdout and "finished" in result.stdout
     page = _cells(out)

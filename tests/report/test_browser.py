@@ -11,7 +11,7 @@ from retinacli.commands.report import report
 def test_report_page_loads_in_chromium_without_errors(finished_run, chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    page_file = report(finished_run, out=tmp_path / "report.html").path
+    page_file = report(finished_run, out=tmp_path / "report.html", gallery=8).path
     problems: list[str] = []
     requested: list[str] = []
     with sync_playwright() as playwright:
