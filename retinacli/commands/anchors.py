@@ -227,12 +227,14 @@ def _numbers_or_text(text: str) -> Any:
     """'0.5,1,2' -> [0.5, 1.0, 2.0]; anything else is passed on as YAML, for the schema to judge."""
     import yaml
 
+    from retinacli.yaml_files import load_bounded
+
     parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
     try:
         return [float(p) for p in parts]
     except ValueError:
         try:
-            return yaml.safe_load(text)
+            return load_bounded(text)
         except yaml.YAMLError:
             return text
 

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from retinacli.build import build_model
-from retinacli.commands.model_files import save_model_file
+from retinacli.commands.model_files import check_recipe_fits_tensors, save_model_file
 from retinacli.errors import CheckpointError, UsageError
 from retinacli.evaluation.classes import ClassInfo
 from retinacli.files import check_output_dir, prepare_output_dir, write_text
@@ -65,7 +67,6 @@ def import_detectron2(
     check_output_dir(out, command=COMMAND, overwrite=overwrite)
     model, unused = None, []
     if weights_path is not None:
-        model = build_model(recipe.model)
         state, kind = read_weights_file(weights_path)
         if kind not in ("detectron2", "detectron2_zoo"):
             raise CheckpointError(
@@ -74,12 +75,21 @@ def import_detectron2(
                 "model.weights instead)"
             )
         mapped, unmapped = detectron2_to_retinacli(state)
+        fix = f"these weights do not belong to {config_path}; pass the weights trained with it"
+        with torch.device("meta"):  # the names and shapes the config implies, nothing allocated
+            names = build_model(recipe.model).state_dict().keys()
+        # The config is a stranger's too: the model it describes is built only once the weights
+        # are known to fit it.
+        check_recipe_fits_tensors(
+            recipe.model, {k: v for k, v in mapped.items() if k in names}, source=str(weights_path), fix=fix
+        )
+        model = build_model(recipe.model)
         expected = model.state_dict()
         load_exactly(
             model,
             {k: v for k, v in mapped.items() if k in expected},
             source=str(weights_path),
-            fix=f"these weights do not belong to {config_path}; pass the weights trained with it",
+            fix=fix,
         )
         unused = [k for k in unmapped if not k.endswith(_HARMLESS_UNMAPPED)]
         unused += [k for k in mapped if k not in expected]

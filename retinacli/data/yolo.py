@@ -42,8 +42,11 @@ from retinacli.data.convert import (
     source_entry,
 )
 from retinacli.errors import DatasetError, UsageError
+from retinacli.yaml_files import FileTooLarge, NotARegularFile, load_bounded, read_regular_file
 
 CLASS_FILES = ("data.yaml", "classes.txt", "labels/classes.txt")
+MAX_DATA_YAML_BYTES = 1 << 20
+"""The largest class list (data.yaml, classes.txt) read: 10000 class names take well under 1 MiB."""
 """Where class names are looked for, relative to the source folder, first found wins."""
 
 _LINK_TODO = "dropped with its image or labels, not read; put the file itself there rather than a symbolic link"
@@ -362,7 +365,7 @@ def _class_names(source: Path, *, given: Sequence[str] | None) -> tuple[str, ...
     found = None
     for relative in CLASS_FILES:
         path = source / relative
-        if path.is_file() or path.is_symlink():
+        if path.exists() or path.is_symlink():
             source_entry(source, relative)  # a class list that is a link to elsewhere: refused
             found = (
                 path,
@@ -387,8 +390,8 @@ def _class_names(source: Path, *, given: Sequence[str] | None) -> tuple[str, ...
 
 def _names_from_yaml(path: Path) -> tuple[str, ...]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = load_bounded(_class_file_text(path))
+    except yaml.YAMLError as exc:
         raise DatasetError(f"{path}: cannot read the YAML ({exc}); fix the file") from None
     if not isinstance(data, dict) or "names" not in data:
         raise DatasetError(f"{path}: no `names:` key; add names: [a, b, c] (index 0, 1, 2)")
@@ -418,11 +421,22 @@ def _names_from_yaml(path: Path) -> tuple[str, ...]:
     return _valid_names(path, names)
 
 
-def _names_from_txt(path: Path) -> tuple[str, ...]:
+def _class_file_text(path: Path) -> str:
+    """The text of a class list (data.yaml or classes.txt), read only from a regular file of at
+    most MAX_DATA_YAML_BYTES (a FIFO or device would block or never end)."""
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+        return read_regular_file(path, max_bytes=MAX_DATA_YAML_BYTES).decode("utf-8-sig")
+    except (NotARegularFile, FileTooLarge) as exc:
+        raise DatasetError(
+            f"{exc}, so it was not read; a class list is a small text file of class names "
+            f"(at most {MAX_DATA_YAML_BYTES // (1 << 20)} MiB)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read the file ({exc}); fix it") from None
+
+
+def _names_from_txt(path: Path) -> tuple[str, ...]:
+    lines = [line.strip() for line in _class_file_text(path).splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return _valid_names(path, lines)

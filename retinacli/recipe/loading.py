@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
-import os
 import re
-import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +28,15 @@ from retinacli.errors import RecipeError
 from retinacli.recipe.anchor_sizes import format_compact
 from retinacli.recipe.safe_expr import UnsafeExpressionError, evaluate
 from retinacli.recipe.schema import Recipe
+from retinacli.yaml_files import (
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    BoundedLoader,
+    FileTooLarge,
+    NotARegularFile,
+    YamlLimitError,
+    read_regular_file,
+)
 
 BASE_KEY = "_base_"
 _PYTHON_TAG_PREFIX = "tag:yaml.org,2002:python/"
@@ -39,15 +46,6 @@ MAX_RECIPE_BYTES = 1 << 20
 model-zoo configs under 2 KiB, so the limit is far above any real recipe, while PyYAML's
 pure-Python reader (whose work grows with the text) never gets a file that would stall a
 command."""
-
-MAX_YAML_NODES = 100_000
-"""The most values (mappings, lists and scalars, each alias counted as the whole value it
-repeats) one YAML document may expand to. A complete recipe has about 200; nine lines of nested
-aliases ("billion laughs") would otherwise expand to 9**9 values and hang every consumer."""
-
-MAX_YAML_DEPTH = 64
-"""The deepest nesting of mappings and lists in one YAML document (a recipe uses 5 levels);
-deeper documents would exhaust the YAML reader's recursion."""
 
 MAX_BASE_FILES = 32
 """The most files one `_base_` chain reads, the recipe included (detectron2's model zoo chains
@@ -218,47 +216,21 @@ def read_recipe_text(path: Path) -> str:
     checked before the file is opened, and again on the opened file (`O_NONBLOCK`, so a FIFO
     swapped in between cannot block either). RecipeError naming the file otherwise."""
     try:
-        info = os.stat(path)
+        data = read_regular_file(path, max_bytes=MAX_RECIPE_BYTES)
     except FileNotFoundError:
         raise RecipeError(f"{path}: file not found; check the path") from None
+    except NotARegularFile as exc:
+        raise RecipeError(
+            f"{path}: is {exc.kind}, not a regular file, so it was not read; pass a recipe YAML file"
+        ) from None
+    except FileTooLarge:
+        raise RecipeError(_too_large(path)) from None
     except OSError as exc:
         raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc}); check the file") from None
-    _require_regular_file(path, info)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc}); check the file") from None
-    with os.fdopen(fd, "rb") as handle:
-        _require_regular_file(path, os.fstat(handle.fileno()))
-        try:
-            data = handle.read(MAX_RECIPE_BYTES + 1)
-        except OSError as exc:
-            raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc}); check the file") from None
-    if len(data) > MAX_RECIPE_BYTES:
-        raise RecipeError(_too_large(path))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecipeError(f"{path}: cannot be read ({exc}); save the recipe as UTF-8 text") from None
-
-
-def _require_regular_file(path: Path, info: os.stat_result) -> None:
-    mode = info.st_mode
-    if stat.S_ISREG(mode):
-        if info.st_size > MAX_RECIPE_BYTES:
-            raise RecipeError(_too_large(path))
-        return
-    kinds = (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a named pipe (FIFO)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
-    raise RecipeError(
-        f"{path}: is {kind}, not a regular file, so it was not read; pass a recipe YAML file"
-    )
 
 
 def _too_large(path: Path) -> str:
@@ -268,64 +240,10 @@ def _too_large(path: Path) -> str:
     )
 
 
-class YamlLimitError(yaml.MarkedYAMLError):
-    """A YAML document over `RecipeLoader`'s bounds (values, nesting, recursive aliases)."""
-
-
-class RecipeLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with bounded work: the document may expand to at most
-    `MAX_YAML_NODES` values, each alias counted as the whole value it repeats (so nested aliases
-    cannot multiply into billions), nested at most `MAX_YAML_DEPTH` deep, and no alias may appear
-    inside the value it names (a recursive structure). Each bound raises `YamlLimitError` while
-    the document is composed, before anything is constructed."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._expanded: dict[int, int] = {}  # id(node) -> values it expands to (itself included)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            node = super().compose_node(parent, index)
-            if id(node) not in self._expanded:
-                raise YamlLimitError(
-                    None, None, f"the alias *{event.anchor} is inside the value it names, a "
-                    "recursive structure no recipe needs; write the value out", event.start_mark
-                )
-            return node
-        start = self.peek_event().start_mark
-        self._depth += 1
-        if self._depth > MAX_YAML_DEPTH:
-            raise YamlLimitError(
-                None, None, f"the values are nested more than {MAX_YAML_DEPTH} levels deep (a "
-                "recipe needs 5); check the file", start
-            )
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-        if isinstance(node, yaml.SequenceNode):
-            children: list[yaml.Node] = node.value
-        elif isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        else:
-            children = []
-        size = 1 + sum(self._expanded[id(child)] for child in children)
-        if size > MAX_YAML_NODES:
-            raise YamlLimitError(
-                None, None, f"the document expands to more than {MAX_YAML_NODES} values (aliases "
-                "such as *name count as the whole value they repeat; a recipe holds about 200); "
-                "write the values out or check the file", start
-            )
-        self._expanded[id(node)] = size
-        return node
-
-    def compose_document(self) -> yaml.Node:
-        try:
-            return super().compose_document()
-        finally:
-            self._expanded.clear()
+class RecipeLoader(BoundedLoader):
+    """The loader of recipes, `_base_` files and detectron2 configs: PyYAML's safe loader with
+    bounded work (`yaml_files.BoundedLoader`); subclasses add constructors of their own
+    (detectron2's `apply:eval`)."""
 
 
 def check_plain_size(data: Any, *, source: str) -> None:

@@ -210,6 +210,55 @@ def test_yolo_folder_or_class_list_that_is_a_link_elsewhere_is_refused(tmp_path,
     assert opened_outside(opened, tmp_path, source) == []
 
 
+BILLION_LAUGHS = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]" for i in range(8)]
+    + ["names: *i"]
+)
+
+
+@pytest.mark.parametrize("kind", ["alias_bomb", "fifo", "deep"])
+def test_a_hostile_data_yaml_is_refused_at_once(tmp_path, capsys, monkeypatch, kind):
+    """data.yaml is read with the recipes' bounds: nine lines of aliases (9**9 values), a FIFO
+    (would block) and deep nesting are each a named error, in well under the test's limit."""
+    import os
+    import signal
+
+    source = tmp_path / "yolo"
+    png(source / "images" / "good.png")
+    (source / "labels").mkdir()
+    (source / "labels" / "good.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    data_yaml = source / "data.yaml"
+    if kind == "alias_bomb":
+        data_yaml.write_text(BILLION_LAUGHS + "\n")
+    elif kind == "fifo":
+        os.mkfifo(data_yaml)
+    else:
+        data_yaml.write_text("names: " + "[" * 5000 + "]" * 5000 + "\n")
+    before = snapshot(tmp_path)
+
+    def too_slow(*_):
+        raise TimeoutError("reading data.yaml did not end within 20 s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(20)
+    try:
+        result = run_cli(["data", "convert", str(source), "--from", "yolo", "--output-dir", str(tmp_path / "out")], capsys, monkeypatch)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    expected = {
+        "alias_bomb": "expands to more than 100000 values",
+        "fifo": "is a named pipe (FIFO), not a regular file, so it was not read",
+        "deep": "nested more than 64 levels deep",
+    }[kind]
+    assert expected in " ".join(result.stderr.split())
+    assert changed_outside(before, tmp_path) == []
+
+
 # ----------------------------------------------------------------------------- writing the output
 
 
