@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from retinacli.cli.app import ModelArg, OverwriteOption, SetOption, app, console
+from retinacli.cli.app import ModelArg, OverwriteFileOption, SetOption, app, console, shown
 
 
 @app.command("export")
@@ -19,7 +19,11 @@ def export_command(
     ] = "onnx",
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="The file to write \\[default: beside MODEL, .onnx or .ts].", show_default=False),
+        typer.Option(
+            "--out",
+            help="The file to write \\[default: beside MODEL, .onnx or .ts]; an existing file is replaced only with --overwrite.",
+            show_default=False,
+        ),
     ] = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (18 or newer).")] = 18,
     network_only: Annotated[
@@ -31,7 +35,7 @@ def export_command(
         typer.Option("--verify/--no-verify", help="Run the file on a few images and compare with the PyTorch model."),
     ] = True,
     set_: SetOption = None,
-    overwrite: OverwriteOption = False,
+    overwrite: OverwriteFileOption = False,
 ) -> None:
     """Export a model file to ONNX or TorchScript: uint8 image in, boxes, scores and classes out."""
     from retinacli.commands.export import export
@@ -50,11 +54,11 @@ def export_command(
     size = result.path.stat().st_size / 2**20
     kind = f"{export_format}, opset {opset}" if export_format == "onnx" else export_format
     what = "network only" if network_only else "whole detector"
-    console.print(f"wrote {result.path} ({kind}, {what}, {size:.1f} MiB) in {result.seconds:.1f} s", highlight=False, soft_wrap=True)
+    console.print(f"wrote {shown(result.path)} ({kind}, {what}, {size:.1f} MiB) in {result.seconds:.1f} s", highlight=False, soft_wrap=True)
     meta = result.metadata
     console.print(
         f"input: (3, H, W) uint8 {meta.input_format}, resized to short side {meta.short_size} (long side at most "
-        f"{meta.max_size}); classes: {', '.join(meta.class_names)}",
+        f"{meta.max_size}); classes: {shown(', '.join(meta.class_names))}",
         highlight=False,
         soft_wrap=True,
     )
@@ -63,14 +67,14 @@ def export_command(
         console.print("[yellow]not checked[/] (--no-verify)")
     elif network_only:
         console.print(
-            f"checked on {result.check_images}: outputs equal (largest differences: score "
+            f"checked on {shown(result.check_images)}: outputs equal (largest differences: score "
             f"{parity.max_score_difference:.2g}, anchor {parity.max_box_difference:.2g} px)",
             highlight=False,
             soft_wrap=True,
         )
     else:
         console.print(
-            f"checked on {result.check_images}: {parity.detections} detections equal (largest "
+            f"checked on {shown(result.check_images)}: {parity.detections} detections equal (largest "
             f"differences: box {parity.max_box_difference:.2g} px, score {parity.max_score_difference:.2g})",
             highlight=False,
             soft_wrap=True,

@@ -27,7 +27,7 @@ from retinacli.export.exporters import (
 )
 from retinacli.export.parity import Parity, compare
 from retinacli.export.runtime import open_exported
-from retinacli.files import refuse_existing
+from retinacli.files import prepare_output_file
 from retinacli.recipe import Override
 
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "torchscript": ".ts"}
@@ -61,14 +61,15 @@ def export(
     with `verify`, run the file on a few images and compare with the PyTorch model.
 
     Raises:
-        UsageError: the output exists (without `overwrite`), or a bad opset.
+        UsageError: the output exists (without `overwrite`; a folder or other non-file is refused
+            even with it), or a bad opset.
         ExportError: the exported file's results differ from the model's (the file is kept, so
             that it can be inspected, and the message says where it is).
     """
     if export_format == "onnx" and opset < 18:
         raise UsageError(f"--opset {opset}: the ONNX exporter writes opset 18 or newer; pass --opset 18 or more")
     target = out if out is not None else model_path.with_suffix(SUFFIXES[export_format])
-    refuse_existing([target], overwrite=overwrite, flag="--out")
+    prepare_output_file(target, overwrite=overwrite, flag="--out")
     loaded = load_detector(model_path, overrides)
     model = loaded.model.eval()
     short_size, max_size = inference_resize(loaded.recipe.data.test)
@@ -92,7 +93,8 @@ def export(
     seconds = time.perf_counter() - start
     parity = None
     if verify:
-        parity = compare(model, open_exported(target), images)
+        # the file this command has just written from the model file: its code is our own
+        parity = compare(model, open_exported(target, trust_code=True), images)
         if not parity.ok:
             raise ExportError(
                 f"{target}: the exported file does not compute what {model_path} computes "

@@ -5,6 +5,14 @@
 test resize says, and returns the graph's outputs as numpy arrays: boxes (D, 4), scores (D,),
 classes (D,) in that input's pixels, or per level logits, deltas and anchors for a
 network-only file.
+
+A TorchScript file is a program, not data: `torch.jit.load` runs code stored in the file (a
+module's `__setstate__` runs while it loads, and it can map any file the user can write with
+`torch.from_file(..., shared=True)` and overwrite its bytes). `open_exported` therefore refuses
+TorchScript unless the caller says the file is trusted (`trust_code=True`: `retina predict
+--trust-code`, or `retina export` checking the file it has just written), before torch sees the
+file. An ONNX file is data that onnxruntime interprets (retinacli uses no custom operators), so
+it is opened as model files are.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,24 @@ def is_exported(path: Path | str) -> bool:
     return Path(path).suffix.lower() in EXPORTED_SUFFIXES
 
 
+def is_torchscript(path: Path | str) -> bool:
+    """Whether `path` names a TorchScript file (by its suffix)."""
+    return Path(path).suffix.lower() in TORCHSCRIPT_SUFFIXES
+
+
+def refuse_untrusted_code(path: Path | str, *, trust_code: bool, command: str = "predict") -> None:
+    """Raise UsageError for a TorchScript file unless `trust_code`: loading one runs the code
+    stored in it (module docstring). Nothing is read from the file."""
+    if trust_code or not is_torchscript(path):
+        return
+    raise UsageError(
+        f"{path}: refused to load a TorchScript file: TorchScript files are programs, and loading "
+        "or running one runs whatever code it holds, with your permissions (it can read, write or "
+        f"replace your files); if you made it or trust who did, run `retina {command}` again with "
+        "--trust-code; otherwise ask for the .onnx export, which is data"
+    )
+
+
 @dataclass
 class ExportedDetector:
     """An exported file ready to run (module docstring); `runtime` is "onnxruntime" or
@@ -47,10 +73,31 @@ class ExportedDetector:
     metadata: ExportMetadata
     runtime: str
     _session: Any
+    min_score: float | None = None
+    """A score threshold raised above the file's own (`with_score_thresh`); None: the file's."""
 
     @property
     def score_thresh(self) -> float:
-        return self.metadata.score_thresh
+        return self.metadata.score_thresh if self.min_score is None else self.min_score
+
+    def with_score_thresh(self, score_thresh: float) -> ExportedDetector:
+        """This file keeping only detections scoring strictly above `score_thresh`, which must
+        be at least the threshold built into the file.
+
+        Exactly what the model file gives with that threshold (postprocess.py: a box above the
+        higher threshold is among the per-level top-k, survives NMS and the per-image cap at the
+        built-in threshold exactly when it does at the higher one, since only higher-scoring
+        boxes can displace it), up to the export's float tolerance at the threshold itself. A
+        lower threshold cannot be had from the file: the boxes below its own are gone.
+
+        Raises:
+            ValueError: `score_thresh` is below the file's threshold.
+        """
+        if score_thresh < self.metadata.score_thresh:
+            raise ValueError(
+                f"with_score_thresh: {score_thresh} is below the file's own {self.metadata.score_thresh}"
+            )
+        return replace(self, min_score=float(score_thresh))
 
     def detect(self, images: Sequence[Tensor], original_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
         """Detections of each resized (3, h, w) uint8 image in the pixels of its original
@@ -73,6 +120,8 @@ class ExportedDetector:
             limit = np.array([width, height] * 2, dtype=np.float32)
             boxes = np.minimum(np.maximum(boxes * scale, 0), limit)
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            if self.min_score is not None:
+                keep &= scores > np.float32(self.min_score)
             found.append(
                 Detections(
                     boxes=torch.from_numpy(np.ascontiguousarray(boxes[keep])),
@@ -92,16 +141,20 @@ class ExportedDetector:
         return [t.numpy() for t in outputs]
 
 
-def open_exported(path: Path | str, *, threads: int | None = None) -> ExportedDetector:
+def open_exported(path: Path | str, *, threads: int | None = None, trust_code: bool = False) -> ExportedDetector:
     """Load an exported file and its metadata.
 
     threads: onnxruntime intra-op threads (None: onnxruntime's default).
+    trust_code: allow a TorchScript file, whose loading runs code (module docstring); without
+        it a TorchScript file is refused before it is opened.
 
     Raises:
-        UsageError: onnxruntime is missing for an .onnx file.
+        UsageError: a TorchScript file without `trust_code`; onnxruntime is missing for an
+            .onnx file.
         CheckpointError: the file is missing, unreadable or not a retinacli export.
     """
     file = Path(path)
+    refuse_untrusted_code(file, trust_code=trust_code)
     if not file.is_file():
         raise CheckpointError(f"{file}: file not found; pass a file written by retina export")
     if file.suffix.lower() in ONNX_SUFFIXES:

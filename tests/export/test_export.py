@@ -52,7 +52,7 @@ def test_torchscript_export(tiny_raccoon_model, tmp_path, capsys, monkeypatch):
     result = run_cli(["export", str(tiny_raccoon_model), "--format", "torchscript", "--out", str(out), "--set", LOW_THRESH], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     assert f"wrote {out} (torchscript, whole detector" in result.stdout and "detections equal" in result.stdout
-    assert open_exported(out).runtime == "torchscript"
+    assert open_exported(out, trust_code=True).runtime == "torchscript"
 
 
 @pytest.mark.slow
@@ -118,3 +118,33 @@ def test_onnx_files_need_onnxruntime(tiny_raccoon_onnx, monkeypatch):
 def test_old_opsets_are_refused(tiny_raccoon_model, tmp_path, capsys, monkeypatch):
     result = run_cli(["export", str(tiny_raccoon_model), "--out", str(tmp_path / "m.onnx"), "--opset", "11"], capsys, monkeypatch)
     assert result.exit_code == 2 and "--opset 11" in result.stderr
+
+
+def test_out_follows_the_output_file_rule(tiny_raccoon_model, tmp_path, capsys, monkeypatch):
+    from tests.snapshots import changed_outside, snapshot
+
+    mine = tmp_path / "mine.ts"
+    mine.write_bytes(b"the user's file")
+    folder = tmp_path / "folder.ts"
+    folder.mkdir()
+    before = snapshot(tmp_path)
+    args = ["export", str(tiny_raccoon_model), "--format", "torchscript", "--no-verify"]
+    refused = run_cli([*args, "--out", str(mine)], capsys, monkeypatch)
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert f"{mine}: already exists; pass --overwrite to replace it, or choose another --out" in " ".join(refused.stderr.split())
+    for extra in ([], ["--overwrite"]):
+        result = run_cli([*args, "--out", str(folder), *extra], capsys, monkeypatch)
+        assert result.exit_code == 2 and f"{folder}: is a folder; --out names the file to write" in result.stderr
+    assert changed_outside(before, tmp_path) == []
+    replaced = run_cli([*args, "--out", str(mine), "--overwrite"], capsys, monkeypatch)
+    assert replaced.exit_code == 0, replaced.output
+    assert open_exported(mine, trust_code=True).runtime == "torchscript"
+
+
+def test_a_torchscript_file_is_opened_only_when_trusted(tmp_path, monkeypatch):
+    # open_exported refuses before torch sees the file; the file need not even be a real one.
+    loads: list[str] = []
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: loads.append(args[0]))
+    with pytest.raises(UsageError, match=r"model\.ts: refused to load a TorchScript file: TorchScript files are programs"):
+        open_exported(tmp_path / "model.ts")
+    assert loads == []
