@@ -18,6 +18,7 @@ from retinacli.cli.app import (
     console,
     error_console,
     output_dir_option,
+    shown,
 )
 
 
@@ -40,7 +41,8 @@ def eval_command(
     output_dir: Annotated[
         Path | None,
         output_dir_option(
-            "Folder for coco_results.json and metrics.json \\[default: <model dir>/eval_<model stem>]."
+            "Folder for coco_results.json and metrics.json: a new or empty folder, or an earlier "
+            "`retina eval` output with --overwrite \\[default: <model dir>/eval_<model stem>]."
         ),
     ] = None,
     images_per_batch: Annotated[
@@ -112,15 +114,16 @@ def eval_command(
         typer.echo(json.dumps(metrics, indent=1))
         return
     if result.class_note:
-        console.print(f"[cyan]note[/] {result.class_note}", highlight=False)
+        console.print(f"[cyan]note[/] {shown(result.class_note)}", highlight=False)
     console.print(metrics_table(metrics, title=f"COCO box AP, {metrics['num_images']} images"))
     for note in metrics["notes"]:
-        console.print(f"[yellow]note[/] {note}", highlight=False)
+        console.print(f"[yellow]note[/] {shown(note)}", highlight=False)
     console.print(
         f"{metrics['num_detections']} detections, {metrics['images_per_second']:.2f} images/s\n"
-        f"wrote {result.results_path}\nwrote {result.metrics_path}",
+        f"wrote {shown(result.results_path)}\nwrote {shown(result.metrics_path)}",
         highlight=False,
+        soft_wrap=True,
     )
     if diagnostics:
         console.print(diagnostics_summary(metrics["diagnostics"]))
-        console.print(f"wrote diagnostics (PNG and JSON) to {result.output_dir}", highlight=False)
+        console.print(f"wrote diagnostics (PNG and JSON) to {shown(result.output_dir)}", highlight=False, soft_wrap=True)

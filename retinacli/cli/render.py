@@ -9,6 +9,14 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from retinacli.text import printable
+
+
+def shown(text: object) -> str:
+    """`text` (a class name, an error kind from a diagnostics file) as Rich prints it literally:
+    control characters escaped (`text.printable`), then Rich markup escaped."""
+    return escape(printable(text))
+
 
 def ap_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
@@ -22,7 +30,7 @@ def metrics_table(metrics: Mapping[str, Any], *, title: str) -> Group:
     overall.add_row(*(ap_text(metrics.get(name)) for name in METRIC_NAMES))
     per_category = Table("category", "AP")
     for name, value in (metrics.get("per_category") or {}).items():
-        per_category.add_row(str(name), ap_text(value))
+        per_category.add_row(shown(name), ap_text(value))
     return Group(overall, per_category)
 
 
@@ -38,7 +46,7 @@ def diagnostics_summary(content: Mapping[str, Any], *, worst_classes: int = 5) -
     for name in ranked[:worst_classes]:
         stats = per_class[name]
         classes.add_row(
-            escape(name),
+            shown(name),
             ap_text(curves[name]["AP"]),
             ap_text(curves[name]["AP50"]),
             _fraction(stats["threshold"]),
@@ -53,12 +61,29 @@ def diagnostics_summary(content: Mapping[str, Any], *, worst_classes: int = 5) -
     table = Table("error", "count", "AP50 gained if fixed", title="errors (above the thresholds)")
     order = sorted(counts, key=lambda kind: -(gains.get(kind) or 0.0))
     for kind in order:
-        table.add_row(kind, str(counts[kind]), ap_text(gains.get(kind)))
+        table.add_row(shown(kind), str(counts[kind]), ap_text(gains.get(kind)))
     parts: list[Any] = [classes, table]
-    if gains and any(v is not None for v in gains.values()):
-        top = max((k for k in gains if gains[k] is not None), key=lambda k: gains[k])
-        parts.append(f"dominant error: {top} (fixing it alone would add {gains[top]:.1f} AP50 points)")
+    if any(gain is not None for gain in gains.values()):  # measured (DiagnosticsOptions.ap_gain)
+        parts.append(_dominant_error(counts, gains))
     return Group(*parts)
+
+
+def _dominant_error(counts: Mapping[str, int], gains: Mapping[str, float | None]) -> str:
+    """The error type whose fix would gain the most AP50, only when one does: an error that
+    occurs (count > 0) with a gain that shows at one decimal; otherwise a line that says there is
+    none (a gain of 0.0 is no reason to name an error, and without false positives only missed
+    objects can cost AP)."""
+    real = {
+        kind: gain
+        for kind, gain in gains.items()
+        if gain is not None and round(gain, 1) > 0 and counts.get(kind, 0) > 0
+    }
+    if not real:
+        if not any(counts.values()):
+            return "dominant error: none (no errors above the thresholds)"
+        return "dominant error: none (fixing no single error type would raise AP50)"
+    top = max(real, key=lambda kind: real[kind])
+    return f"dominant error: {shown(top)} (fixing it alone would add {real[top]:.1f} AP50 points)"
 
 
 def _fraction(value: float | None) -> str:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from retinacli.build import build_test_dataset, inference_resize
 from retinacli.commands.model_files import load_detector
 from retinacli.devices import resolve_device
@@ -16,11 +18,14 @@ from retinacli.errors import UsageError
 from retinacli.evaluation import coco_eval
 from retinacli.evaluation.classes import match_classes
 from retinacli.evaluation.diagnostics import DiagnosticsOptions
-from retinacli.evaluation.diagnostics_output import DIAGNOSTICS_FILES, WORST_IMAGES_DIR
+from retinacli.evaluation.diagnostics_output import WORST_IMAGES_DIR
 from retinacli.evaluation.inference import ProgressCallback
-from retinacli.files import refuse_existing
+from retinacli.export.runtime import is_exported
+from retinacli.files import PathOutsideRoot, check_output_dir, contained_path, prepare_output_dir
 from retinacli.recipe import Override, key_override
 from retinacli.recipe.schema import CocoDataset
+
+COMMAND = "eval"
 
 
 @dataclass
@@ -64,9 +69,22 @@ def evaluate(
     and return the metrics.
 
     `images_per_batch` and `device` stand for `data.test.images_per_batch` and `device`.
+
+    `output_dir` (default `default_output_dir`) follows the output rule
+    (`files.prepare_output_dir`): a new or empty folder, or an earlier output of `retina eval`
+    with `overwrite`; it is checked before the model file is read and created only once the
+    classes are known to fit, so a refused evaluation leaves nothing behind. Only model files
+    are evaluated: an exported .onnx/.ts file is refused without being opened.
     """
     if (dataset is None) != (images is None):
         raise UsageError("--dataset and --images go together: pass the COCO json and its image folder")
+    if is_exported(model_path):
+        raise UsageError(
+            f"{model_path}: retina eval takes a model file or training checkpoint (.pth), not an "
+            "exported file (nothing of it was opened); evaluate the model file it was exported from"
+        )
+    out = output_dir if output_dir is not None else default_output_dir(model_path, dataset)
+    check_output_dir(out, command=COMMAND, overwrite=overwrite)
     flags = list(overrides)
     if images_per_batch is not None:
         flags.append(
@@ -77,7 +95,7 @@ def evaluate(
     loaded = load_detector(model_path, flags)
     recipe = loaded.recipe
     if dataset is not None and images is not None:
-        source = CocoDataset(annotations=str(dataset), images=str(images))
+        source = _given_dataset(dataset, images)
         key = "--dataset"
     elif recipe.data.test.dataset is not None:
         source, key = recipe.data.test.dataset, "data.test.dataset"
@@ -85,13 +103,11 @@ def evaluate(
         raise UsageError(
             f"{model_path}: its recipe has no data.test.dataset; pass --dataset JSON --images DIR"
         )
-    out = output_dir if output_dir is not None else default_output_dir(model_path, dataset)
-    outputs = [out / coco_eval.METRICS_NAME, out / coco_eval.RESULTS_NAME]
-    if diagnostics is not None:
-        outputs += [out / name for name in DIAGNOSTICS_FILES] + [out / WORST_IMAGES_DIR]
-    refuse_existing(outputs, overwrite=overwrite)
     test_set = build_test_dataset(source, key=key)
     match = match_classes(loaded.classes, test_set, model_path=model_path)
+    prepare_output_dir(out, command=COMMAND, overwrite=overwrite)
+    if diagnostics is not None:
+        _refuse_leaving_link(out / WORST_IMAGES_DIR, out)
     model = prepare_for_inference(loaded.model).to(resolve_device(recipe.device, source="--device" if device else "device"))
     short_size, max_size = inference_resize(recipe.data.test)
     with warnings.catch_warnings():
@@ -110,3 +126,29 @@ def evaluate(
             diagnostics=diagnostics,
         )
     return EvalResult(metrics=metrics, output_dir=out, class_note=match.note)
+
+
+def _refuse_leaving_link(folder: Path, out: Path) -> None:
+    """Refuse, before anything runs, a `worst_images` of an earlier output that leads out of
+    `out` (a link someone put there): its pictures would be removed and written elsewhere."""
+    try:
+        contained_path(out, folder.name)
+    except PathOutsideRoot:
+        raise UsageError(
+            f"{folder}: leads outside the output folder {out} (a link); nothing was written there; "
+            "remove the link, or choose another --output-dir"
+        ) from None
+
+
+def _given_dataset(dataset: Path, images: Path) -> CocoDataset:
+    """The dataset of --dataset/--images; a value the schema refuses (an unset ${VAR} in it) is
+    a UsageError naming the flag, not a pydantic traceback."""
+    try:
+        return CocoDataset(annotations=str(dataset), images=str(images))
+    except ValidationError as exc:
+        given = {"annotations": ("--dataset", dataset), "images": ("--images", images)}
+        problems = []
+        for error in exc.errors():
+            flag, value = given.get(str(error["loc"][0]) if error["loc"] else "", ("--dataset", dataset))
+            problems.append(f"{flag} {value}: {str(error['msg']).removeprefix('Value error, ')}")
+        raise UsageError("; ".join(problems)) from None

@@ -2,7 +2,9 @@
 images with the most errors drawn with their ground truth and predictions.
 
 All are PNG files written atomically with matplotlib's Agg canvas (no display, pyplot's global
-state untouched) or Pillow.
+state untouched) or Pillow. Class names come from a dataset: matplotlib gets them through
+`_plain` (control characters escaped, `$` not taken as the start of mathtext), so a name
+neither fails to parse nor sends a raw control character to the terminal in a font warning.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from PIL import Image, ImageDraw
 from retinacli.data.visualize import label_font
 from retinacli.evaluation.diagnostics import ERROR_TYPES, Diagnostics
 from retinacli.files import atomic_write
+from retinacli.text import printable
 
 GROUND_TRUTH_COLOUR = (40, 200, 70)
 PREDICTION_COLOUR = (230, 40, 40)
 TRUE_POSITIVE_COLOUR = (30, 120, 230)
 _MAX_PANELS = 20
+
+
+def _plain(text: str) -> str:
+    """`text` as matplotlib shows it literally: control characters escaped, `$` escaped (a
+    name like "$\\frac" would otherwise be parsed as mathtext, and fail)."""
+    return printable(text).replace("$", r"\$")
 
 
 def _figure(width: float, height: float) -> Any:
@@ -59,7 +68,7 @@ def save_pr_curves(diag: Diagnostics, path: str | os.PathLike[str]) -> Path:
             values = np.asarray(curves[key], dtype=np.float64)
             ax.plot(diag.recall, np.where(values > -1, values, np.nan), label=label, linewidth=1.4)
         ap50, ap = curves["AP50"], curves["AP"]
-        ax.set_title(f"{name}: AP50 {_pct(ap50)}, AP {_pct(ap)}", fontsize=9)
+        ax.set_title(f"{_plain(name)}: AP50 {_pct(ap50)}, AP {_pct(ap)}", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall", fontsize=8)
@@ -80,8 +89,9 @@ def save_confusion_matrix(diag: Diagnostics, path: str | os.PathLike[str]) -> Pa
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
-    ax.set_xticks(range(len(labels)), labels=[*diag.class_names, "missed"], rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels=[*diag.class_names, "false pos."], fontsize=8)
+    names = [_plain(name) for name in diag.class_names]
+    ax.set_xticks(range(len(labels)), labels=[*names, "missed"], rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels=[*names, "false pos."], fontsize=8)
     ax.set_xlabel("prediction")
     ax.set_ylabel("ground truth")
     ax.set_title("confusion at IoU 0.5 (counts; colour: share of the row)", fontsize=9)
@@ -156,10 +166,10 @@ def draw_image_errors(
         draw.text((x + 1 - left, ty + 1 - top), text, fill=(255, 255, 255), font=font)
 
     for gt in entry["ground_truth"]:
-        label = f"{'missed' if tuple(gt['box']) in missed else 'gt'} {class_names[gt['class_index']]}"
+        label = f"{'missed' if tuple(gt['box']) in missed else 'gt'} {printable(class_names[gt['class_index']])}"
         box(gt["box"], GROUND_TRUTH_COLOUR, label, below=True)
     for det in sorted(entry["detections"], key=lambda d: d["score"]):
-        name = f"{class_names[det['class_index']]} {det['score']:.2f}"
+        name = f"{printable(class_names[det['class_index']])} {det['score']:.2f}"
         if det["error"]:
             box(det["box"], PREDICTION_COLOUR, f"{det['error']}: {name}", below=False)
         else:

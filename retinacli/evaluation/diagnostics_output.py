@@ -9,8 +9,9 @@
 | `errors.json`, `errors.png` | false positives by type, missed objects by size, AP50 gained per fix |
 | `worst_images/NN_image<id>.png` | the images with the most errors, drawn |
 
-Every file is written atomically; `worst_images/` is emptied of earlier pictures first, so the
-folder always shows this evaluation's.
+Every file is written atomically, inside the output folder only (`files.output_file`);
+`worst_images/` is emptied of earlier pictures first, so the folder always shows this
+evaluation's (a `worst_images` link leaving the output folder is refused, never followed).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from retinacli.evaluation.diagnostic_plots import (
     save_pr_curves,
 )
 from retinacli.evaluation.diagnostics import Diagnostics, DiagnosticsOptions, diagnose
-from retinacli.files import write_json
+from retinacli.files import output_file, write_json
 
 DIAGNOSTICS_NAME = "diagnostics.json"
 WORST_IMAGES_DIR = "worst_images"
@@ -90,7 +91,7 @@ def write_diagnostics(
     save_pr_curves(diag, out / "pr_curves.png")
     save_confusion_matrix(diag, out / "confusion_matrix.png")
     save_error_breakdown(diag, out / "errors.png")
-    pictures = _write_worst_images(diag, dataset, out / WORST_IMAGES_DIR, worst_images)
+    pictures = _write_worst_images(diag, dataset, out, worst_images)
     everything["worst_images"] = [
         {"file": str(path.relative_to(out)), **_summary(entry)}
         for path, entry in zip(pictures, diag.images, strict=False)
@@ -99,10 +100,16 @@ def write_diagnostics(
     return DiagnosticsFiles(out, tuple(out / name for name in DIAGNOSTICS_FILES), tuple(pictures), everything)
 
 
-def _write_worst_images(diag: Diagnostics, dataset: DetectionDataset, folder: Path, count: int) -> list[Path]:
+def _write_worst_images(diag: Diagnostics, dataset: DetectionDataset, out: Path, count: int) -> list[Path]:
+    """Draw the `count` images with the most errors into `out/worst_images/`, after removing the
+    pictures of an earlier evaluation there. The folder and every picture are checked to lie
+    inside `out` (`files.output_file`): a `worst_images` that is a link to elsewhere is refused,
+    and nothing outside `out` is removed or written."""
+    folder = output_file(out, WORST_IMAGES_DIR)
     if folder.is_dir():
         for old in folder.glob("*_image*.png"):
-            old.unlink()
+            if old.is_file() or old.is_symlink():
+                old.unlink()
     chosen = [entry for entry in diag.images if entry["num_errors"] > 0][:count]
     if not chosen:
         return []
@@ -111,7 +118,7 @@ def _write_worst_images(diag: Diagnostics, dataset: DetectionDataset, folder: Pa
     written = []
     for rank, entry in enumerate(chosen, start=1):
         rgb = read_image(files[entry["image_id"]], input_format="RGB", image_id=entry["image_id"])
-        path = folder / f"{rank:02d}_image{entry['image_id']}.png"
+        path = output_file(out, f"{WORST_IMAGES_DIR}/{rank:02d}_image{int(entry['image_id'])}.png")
         written.append(save_image_errors(rgb, entry, path, class_names=diag.class_names))
     return written
 

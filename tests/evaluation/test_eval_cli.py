@@ -55,7 +55,7 @@ def test_default_output_dir_and_json_flag(
     # The same evaluation again keeps the first one's files unless told to replace them.
     before = (out / "metrics.json").read_bytes()
     again = run_cli([*args, str(raccoon_dir / "images"), "--images-per-batch", "2"], capsys, monkeypatch)
-    assert again.exit_code == 2 and "metrics.json: already exists" in again.stderr
+    assert again.exit_code == 2 and "holds an earlier output of `retina eval`" in again.stderr
     assert (out / "metrics.json").read_bytes() == before
     replaced = run_cli([*args, str(raccoon_dir / "images"), "--images-per-batch", "2", "--overwrite", "--json"],
                        capsys, monkeypatch)
