@@ -16,6 +16,13 @@ from retinacli.cli.app import (
     console,
     error_console,
     output_dir_option,
+    shown,
+)
+
+TRUST_CODE_HELP = (
+    "Run a TorchScript (.ts) file. TorchScript files are programs; run only files you made or trust "
+    "(without this flag they are refused before they are opened; .onnx and model files are data and "
+    "need no trust)."
 )
 
 
@@ -34,7 +41,8 @@ def predict_command(
         typer.Option(
             "--score-thresh",
             help="Keep detections scoring above this (model.test.score_thresh) \\[default: the "
-            "model's recipe, 0.05 for COCO evaluation; 0.5 suits pictures].",
+            "model's recipe, 0.05 for COCO evaluation; 0.5 suits pictures]. With an exported file it "
+            "may raise the file's built-in threshold (applied exactly), never lower it.",
             show_default=False,
         ),
     ] = None,
@@ -64,10 +72,11 @@ def predict_command(
         typer.Option("--annotations", help="COCO json whose image ids --format coco uses.", show_default=False),
     ] = None,
     overwrite: OverwriteOption = False,
+    trust_code: Annotated[bool, typer.Option("--trust-code", help=TRUST_CODE_HELP)] = False,
 ) -> None:
     """Detect objects in images, folders and videos with a model file or an exported .onnx/.ts file:
-    pictures (or an annotated video) and predictions."""
-    from rich.markup import escape
+    pictures (or an annotated video) and predictions. An input that cannot be read is skipped and
+    named (exit 0 while any input succeeded; exit 2 when none did)."""
     from rich.table import Table
 
     from retinacli.cli.progress import progress_bar
@@ -91,31 +100,38 @@ def predict_command(
             formats=chosen,  # type: ignore[arg-type]
             annotations=annotations,
             overwrite=overwrite,
+            trust_code=trust_code,
             progress=progress,
         )
     for video in result.videos:
         console.print(
-            f"{escape(str(video.video))}: {video.frames} frames, {video.num_detections} detections; wrote "
-            f"{escape(str(video.annotated))} and {escape(str(video.json_path))}",
+            f"{shown(video.video)}: {video.frames} frames, {video.num_detections} detections; wrote "
+            f"{shown(video.annotated)} and {shown(video.json_path)}",
             highlight=False,
             soft_wrap=True,
         )
     report = result.images
-    if report is None:
-        return
-    table = Table("image", "detections", "best")
-    for entry in report.images:
-        dets = entry["detections"]
-        best = max(dets, key=lambda d: d["score"]) if dets else None
-        table.add_row(
-            escape(entry["file"]), str(len(dets)), escape(f"{best['class_name']} {best['score']:.2f}") if best else "—"
+    if report is not None:
+        table = Table("image", "detections", "best")
+        for entry in report.images:
+            dets = entry["detections"]
+            best = max(dets, key=lambda d: d["score"]) if dets else None
+            table.add_row(
+                shown(entry["file"]), str(len(dets)), shown(f"{best['class_name']} {best['score']:.2f}") if best else "—"
+            )
+        console.print(table)
+        files = " and ".join(shown(path) for path in report.written.values())
+        console.print(
+            f"{len(report.images)} images, {report.num_detections} detections above "
+            f"{report.score_thresh:g}; wrote {shown(output_dir)}/ and {files}",
+            highlight=False,
+            soft_wrap=True,
         )
-    console.print(table)
-    for skipped in report.skipped:
-        console.print(f"[yellow]skipped[/] {escape(skipped['file'])}: {escape(skipped['reason'])}", highlight=False)
-    files = " and ".join(escape(str(path)) for path in report.written.values())
-    console.print(
-        f"{len(report.images)} images, {report.num_detections} detections above "
-        f"{report.score_thresh:g}; wrote {escape(str(output_dir))}/ and {files}",
-        highlight=False,
-    )
+    skipped = result.skipped
+    if skipped:
+        error_console.print(
+            f"[yellow]warning:[/] {len(skipped)} input(s) skipped, the others' results are written:",
+            highlight=False,
+        )
+        for item in skipped:
+            error_console.print(f"  [yellow]skipped[/] {shown(item['file'])}: {shown(item['reason'])}", highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from retinacli.build import inference_resize
 from retinacli.commands.model_files import load_detector
 from retinacli.devices import resolve_device
 from retinacli.engine.fuse import prepare_for_inference
-from retinacli.errors import DatasetError, UsageError
+from retinacli.errors import DatasetError, RetinaError, UsageError
 from retinacli.evaluation.predict import (
     ImageInput,
     PredictReport,
@@ -23,21 +23,34 @@ from retinacli.evaluation.predict import (
 from retinacli.evaluation.prediction_formats import (
     COCO_NAME,
     PREDICTIONS_NAME,
-    YOLO_DIR,
     PredictionFormat,
 )
-from retinacli.evaluation.video import VideoReport, is_video, predict_video
-from retinacli.export.runtime import is_exported, open_exported
-from retinacli.files import refuse_existing
+from retinacli.evaluation.video import VideoReport, is_video, predict_video, require_av
+from retinacli.export.runtime import (
+    ExportedDetector,
+    is_exported,
+    open_exported,
+    refuse_untrusted_code,
+)
+from retinacli.files import OUTPUT_MARKER, check_output_dir, prepare_output_dir
 from retinacli.recipe import Override, key_override
+
+COMMAND = "predict"
 
 
 @dataclass
 class PredictResult:
-    """The images' report (None when only videos were given) and one report per video."""
+    """The images' report (None when only videos were given), one report per video done, and
+    the videos that could not be processed ({"file", "reason"}, as the images' `skipped`)."""
 
     images: PredictReport | None
     videos: list[VideoReport] = field(default_factory=list)
+    skipped_videos: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """Every input skipped: images first, then videos."""
+        return [*(self.images.skipped if self.images is not None else []), *self.skipped_videos]
 
 
 def predict(
@@ -52,45 +65,58 @@ def predict(
     formats: Sequence[PredictionFormat] = ("json",),
     annotations: Path | None = None,
     overwrite: bool = False,
+    trust_code: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
     """Detect objects in `inputs` (images, folders, videos); pictures with the boxes drawn and
     the `formats` go to `output_dir`, an annotated copy and per-frame JSON of each video too.
 
-    `model_path` is a model file or an exported `.onnx` / `.ts` file (then its own thresholds
-    and resize apply: `score_thresh`, `overrides` and `device` are refused). `score_thresh`,
+    `output_dir` follows the output rule (`files.prepare_output_dir`): a new or empty folder, or
+    an earlier output of `retina predict` with `overwrite`; a folder holding anything else is
+    refused. Every file name made from an input's name is checked to stay inside it.
+
+    `model_path` is a model file or an exported `.onnx` / `.ts` file (then its own resize and
+    thresholds apply: `overrides` and `device` are refused, and `score_thresh` may only raise
+    the file's threshold, which is then applied to its detections exactly). A TorchScript file
+    is a program: it is refused unless `trust_code` (export/runtime.py). `score_thresh`,
     `device` and `images_per_batch` stand for `model.test.score_thresh`, `device` and
     `data.test.images_per_batch` and override the model file's recipe only when given.
     `annotations`: the COCO json whose image ids the "coco" format uses (required with it).
 
+    One bad input never loses the others: an image or video that cannot be read or run is
+    skipped and named in the result (and in predictions.json), and everything else is written.
+
     Raises:
-        UsageError: an input is missing, nothing to read, outputs exist (without `overwrite`),
-            a flag that does not apply, an image missing from `annotations`.
-        DatasetError: none of the images could be read.
+        UsageError: an input is missing, nothing to read, the output folder is refused, a flag
+            that does not apply, a TorchScript file without `trust_code`, a threshold below an
+            exported file's, an image missing from `annotations`, PyAV missing for a video.
+        DatasetError: no input at all could be processed (predictions.json, listing the skipped
+            images, is still written).
     """
+    refuse_untrusted_code(model_path, trust_code=trust_code)
     videos = [Path(p) for p in inputs if Path(p).is_file() and is_video(p)]
     others = [Path(p) for p in inputs if Path(p) not in videos]
+    if videos:
+        require_av()
     found = find_images(others, out_dir=output_dir) if others else []
     if "coco" in formats and annotations is None:
         raise UsageError("--format coco needs --annotations JSON: the COCO file whose image ids the results use")
-    outputs = [output_dir / PREDICTIONS_NAME, *(i.picture for i in found)] if found else []
-    if found and "coco" in formats:
-        outputs.append(output_dir / COCO_NAME)
-    if found and "yolo" in formats:
-        outputs.append(output_dir / YOLO_DIR)
-    for video in videos:
-        outputs += [output_dir / f"{video.stem}.mp4", output_dir / f"{video.stem}.json"]
-    refuse_existing(outputs, overwrite=overwrite)
+    check_output_dir(output_dir, command=COMMAND, overwrite=overwrite)
     image_ids = _coco_image_ids(annotations, found, others) if found and "coco" in formats else None
+    taken = {Path(name).stem for name in (PREDICTIONS_NAME, COCO_NAME, OUTPUT_MARKER)}
+    taken |= {i.picture.relative_to(output_dir).with_suffix("").as_posix() for i in found}
+    video_stems = _video_stems(videos, taken=taken)
 
     if is_exported(model_path):
-        given = [flag for flag, value in (("--score-thresh", score_thresh), ("--set", overrides or None), ("--device", device)) if value]
+        given = [flag for flag, value in (("--set", overrides or None), ("--device", device)) if value]
         if given:
             raise UsageError(
-                f"{model_path}: an exported file has its thresholds and device settings built in; "
+                f"{model_path}: an exported file has its resize, thresholds and device settings built in; "
                 f"{', '.join(given)} apply to model files only (export again with --set to change them)"
             )
-        exported = open_exported(model_path)
+        exported = open_exported(model_path, trust_code=trust_code)
+        if score_thresh is not None:
+            exported = _raised_threshold(exported, score_thresh)
         meta = exported.metadata
         detector, names, ids = exported, meta.class_names, meta.class_dataset_ids
         input_format, short_size, max_size = meta.input_format, meta.short_size, meta.max_size
@@ -112,10 +138,11 @@ def predict(
         detector, names, ids = TorchDetector(model), loaded.classes.names, loaded.classes.dataset_ids
         input_format = recipe.model.input_format
         per_batch, workers = recipe.data.test.images_per_batch, recipe.data.num_workers
+    prepare_output_dir(output_dir, command=COMMAND, overwrite=overwrite)
     common = dict(class_names=names, class_dataset_ids=ids, input_format=input_format, short_size=short_size, max_size=max_size)
     result = PredictResult(None)
     if found:
-        report = predict_images(
+        result.images = predict_images(
             detector,
             found,
             out_dir=output_dir,
@@ -127,23 +154,67 @@ def predict(
             progress=progress,
             **common,
         )
-        if not report.images and not videos:
-            raise DatasetError(
-                f"none of the {len(report.skipped)} images could be read ({report.skipped[0]['file']}: "
-                f"{report.skipped[0]['reason']}); pass image files Pillow can open"
+    for video, stem in zip(videos, video_stems, strict=True):
+        try:
+            report = predict_video(
+                detector, video, out_dir=output_dir, images_per_batch=max(per_batch, 1), progress=progress, stem=stem, **common
             )
-        result.images = report
-    for video in videos:
-        result.videos.append(
-            predict_video(detector, video, out_dir=output_dir, images_per_batch=max(per_batch, 1), progress=progress, **common)
+        except DatasetError as exc:
+            result.skipped_videos.append({"file": str(video), "reason": _reason(exc, video)})
+        except RetinaError:
+            raise
+        except Exception as exc:  # PyAV's and the detector's own types: this video's problem
+            result.skipped_videos.append({"file": str(video), "reason": f"cannot process it ({type(exc).__name__}: {exc})"})
+        else:
+            result.videos.append(report)
+    done = (len(result.images.images) if result.images is not None else 0) + len(result.videos)
+    if done == 0:
+        first = result.skipped[0]
+        raise DatasetError(
+            f"none of the {len(result.skipped)} inputs could be read ({first['file']}: {first['reason']}); "
+            "pass image files Pillow can open or videos FFmpeg can decode"
         )
     return result
+
+
+def _raised_threshold(exported: ExportedDetector, score_thresh: float) -> ExportedDetector:
+    """`exported` keeping only detections above `score_thresh`, refused below its own threshold."""
+    own = exported.metadata.score_thresh
+    if score_thresh < own:
+        raise UsageError(
+            f"{exported.path}: --score-thresh {score_thresh:g} is below the threshold built into this exported "
+            f"file ({own:g}): the detections under {own:g} are not in it; pass --score-thresh {own:g} or more, "
+            "or export the model file again with --set model.test.score_thresh="
+            f"{score_thresh:g} (or predict with the model file itself)"
+        )
+    return exported.with_score_thresh(score_thresh)
+
+
+def _video_stems(videos: Sequence[Path], *, taken: set[str]) -> list[str]:
+    """The output stem of each video: its own, or `<stem>-2`, ... when an earlier input (or one
+    of the command's own files: predictions.json, the folder's marker) took it."""
+    stems = []
+    for video in videos:
+        stem, n = video.stem, 2
+        while stem in taken:
+            stem = f"{video.stem}-{n}"
+            n += 1
+        taken.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _coco_image_ids(annotations: Path | None, found: Sequence[ImageInput], roots: Sequence[Path]) -> dict[Path, int]:
     """The image id of each image in `annotations`: by its path relative to the folder it was
     found in (as a COCO file_name), else by its file name when that is unique in the json."""
-    assert annotations is not None
+    if annotations is None:
+        raise ValueError("_coco_image_ids: needs the annotations json")
     try:
         data = json.loads(Path(annotations).read_text(encoding="utf-8"))
         images = [(str(img["file_name"]), int(img["id"])) for img in data["images"]]

@@ -6,11 +6,13 @@ skipped); files named explicitly are always tried. Each image is read as trainin
 Pillow mode converted, the model's channel order), resized with the recipe's test resize and run
 alone (1 image per batch, as detectron2's predictor).
 
-An image that cannot be read is skipped and reported (in the return value and in
-predictions.json); the others go on.
+One bad input never costs the others: an image that cannot be read (not an image, truncated,
+a decompression bomb), resized or run through the model (an exported graph that refuses its
+size) is skipped and named with the reason (in the return value and in predictions.json), and
+the others go on.
 
-Outputs in `out_dir`: one picture per image (same relative name as in its folder; JPEG inputs
-stay JPEG, everything else becomes PNG) with boxes, class names and scores drawn, and
+Outputs in `out_dir`: one picture per image (same relative name as in its folder, checked to
+stay inside `out_dir` by `files.output_file`; JPEG inputs stay JPEG, everything else becomes PNG) with boxes, class names and scores drawn, and
 `predictions.json`:
 
     {"model": str, "score_thresh": float, "classes": [name, ...],
@@ -41,14 +43,14 @@ from retinacli.data.images import InputFormat, read_image
 from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.structures import Detections
-from retinacli.errors import DatasetError, UsageError
+from retinacli.errors import RetinaError, UsageError
 from retinacli.evaluation.inference import model_device
 from retinacli.evaluation.prediction_formats import (
     PREDICTIONS_NAME,
     PredictionFormat,
     write_formats,
 )
-from retinacli.files import atomic_write
+from retinacli.files import atomic_write, output_file
 
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 
@@ -88,8 +90,9 @@ def find_images(inputs: Sequence[Path | str], *, out_dir: Path | str) -> list[Im
     """Expand files and folders into the images to run, in order, each file once.
 
     Raises:
-        UsageError: an input does not exist, nothing was found, or a picture would overwrite an
-            input image (an output folder that is an input folder).
+        UsageError: an input does not exist, nothing was found, a picture would overwrite an
+            input image (an output folder that is an input folder), or a picture's name would
+            leave `out_dir` (`files.output_file`).
     """
     suffixes = image_suffixes()
     found: list[tuple[Path, Path]] = []
@@ -116,7 +119,7 @@ def find_images(inputs: Sequence[Path | str], *, out_dir: Path | str) -> list[Im
         if resolved in seen:
             continue
         seen.add(resolved)
-        picture = _unique(out / _picture_name(relative), taken)
+        picture = _unique(output_file(out, _picture_name(relative)), taken)
         images.append(ImageInput(path=path, picture=picture))
     if not images:
         raise UsageError(
@@ -126,8 +129,8 @@ def find_images(inputs: Sequence[Path | str], *, out_dir: Path | str) -> list[Im
     clashes = [i.path for i in images if i.picture.resolve() in seen]
     if clashes:
         raise UsageError(
-            f"{clashes[0]}: the output picture would overwrite this input image; choose an --out "
-            "folder that holds no input image"
+            f"{clashes[0]}: the output picture would overwrite this input image; choose an "
+            "--output-dir that holds no input image"
         )
     return images
 
@@ -207,16 +210,18 @@ class _ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> _Loaded:
         item = self.images[index]
+        # Any failure of one file (Pillow's many exception types, a resize that cannot take its
+        # shape, memory for a huge image) is that file's problem, named and skipped.
         try:
             pixels = read_image(item.path, input_format=self.input_format)
-        except (DatasetError, Image.DecompressionBombError) as exc:
+            height, width = pixels.shape[:2]
+            new_h, new_w = resized_hw(height=height, width=width, short_size=self.short_size, max_size=self.max_size)
+            resized = resize_image(pixels, height=new_h, width=new_w)
+            tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+            rgb = pixels[:, :, ::-1] if self.input_format == "BGR" else pixels
+            return _Loaded(index, tensor, np.ascontiguousarray(rgb))
+        except Exception as exc:
             return _Loaded(index, error=_reason(exc, item.path))
-        height, width = pixels.shape[:2]
-        new_h, new_w = resized_hw(height=height, width=width, short_size=self.short_size, max_size=self.max_size)
-        resized = resize_image(pixels, height=new_h, width=new_w)
-        tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-        rgb = pixels[:, :, ::-1] if self.input_format == "BGR" else pixels
-        return _Loaded(index, tensor, np.ascontiguousarray(rgb))
 
 
 def predict_images(
@@ -260,14 +265,13 @@ def predict_images(
         for item in batch:
             if item.error is not None:
                 skipped.append({"file": str(images[item.index].path), "reason": item.error})
-        if readable:
-            found = detector.detect(
-                [item.resized for item in readable], [(item.rgb.shape[0], item.rgb.shape[1]) for item in readable]
-            )
-            for item, dets in zip(readable, found, strict=True):
-                entry = _record(dets, item, images[item.index], out=out, class_names=class_names, class_dataset_ids=class_dataset_ids)
-                num_detections += len(entry["detections"])
-                entries.append(entry)
+        for item, dets in _detect_each(detector, readable):
+            if isinstance(dets, str):
+                skipped.append({"file": str(images[item.index].path), "reason": dets})
+                continue
+            entry = _record(dets, item, images[item.index], out=out, class_names=class_names, class_dataset_ids=class_dataset_ids)
+            num_detections += len(entry["detections"])
+            entries.append(entry)
         done += len(batch)
         if progress is not None:
             progress(done, len(images))
@@ -289,6 +293,36 @@ def predict_images(
         score_thresh=detector.score_thresh,
         written=written,
     )
+
+
+def _detect_each(detector: ImageDetector, batch: Sequence[_Loaded]) -> list[tuple[_Loaded, Detections | str]]:
+    """The detections of each loaded image of `batch`, or the reason the detector failed on it.
+
+    The batch runs at once; when that fails, each image runs alone, so that one image the model
+    cannot take (an exported graph refusing its size, memory for a huge one) is named and
+    skipped while the others keep their results. retinacli's own errors (a network-only file)
+    are the command's, not an image's, and are raised.
+    """
+    if not batch:
+        return []
+
+    def run(items: Sequence[_Loaded]) -> list[Detections]:
+        sizes = [(item.rgb.shape[0], item.rgb.shape[1]) for item in items]  # type: ignore[union-attr]
+        return detector.detect([item.resized for item in items], sizes)  # type: ignore[misc]
+
+    try:
+        return list(zip(batch, run(batch), strict=True))
+    except RetinaError:
+        raise
+    except Exception as exc:
+        if len(batch) == 1:
+            return [(batch[0], f"the model could not run on it ({_first_line(exc)})")]
+    return [pair for item in batch for pair in _detect_each(detector, [item])]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _record(
@@ -354,6 +388,8 @@ def draw_detections(rgb: np.ndarray, detections: Sequence[dict[str, Any]]) -> Im
 
 
 def _reason(exc: BaseException, path: Path) -> str:
+    if not isinstance(exc, RetinaError):
+        return f"cannot read or resize it ({_first_line(exc)})"
     text = str(exc)
     prefix = f"{path}: "
     if text.startswith(prefix):

@@ -10,7 +10,7 @@
   ``class cx cy w h score`` with the centre and size normalised by the image's width and height
   (ultralytics' `save_txt` with `save_conf`); an image without detections gets an empty file.
 
-Every file is written atomically.
+Every file is written atomically, inside the output folder (`files.output_file`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from retinacli.files import write_json, write_text
+from retinacli.files import output_file, write_json, write_text
 
 PredictionFormat = Literal["json", "coco", "yolo"]
 PREDICTION_FORMATS: tuple[PredictionFormat, ...] = ("json", "coco", "yolo")
@@ -70,8 +70,9 @@ def coco_results(entries: Sequence[Mapping[str, Any]], image_ids: Mapping[Path, 
 
 
 def yolo_path(out: Path, picture: str) -> Path:
-    """`out/labels/<picture without its suffix>.txt`."""
-    return out / YOLO_DIR / Path(picture).with_suffix(".txt")
+    """`out/labels/<picture without its suffix>.txt`, refused (UsageError) unless inside `out`
+    (`files.output_file`: the picture's name comes from an input file's)."""
+    return output_file(out, Path(YOLO_DIR) / Path(picture).with_suffix(".txt"))
 
 
 def yolo_lines(entry: Mapping[str, Any]) -> str:

@@ -33,7 +33,7 @@ import torch
 from retinacli.data.images import InputFormat
 from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.errors import DatasetError, UsageError
-from retinacli.files import atomic_write, write_json
+from retinacli.files import atomic_write, output_file, write_json
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 PYAV_MISSING = 'PyAV is not installed; pip install av (or pip install -e ".[video]") to predict on videos'
@@ -67,19 +67,23 @@ def predict_video(
     max_size: int,
     images_per_batch: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    stem: str | None = None,
 ) -> VideoReport:
     """Detect objects in every frame of `video` with `detector` (an `ImageDetector`) and write
-    the annotated video and the per-frame JSON (module docstring).
+    the annotated video and the per-frame JSON (module docstring) as `<stem>.mp4` and
+    `<stem>.json` (default stem: the video's), checked to stay inside `out_dir`.
 
     Raises:
-        UsageError: PyAV is missing.
-        DatasetError: the file is not a video FFmpeg can decode.
+        UsageError: PyAV is missing, or an output name would leave `out_dir`.
+        DatasetError: the file is not a video FFmpeg can decode (nothing of it is written).
     """
     from retinacli.evaluation.predict import detection_dicts, draw_detections
 
     av = _import_av()
     out_dir.mkdir(parents=True, exist_ok=True)
-    annotated = out_dir / f"{video.stem}.mp4"
+    name = video.stem if stem is None else stem
+    annotated = output_file(out_dir, f"{name}.mp4")
+    json_out = output_file(out_dir, f"{name}.json")
     start = time.perf_counter()
     try:
         source = av.open(str(video))
@@ -140,7 +144,7 @@ def predict_video(
                 sink.mux(packet)
             sink.close()
     json_path = write_json(
-        out_dir / f"{video.stem}.json",
+        json_out,
         {
             "video": str(video),
             "fps": float(rate),
@@ -152,6 +156,11 @@ def predict_video(
         },
     )
     return VideoReport(video, annotated, json_path, len(frames_out), num_detections, time.perf_counter() - start)
+
+
+def require_av() -> None:
+    """Raise UsageError when PyAV is missing (checked before any input is run)."""
+    _import_av()
 
 
 def _import_av() -> Any:

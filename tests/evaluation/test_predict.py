@@ -39,7 +39,7 @@ def test_predict_on_a_folder(tiny_raccoon_model, image_folder, tmp_path, capsys,
     args = ["predict", str(tiny_raccoon_model), str(image_folder), "--output-dir", str(out)]
     result = run_cli([*args, "--score-thresh", "0"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
-    assert "skipped" in result.stdout and "broken.jpg" in result.stdout
+    assert "skipped" in result.stderr and "broken.jpg" in result.stderr  # the warning list
 
     data = json.loads((out / "predictions.json").read_text())
     names = [Path(entry["file"]).relative_to(image_folder).as_posix() for entry in data["images"]]
@@ -62,6 +62,7 @@ def test_predict_on_a_folder(tiny_raccoon_model, image_folder, tmp_path, capsys,
             assert det["class_id"] == 0 and det["category_id"] == 1
             assert det["class_name"] == "raccoon" and 0.0 < det["score"] <= 1.0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        ".retinacli-output.json",  # the folder is marked as predict's output
         "gray.png",
         "predictions.json",
         "raccoon-1.jpg",
@@ -77,7 +78,7 @@ def test_nothing_readable_is_an_error(tiny_raccoon_model, tmp_path, capsys, monk
     args = ["predict", str(tiny_raccoon_model), str(bad), "--output-dir", str(out)]
     result = run_cli(args, capsys, monkeypatch)
     assert result.exit_code == 2
-    assert "none of the 1 images could be read" in result.stderr
+    assert "none of the 1 inputs could be read" in result.stderr
     assert json.loads((out / "predictions.json").read_text())["skipped"][0]["file"] == str(bad)
 
 
@@ -149,7 +150,8 @@ def test_a_second_run_never_overwrites_the_first(tiny_raccoon_model, raccoon_dir
     assert run_cli(args, capsys, monkeypatch).exit_code == 0
     before = (out / "predictions.json").read_bytes()
     again = run_cli([*args, "--score-thresh", "0.5"], capsys, monkeypatch)
-    assert again.exit_code == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    assert again.exit_code == 2 and "holds an earlier output of `retina predict`" in again.stderr
+    assert "--overwrite" in again.stderr
     assert (out / "predictions.json").read_bytes() == before
     replaced = run_cli([*args, "--score-thresh", "0.5", "--overwrite"], capsys, monkeypatch)
     assert replaced.exit_code == 0, replaced.output

@@ -110,8 +110,40 @@ def test_an_exported_file_predicts_what_the_model_file_predicts(
         for da, db in zip(ea["detections"], eb["detections"], strict=True):
             assert da["class_id"] == db["class_id"] and abs(da["score"] - db["score"]) <= 1e-4
             assert max(abs(x - y) for x, y in zip(da["box"], db["box"], strict=True)) <= 0.01
-    refused = run_cli(["predict", str(onnx_file), str(val_images), "--output-dir", str(tmp_path / "x"), "--score-thresh", "0.5"], capsys, monkeypatch)
-    assert refused.exit_code == 2 and "--score-thresh apply to model files only" in refused.stderr
+    refused = run_cli(["predict", str(onnx_file), str(val_images), "--output-dir", str(tmp_path / "x"), "--device", "cpu"], capsys, monkeypatch)
+    assert refused.exit_code == 2 and "--device apply to model files only" in refused.stderr
+
+
+def test_a_raised_score_thresh_on_an_exported_file_gives_the_model_files_detections_at_it(
+    tiny_raccoon_model, tiny_raccoon_onnx, val_images, tmp_path, capsys, monkeypatch
+):
+    # The file's own threshold is 0; --score-thresh t filters its detections after the fact,
+    # which is exact (ExportedDetector.with_score_thresh): the same list as the model file run
+    # with t, within the export's tolerances. t sits in a gap of the scores, so that no score
+    # lies within the export's score tolerance of it.
+    from retinacli.export.parity import SCORE_TOLERANCE
+
+    everything = tmp_path / "all"
+    _predict([tiny_raccoon_model, val_images, "--output-dir", everything], capsys, monkeypatch)
+    scores = sorted(d["score"] for e in json.loads((everything / "predictions.json").read_text())["images"] for d in e["detections"])
+    middle = len(scores) // 2
+    low, high = next((a, b) for a, b in zip(scores[middle:], scores[middle + 1 :], strict=False) if b - a > 4 * SCORE_TOLERANCE)
+    thresh = f"{(low + high) / 2:.6f}"
+    from_model, from_onnx = tmp_path / "pth", tmp_path / "onnx"
+    _predict([tiny_raccoon_model, val_images, "--output-dir", from_model, "--score-thresh", thresh], capsys, monkeypatch)
+    _predict([tiny_raccoon_onnx, val_images, "--output-dir", from_onnx, "--score-thresh", thresh], capsys, monkeypatch)
+    a = json.loads((from_model / "predictions.json").read_text())
+    b = json.loads((from_onnx / "predictions.json").read_text())
+    assert a["score_thresh"] == b["score_thresh"] == float(thresh)
+    kept = 0
+    for ea, eb in zip(a["images"], b["images"], strict=True):
+        assert len(ea["detections"]) == len(eb["detections"])
+        for da, db in zip(ea["detections"], eb["detections"], strict=True):
+            assert da["class_id"] == db["class_id"] and abs(da["score"] - db["score"]) <= SCORE_TOLERANCE
+            assert max(abs(x - y) for x, y in zip(da["box"], db["box"], strict=True)) <= BOX_TOLERANCE
+            assert db["score"] > float(thresh)
+            kept += 1
+    assert 0 < kept < len(scores)  # the threshold removed some detections and kept others
 
 
 def _write_clip(path: Path, frames: int = 8, size: tuple[int, int] = (144, 176)) -> None:
@@ -148,4 +180,4 @@ def test_a_video_gets_an_annotated_copy_and_per_frame_detections(tiny_raccoon_mo
         decoded = [frame.to_ndarray(format="rgb24") for frame in annotated.decode(video=0)]
     assert len(decoded) == 8 and decoded[0].shape == (144, 176, 3)
     again = run_cli(["predict", str(tiny_raccoon_model), str(clip), "--output-dir", str(out)], capsys, monkeypatch)
-    assert again.exit_code == 2 and "already exists" in again.stderr
+    assert again.exit_code == 2 and "holds an earlier output of `retina predict`" in again.stderr
