@@ -180,6 +180,8 @@ def predict(
 def _raised_threshold(exported: ExportedDetector, score_thresh: float) -> ExportedDetector:
     """`exported` keeping only detections above `score_thresh`, refused below its own threshold."""
     own = exported.metadata.score_thresh
+    if not 0.0 <= score_thresh < 1.0:
+        raise UsageError(f"--score-thresh {score_thresh:g}: a score threshold is in [0, 1); pass one in that range")
     if score_thresh < own:
         raise UsageError(
             f"{exported.path}: --score-thresh {score_thresh:g} is below the threshold built into this exported "

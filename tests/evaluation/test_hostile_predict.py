@@ -167,6 +167,8 @@ def test_a_trusted_torchscript_export_predicts_and_thresholds_only_go_up(
     message = " ".join(result.stderr.split())
     assert "--score-thresh 0.005 is below the threshold built into this exported file (0.01)" in message
     assert "--set model.test.score_thresh=0.005" in message
+    result = run_cli([*args, "--output-dir", str(tmp_path / "o4"), "--score-thresh", "1.5"], capsys, monkeypatch)
+    assert result.exit_code == 2 and "--score-thresh 1.5: a score threshold is in [0, 1)" in result.stderr
     assert changed_outside(before, tmp_path) == []
 
 
