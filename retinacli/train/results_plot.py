@@ -1,8 +1,10 @@
 """`results.png`: a run's curves from its `metrics.jsonl`, one panel per quantity.
 
 Panels: the training losses (`loss_cls`, `loss_box_reg`, `total_loss`), the learning rate, and
-every evaluation metric the file holds (`val/AP`, `val/AP50`, ..., `test/AP`), each against the
-0-based iteration. Training rewrites it after every evaluation and at the end, atomically.
+one panel per evaluation metric (`AP`, `AP50`, ..., in COCO's order) holding a line per split
+that logged it (`val/AP` and `test/AP` together, the test set often a single point at the end),
+each against the 0-based iteration. Training rewrites it after every evaluation and at the end,
+atomically.
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from pathlib import Path
 from retinacli.files import atomic_write
 
 TRAINING_PANELS = ("loss_cls", "loss_box_reg", "total_loss", "lr")
+METRIC_ORDER = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+"""Evaluation panels come in this order, then any other metric by name."""
+
+
+def metric_panels(names: Sequence[str]) -> dict[str, list[str]]:
+    """Evaluation series `split/metric` grouped by metric: {"AP": ["test/AP", "val/AP"], ...},
+    panels in METRIC_ORDER then by name, splits by name."""
+    grouped: dict[str, list[str]] = {}
+    for name in sorted(n for n in names if "/" in n):
+        grouped.setdefault(name.split("/", 1)[1], []).append(name)
+    rank = {metric: index for index, metric in enumerate(METRIC_ORDER)}
+    return {m: grouped[m] for m in sorted(grouped, key=lambda m: (rank.get(m, len(rank)), m))}
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, float | None]]:
@@ -66,19 +80,24 @@ def results_png(records: Sequence[Mapping[str, float | None]]) -> bytes | None:
     from matplotlib.figure import Figure
 
     curves = series(records)
-    names = [n for n in TRAINING_PANELS if n in curves]
-    names += sorted(n for n in curves if "/" in n)
-    if not names:
+    panels: list[tuple[str, list[str]]] = [(n, [n]) for n in TRAINING_PANELS if n in curves]
+    panels += list(metric_panels(list(curves)).items())
+    if not panels:
         return None
-    columns = min(4, len(names))
-    rows = -(-len(names) // columns)
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
     fig = Figure(figsize=(4 * columns, 3 * rows), dpi=100)
     FigureCanvasAgg(fig)
-    for index, name in enumerate(names, start=1):
+    for index, (title, members) in enumerate(panels, start=1):
         ax = fig.add_subplot(rows, columns, index)
-        xs, ys = curves[name]
-        ax.plot(xs, ys, marker="o" if "/" in name else None, markersize=3, linewidth=1.2)
-        ax.set_title(name)
+        evaluation = "/" in members[0]
+        for name in members:
+            xs, ys = curves[name]
+            label = name.split("/", 1)[0] if evaluation else None
+            ax.plot(xs, ys, marker="o" if evaluation else None, markersize=3, linewidth=1.2, label=label)
+        if evaluation:
+            ax.legend(fontsize="small")
+        ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
