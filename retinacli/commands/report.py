@@ -8,7 +8,7 @@ failing. The gallery is drawn from the final evaluation's coco_results.json and 
 A run folder may be a stranger's (mailed, downloaded, unpacked from an archive), so everything
 in it is data, read in bounded amounts:
 
-- every file is read through `RunFolder`, which resolves its name inside the run folder
+- every file is read through `RunFolderReader`, which resolves its name inside the run folder
   (`files.contained_path`: `..`, absolute names and symbolic links to outside are refused) and
   reads regular files only, up to a size limit per kind of file. The picture names that
   diagnostics.json gives (`worst_images[].file`) go the same way. What is refused is never read:
@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from retinacli.build import build_test_dataset
-from retinacli.commands.train import CONFIG_NAME, EVAL_DIR, LOG_NAME, TEST_EVAL_DIR
 from retinacli.errors import RetinaError, UsageError
 from retinacli.evaluation import coco_eval
 from retinacli.evaluation.diagnostic_plots import draw_image_errors
@@ -59,8 +58,8 @@ from retinacli.report.page import Evaluation, Picture, ReportData, render_report
 from retinacli.train.checkpoints import BEST_NAME, FINAL_NAME
 from retinacli.train.metrics import METRICS_FILE
 from retinacli.train.results_plot import TRAINING_PANELS, results_png
+from retinacli.train.run_folder import CONFIG_NAME, EVAL_DIR, LOG_NAME, REPORT_NAME, TEST_EVAL_DIR
 
-REPORT_NAME = "report.html"
 LOG_LINES = 80
 DIAGNOSTICS_PICTURES = (
     ("pr_curves.png", "precision-recall per class (IoU 0.5 and 0.5:0.95)"),
@@ -106,7 +105,7 @@ def report(run_dir: Path, *, out: Path | None = None, overwrite: bool = False, g
     run = Path(run_dir)
     _check_run_folder(run)
     target = prepare_output_file(out if out is not None else run / REPORT_NAME, overwrite=overwrite, flag="--out")
-    folder = RunFolder(run)
+    folder = RunFolderReader(run)
     missing: dict[str, str] = {}
     recipe, recipe_text = _read_recipe(folder, missing)
     records = _read_metrics(folder)
@@ -140,7 +139,7 @@ def report(run_dir: Path, *, out: Path | None = None, overwrite: bool = False, g
     return ReportResult(target, data.status, len(evaluations), missing, list(folder.left_out), source)
 
 
-class RunFolder:
+class RunFolderReader:
     """Reads files of a run folder by their name inside it, and records what it refuses.
 
     A name is resolved inside the folder (symbolic links included, `files.contained_path`);
@@ -217,7 +216,7 @@ def _check_run_folder(run: Path) -> None:
         )
 
 
-def _read_recipe(folder: RunFolder, missing: dict[str, str]) -> tuple[Recipe | None, str | None]:
+def _read_recipe(folder: RunFolderReader, missing: dict[str, str]) -> tuple[Recipe | None, str | None]:
     """The run's recipe and the text of its config.yaml; (None, None) and a note when missing,
     refused or invalid."""
     path = folder.root / CONFIG_NAME
@@ -260,7 +259,7 @@ def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
     return found
 
 
-def _read_metrics(folder: RunFolder) -> list[dict[str, Any]]:
+def _read_metrics(folder: RunFolderReader) -> list[dict[str, Any]]:
     """The records of metrics.jsonl (its last METRICS_BYTES), each reduced to its iteration and
     the values a report draws: finite numbers under plain names, at most MAX_METRIC_CURVES
     evaluation curves. A partial or malformed line is skipped."""
@@ -320,7 +319,7 @@ def _status(run: Path, recipe: Recipe | None, records: list[dict[str, Any]]) -> 
 
 
 def _evaluations(
-    folder: RunFolder, recipe: Recipe | None, records: list[dict[str, Any]]
+    folder: RunFolderReader, recipe: Recipe | None, records: list[dict[str, Any]]
 ) -> tuple[list[Evaluation], list[str]]:
     """The periodic evaluations (by iteration), then the final test one; with their folders'
     names inside the run folder."""
@@ -351,7 +350,7 @@ def _evaluations(
 
 
 def _diagnostics(
-    folder: RunFolder, where: str | None, missing: dict[str, str]
+    folder: RunFolderReader, where: str | None, missing: dict[str, str]
 ) -> tuple[dict[str, Any] | None, list[Picture], list[Picture]]:
     if where is None:
         missing["diagnostics"] = "no evaluation yet"
@@ -382,7 +381,7 @@ def _diagnostics(
     return content, pictures, worst
 
 
-def _worst_image(folder: RunFolder, where: str, entry: Any) -> Picture | None:
+def _worst_image(folder: RunFolderReader, where: str, entry: Any) -> Picture | None:
     """One picture of diagnostics.json's worst_images, read only from inside the run folder."""
     name = entry.get("file") if isinstance(entry, dict) else None
     if not isinstance(name, str) or not name:
@@ -409,7 +408,7 @@ def _worst_image(folder: RunFolder, where: str, entry: Any) -> Picture | None:
 
 
 def _gallery(
-    folder: RunFolder, recipe: Recipe | None, final: Evaluation, where: str | None, count: int, missing: dict[str, str]
+    folder: RunFolderReader, recipe: Recipe | None, final: Evaluation, where: str | None, count: int, missing: dict[str, str]
 ) -> tuple[list[Picture], str | None]:
     """`count` images spread over the evaluated dataset, drawn with predictions and ground truth;
     and the dataset they come from."""
@@ -470,7 +469,7 @@ def _gallery(
 
 
 def _valid_results(
-    folder: RunFolder, name: str, results: list[Any], image_ids: set[int], category_ids: set[int]
+    folder: RunFolderReader, name: str, results: list[Any], image_ids: set[int], category_ids: set[int]
 ) -> list[dict[str, Any]]:
     """The detections of coco_results.json that pycocotools can take: known image and category
     ids, a box of four finite numbers with a positive size, a finite score; the rest left out."""
@@ -503,7 +502,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and abs(value) < 1e12
 
 
-def _best(folder: RunFolder) -> dict[str, Any] | None:
+def _best(folder: RunFolderReader) -> dict[str, Any] | None:
     path = folder.file(BEST_NAME)
     if path is None:
         return None
@@ -517,7 +516,7 @@ def _best(folder: RunFolder) -> dict[str, Any] | None:
     return {"metric": best.get("metric"), "value": best["value"], "iteration": best.get("iteration")}
 
 
-def _log_tail(folder: RunFolder) -> list[str]:
+def _log_tail(folder: RunFolderReader) -> list[str]:
     raw = folder.read_bytes(LOG_NAME, limit=LOG_BYTES, tail=True)
     if raw is None:
         return []

@@ -43,7 +43,7 @@ from retinacli.files import write_text
 from retinacli.recipe import Override, Recipe, dump_recipe, load_recipe, recipe_to_dict
 from retinacli.recipe.schema import TestDataConfig
 from retinacli.train.best import BestTracker
-from retinacli.train.checkpoints import FINAL_NAME, CheckpointManager, load_checkpoint
+from retinacli.train.checkpoints import CheckpointManager, load_checkpoint
 from retinacli.train.distributed import (
     ProcessContext,
     broadcast_object,
@@ -54,15 +54,10 @@ from retinacli.train.distributed import (
 )
 from retinacli.train.ema import ModelEma
 from retinacli.train.loop import Reporter, SilentReporter, Trainer
-from retinacli.train.metrics import METRICS_FILE, MetricsWriter
+from retinacli.train.metrics import MetricsWriter
 from retinacli.train.results_plot import save_results_png
 from retinacli.train.rng import seed_everything
 from retinacli.train.run_folder import (
-    CONFIG_NAME,
-    EVAL_DIR,
-    LOG_NAME,  # noqa: F401  (commands/report.py imports it from here until it uses run_folder)
-    RESULTS_PNG,
-    TEST_EVAL_DIR,
     Resume,
     RunFolder,
     plan_run,
@@ -258,7 +253,8 @@ def _run(
     resume: bool,
     reporter: Reporter,
 ) -> TrainResult:
-    out = Path(recipe.output_dir)
+    run = RunFolder(Path(recipe.output_dir))
+    out = run.path
     seed_everything(recipe.seed)
     data = _datasets(recipe, reporter)
     model = build_model(recipe.model)
@@ -273,7 +269,7 @@ def _run(
     ddp_model = wrap_for_processes(model, ctx.device) if ctx.distributed else None
     if ctx.is_main:
         text = dump_recipe(recipe)
-        config = out / CONFIG_NAME
+        config = run.config
         if not (config.is_file() and config.read_text(encoding="utf-8") == text):
             write_text(config, text)
     metrics = MetricsWriter(out, enabled=ctx.is_main)
@@ -327,7 +323,7 @@ def _run(
     if start >= recipe.solver.max_iter:
         reporter.message(f"{last} is already at the end ({recipe.solver.max_iter} iterations): nothing to do")
         metrics.close()
-        return TrainResult(out, 0, out / FINAL_NAME, None)
+        return TrainResult(out, 0, run.final_model, None)
     try:
         ran = trainer.train(start)
         if ctx.is_main and evaluated_in and periodic is not None:
@@ -337,16 +333,16 @@ def _run(
             evaluated = ema.module if ema is not None else model
             test_eval = _evaluator(
                 recipe, data.test, section=recipe.data.test, split="test", ctx=ctx, metrics=metrics,
-                last=last_metrics, reporter=reporter, folder=out / TEST_EVAL_DIR,
+                last=last_metrics, reporter=reporter, folder=run.test_eval_dir,
             )
             test_eval(final_iteration, evaluated)
             if ctx.is_main:
-                _final_diagnostics(data.test, out / TEST_EVAL_DIR, reporter)
+                _final_diagnostics(data.test, run.test_eval_dir, reporter)
     finally:
         metrics.close()
         if ctx.is_main:
-            save_results_png(out / METRICS_FILE, out / RESULTS_PNG)
-    final = out / FINAL_NAME
+            save_results_png(run.metrics, run.results_png)
+    final = run.final_model
     return TrainResult(out, ran, final if final.exists() else None, dict(last_metrics) or None, model)
 
 
@@ -457,10 +453,10 @@ def _evaluator(
     from retinacli.evaluation.coco_eval import evaluate_detector
 
     short_size, max_size = inference_resize(section)
-    out = Path(recipe.output_dir)
+    run = RunFolder(Path(recipe.output_dir))
 
     def evaluate(iteration: int, model: torch.nn.Module) -> Mapping[str, Any] | None:
-        where = folder if folder is not None else out / EVAL_DIR / str(iteration)
+        where = folder if folder is not None else run.eval_dir(iteration)
         result = evaluate_detector(
             model,
             dataset,
@@ -479,7 +475,7 @@ def _evaluator(
             scalars = {k: v for k, v in result.items() if k in SCALAR_METRICS and v is not None}
             metrics.write(iteration, {f"{split}/{k}": v for k, v in scalars.items()})
             reporter.evaluation(iteration, split, result)
-            save_results_png(out / METRICS_FILE, out / RESULTS_PNG)
+            save_results_png(run.metrics, run.results_png)
         return result
 
     return evaluate
@@ -538,7 +534,7 @@ def _resume_or_start(
     reporter: Reporter,
 ) -> int:
     """Restore the last checkpoint (the first iteration still to run) or say a new run starts."""
-    out = Path(recipe.output_dir)
+    run = RunFolder(Path(recipe.output_dir))
     start = 0
     if last is not None:
         state = load_checkpoint(last)
@@ -548,12 +544,12 @@ def _resume_or_start(
             raise CheckpointError(
                 f"{last}: cannot resume from it ({str(exc).splitlines()[0]}); the recipe changed "
                 "the model or solver since it was written; resume with the recipe in "
-                f"{out / CONFIG_NAME} or start a new run"
+                f"{run.config} or start a new run"
             ) from None
         reporter.message(f"resuming from {last} at iteration {start} of {recipe.solver.max_iter}")
     else:
         reporter.message(
-            f"starting a new run in {out} on {ctx.device}"
+            f"starting a new run in {run.path} on {ctx.device}"
             + (f" ({ctx.world_size} processes)" if ctx.distributed else "")
             + ("" if recipe.model.weights else ", from scratch (model.weights is null)")
         )

@@ -12,6 +12,7 @@
       model_final.pth          the last checkpoint; model_best.pth the best by data.val
       eval/<iteration>/        each periodic evaluation (metrics.json, coco_results.json, ...)
       eval_test/               the final test-set evaluation when data.val is set
+      report.html              `retina report`'s page, by default
 
 A folder holds a run when it carries the marker with the command `train`, or (runs written
 before the marker existed) a `last_checkpoint`. `retina train` writes only into a folder that
@@ -38,6 +39,7 @@ COMMAND = "train"
 CONFIG_NAME = "config.yaml"
 LOG_NAME = "log.txt"
 RESULTS_PNG = "results.png"
+REPORT_NAME = "report.html"
 EVAL_DIR = "eval"
 TEST_EVAL_DIR = "eval_test"
 STARTED_FILES = (CONFIG_NAME, METRICS_FILE)
