@@ -311,6 +311,12 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(
             f"{target}: the file is empty (an interrupted copy or write?); use another checkpoint"
         )
+    if _is_torchscript_archive(target):
+        raise CheckpointError(
+            f"{target}: is a TorchScript archive (a program, whatever its name), not a model file; "
+            "it was not loaded, since loading one runs the code it holds; pass the .pth model file "
+            "(or, for an exported file you trust, `retina predict FILE.ts --trust-code`)"
+        )
     try:
         return torch.load(target, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -323,6 +329,22 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
         ) from exc
     except Exception as exc:  # torch raises RuntimeError, KeyError, EOFError... for bad files
         raise _unreadable(target, exc) from exc
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """True when `path` is a zip archive holding TorchScript code (`<name>/code/...` or
+    `constants.pkl`), which torch.load would hand to torch.jit.load."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(
+                "/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist()[:10_000]
+            )
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def is_retinacli_file(data: Any) -> bool:

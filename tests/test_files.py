@@ -295,3 +295,22 @@ def test_contained_path_refuses_a_link_loop(tmp_path):
     (tmp_path / "b").symlink_to(tmp_path / "a")
     with pytest.raises(PathOutsideRoot):
         contained_path(tmp_path, "a/x.png")
+
+
+class _Scripted(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1
+
+
+def test_a_torchscript_archive_named_pth_is_refused_unopened(tmp_path, monkeypatch):
+    """torch.load would hand a TorchScript zip to torch.jit.load (which runs its code): it is
+    refused by its contents, whatever its name, and torch.jit.load is never called."""
+    path = tmp_path / "model_final.pth"
+    torch.jit.save(torch.jit.script(_Scripted()), str(path))
+    called = []
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: called.append(a))
+    with pytest.raises(CheckpointError, match="is a TorchScript archive .* it was not loaded"):
+        load_torch(path)
+    assert called == []
+    torch.save({"w": torch.zeros(2)}, tmp_path / "plain.pth")  # a plain zip checkpoint still loads
+    assert load_torch(tmp_path / "plain.pth")["w"].shape == (2,)
