@@ -17,9 +17,9 @@ import os
 import time
 from pathlib import Path
 
-from retinacli.data.coco import load_coco
+from retinacli.data.augment.resize_flip import Augmentation
+from retinacli.data.formats.coco import load_coco
 from retinacli.data.loader import build_train_loader
-from retinacli.data.transforms import Augmentation
 
 COCO_TRAIN_AUGMENTATION = Augmentation(
     short_sizes=(640, 672, 704, 736, 768, 800), max_size=1333, sampling="choice", flip="horizontal"

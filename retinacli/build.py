@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from retinacli.anchors_tool.layout import AnchorSpec
-from retinacli.data.augment import BoxAugment, Color, Crop, Expand, ScaleJitter
+from retinacli.data.augment.box import BoxAugment, Color, Crop, Expand, ScaleJitter
+from retinacli.data.augment.resize_flip import Augmentation
 from retinacli.data.checks import DatasetReport, prepare_coco
-from retinacli.data.coco import DetectionDataset
+from retinacli.data.formats.coco import DetectionDataset
 from retinacli.data.loader import repeat_factors
 from retinacli.data.shapes import ShapesSpec, ensure_shapes
-from retinacli.data.transforms import Augmentation
 from retinacli.engine.anchors import AnchorGenerator
 from retinacli.engine.backbone import ResNet
 from retinacli.engine.box_coder import BoxCoder

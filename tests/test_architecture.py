@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "retinacli"
 # What each part may import from retinacli (besides itself). Listed top to bottom.
 ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
-    "cli": {"commands", "recipe", "errors", "text", "evaluation", "anchors_tool", "train", "__init__"},
-    "commands": {"build", "recipe", "engine", "data", "train", "evaluation", "report", "export",
+    "cli": {"commands", "recipe", "errors", "text", "predict", "evaluation", "anchors_tool", "train", "__init__"},
+    "commands": {"build", "recipe", "engine", "data", "train", "evaluation", "predict", "report", "export",
                  "benchmarking", "anchors_tool", "weights", "files", "devices", "errors", "text", "yaml_files", "__init__"},
     "build": {"recipe", "engine", "data", "train", "anchors_tool", "errors"},
     "recipe": {"errors", "yaml_files"},
@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"text"},
     "export": {"engine", "files", "errors"},
     "benchmarking": {"engine"},
+    "predict": {"engine", "data", "evaluation", "files", "errors", "text"},
     "evaluation": {"engine", "data", "files", "errors", "text"},
     "train": {"engine", "data", "files", "devices", "errors", "text"},
     "data": {"engine", "files", "errors", "text", "yaml_files"},

@@ -37,9 +37,9 @@ import torch
 from torch import Tensor
 
 from retinacli.anchors_tool.layout import AnchorSpec, feature_hw, padded_hw
+from retinacli.data.augment.resize_flip import clip_and_filter_boxes, resized_hw, transform_boxes
 from retinacli.data.checks import MEDIUM_MAX_AREA, SMALL_MAX_AREA, SizeBucket
-from retinacli.data.coco import DetectionDataset
-from retinacli.data.transforms import clip_and_filter_boxes, resized_hw, transform_boxes
+from retinacli.data.formats.coco import DetectionDataset
 
 Verdict = Literal["positive", "low_quality", "none"]
 VERDICTS: tuple[Verdict, ...] = ("positive", "low_quality", "none")

@@ -82,7 +82,7 @@ def predict_command(
     from retinacli.cli.progress import progress_bar
     from retinacli.commands.predict import predict
     from retinacli.errors import UsageError
-    from retinacli.evaluation.prediction_formats import PREDICTION_FORMATS
+    from retinacli.predict.formats import PREDICTION_FORMATS
 
     chosen = formats or ["json"]
     unknown = [f for f in chosen if f not in PREDICTION_FORMATS]

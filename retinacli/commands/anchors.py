@@ -240,8 +240,8 @@ def _numbers_or_text(text: str) -> Any:
 
 
 def _read_resized(path: Path, test_resize: tuple[int, int]) -> np.ndarray:
+    from retinacli.data.augment.resize_flip import resize_image, resized_hw
     from retinacli.data.images import read_image
-    from retinacli.data.transforms import resize_image, resized_hw
 
     pixels = read_image(path, input_format="RGB")
     height, width = resized_hw(

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from retinacli.data.convert import (
+from retinacli.data.formats.convert import (
     REASON_TEXT,
     ConvertResult,
     parse_class_list,
     write_coco_dataset,
 )
-from retinacli.data.voc import read_voc
-from retinacli.data.yolo import read_yolo
+from retinacli.data.formats.voc import read_voc
+from retinacli.data.formats.yolo import read_yolo
 from retinacli.errors import DatasetError, UsageError
 from retinacli.files import refuse_existing_folder
 

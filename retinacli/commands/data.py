@@ -16,7 +16,7 @@ from retinacli.build import (
     dataset_files,
 )
 from retinacli.data.checks import DatasetReport, check_coco
-from retinacli.data.convert import REPORT_NAME
+from retinacli.data.formats.convert import REPORT_NAME
 from retinacli.data.images import data_path
 from retinacli.data.shapes import make_shapes, make_shapes_voc
 from retinacli.data.visualize import show_dataset

@@ -14,9 +14,9 @@ import torch
 from retinacli import __version__
 from retinacli.build import build_test_dataset, inference_resize
 from retinacli.commands.model_files import LoadedDetector, load_detector
+from retinacli.data.augment.resize_flip import resize_image, resized_hw
 from retinacli.data.images import read_image
 from retinacli.data.shapes import ShapesSpec, generate_shapes_image
-from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.errors import ExportError, RetinaError, UsageError
 from retinacli.export.exporters import (
     DEFAULT_OPSET,

@@ -13,19 +13,6 @@ from retinacli.commands.model_files import load_detector
 from retinacli.devices import resolve_device
 from retinacli.engine.fuse import prepare_for_inference
 from retinacli.errors import DatasetError, RetinaError, UsageError
-from retinacli.evaluation.predict import (
-    ImageInput,
-    PredictReport,
-    TorchDetector,
-    find_images,
-    predict_images,
-)
-from retinacli.evaluation.prediction_formats import (
-    COCO_NAME,
-    PREDICTIONS_NAME,
-    PredictionFormat,
-)
-from retinacli.evaluation.video import VideoReport, is_video, predict_video, require_av
 from retinacli.export.runtime import (
     ExportedDetector,
     is_exported,
@@ -33,6 +20,19 @@ from retinacli.export.runtime import (
     refuse_untrusted_code,
 )
 from retinacli.files import OUTPUT_MARKER, check_output_dir, prepare_output_dir
+from retinacli.predict.formats import (
+    COCO_NAME,
+    PREDICTIONS_NAME,
+    PredictionFormat,
+)
+from retinacli.predict.images import (
+    ImageInput,
+    PredictReport,
+    TorchDetector,
+    find_images,
+    predict_images,
+)
+from retinacli.predict.video import VideoReport, is_video, predict_video, require_av
 from retinacli.recipe import Override, key_override
 
 COMMAND = "predict"

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from retinacli.data.coco import read_coco_json
-from retinacli.data.split import SplitCounts, split_coco, split_counts
+from retinacli.data.formats.coco import read_coco_json
+from retinacli.data.formats.split import SplitCounts, split_coco, split_counts
 from retinacli.errors import UsageError
 from retinacli.files import prepare_output_file, write_json
 

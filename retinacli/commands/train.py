@@ -29,7 +29,7 @@ from retinacli.build import (
     build_train_augmentation,
     inference_resize,
 )
-from retinacli.data.coco import DetectionDataset
+from retinacli.data.formats.coco import DetectionDataset
 from retinacli.data.loader import Batch, build_train_loader
 from retinacli.errors import (
     CheckpointError,

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from retinacli.data.coco import (
+from retinacli.data.formats.coco import (
     DetectionDataset,
     ImageRecord,
     parse_coco,

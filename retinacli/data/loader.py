@@ -1,7 +1,7 @@
 """Training and test data loaders that hand the engine a `Batch`.
 
 Reproducibility: every random choice of a training sample (its short side, its flip, and the
-box-aware augmentations of `retinacli/data/augment.py`) comes from generators seeded by (seed,
+box-aware augmentations of `retinacli/data/augment/box.py`) comes from generators seeded by (seed,
 the sample's position in the global training stream), never from a worker's RNG state, so
 batches are identical with 0, 2 or 8 workers, and a resumed run
 (`start_iteration`) sees exactly the batches an uninterrupted one would.
@@ -36,10 +36,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from retinacli.data.augment import BoxAugment, augment_sample
-from retinacli.data.coco import DetectionDataset, ImageRecord
+from retinacli.data.augment.box import BoxAugment, augment_sample
+from retinacli.data.augment.resize_flip import Augmentation, AugmentParams
+from retinacli.data.formats.coco import DetectionDataset, ImageRecord
 from retinacli.data.images import InputFormat, read_image
-from retinacli.data.transforms import Augmentation, AugmentParams
 from retinacli.engine.structures import Targets
 from retinacli.errors import DatasetError, TrainingError
 
@@ -182,7 +182,7 @@ class _PackedRecords:
 class MappedDataset(Dataset):
     """Reads, augments and converts one record per `SampleKey`.
 
-    `box_augment` adds the box-aware augmentations (`retinacli/data/augment.py`) around
+    `box_augment` adds the box-aware augmentations (`retinacli/data/augment/box.py`) around
     `augmentation`'s resize and flip; None, or settings with every probability 0, is
     detectron2's path bit for bit.
     """

@@ -203,7 +203,7 @@ def make_shapes_voc(
     """Write the same images and boxes as `make_shapes` as a Pascal VOC folder: `Annotations/
     <split>_<index>.xml`, `JPEGImages/<split>_<index>.png` and `ImageSets/Main/<split>.txt` for
     each (split, number of images). Returns the number of images per split."""
-    from retinacli.data.voc import voc_xml
+    from retinacli.data.formats.voc import voc_xml
 
     spec = spec or ShapesSpec()
     out = Path(out_dir)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from retinacli.data.augment import BoxAugment
-from retinacli.data.coco import DetectionDataset
+from retinacli.data.augment.box import BoxAugment
+from retinacli.data.augment.resize_flip import Augmentation
+from retinacli.data.formats.coco import DetectionDataset
 from retinacli.data.images import read_image
 from retinacli.data.loader import MappedDataset, Sample, TrainBatchSampler
-from retinacli.data.transforms import Augmentation
 from retinacli.files import atomic_write, output_file
 
 # Distinct, readable colours; class i uses PALETTE[i % len(PALETTE)].

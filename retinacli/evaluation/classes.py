@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retinacli.data.coco import DetectionDataset
+from retinacli.data.formats.coco import DetectionDataset
 from retinacli.errors import DatasetError
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from retinacli.data.coco import DetectionDataset, read_coco_json
+from retinacli.data.formats.coco import DetectionDataset, read_coco_json
 from retinacli.data.images import InputFormat
 from retinacli.engine.detector import RetinaNet
 from retinacli.evaluation.diagnostics import DiagnosticsOptions
@@ -252,8 +252,8 @@ def evaluate_detector(
     """
     import torch.distributed as dist
 
+    from retinacli.data.augment.resize_flip import Augmentation
     from retinacli.data.loader import build_test_loader
-    from retinacli.data.transforms import Augmentation
 
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0

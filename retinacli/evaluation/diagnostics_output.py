@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retinacli.data.coco import DetectionDataset
+from retinacli.data.formats.coco import DetectionDataset
 from retinacli.data.images import read_image
 from retinacli.evaluation.diagnostic_plots import (
     save_confusion_matrix,

@@ -17,7 +17,7 @@ from retinacli.anchors_tool.coverage import (
 )
 from retinacli.anchors_tool.layout import AnchorSpec, level_anchors, padded_hw
 from retinacli.build import build_anchor_spec
-from retinacli.data.coco import DetectionDataset, ImageRecord
+from retinacli.data.formats.coco import DetectionDataset, ImageRecord
 from retinacli.engine.matcher import pairwise_iou
 from retinacli.recipe import load_recipe
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retinacli.data.coco import load_coco
+from retinacli.data.formats.coco import load_coco
 from retinacli.data.shapes import ShapesSpec, make_shapes
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from retinacli.data.checks import check_coco, prepare_coco
-from retinacli.data.coco import load_coco
+from retinacli.data.formats.coco import load_coco
 from retinacli.errors import DatasetError
 
 

@@ -21,18 +21,18 @@ import pytest
 from PIL import Image
 
 from retinacli.commands.convert import convert
+from retinacli.data.augment.resize_flip import Augmentation, AugmentParams, resized_hw
 from retinacli.data.checks import check_coco
-from retinacli.data.coco import load_coco
-from retinacli.data.convert import (
+from retinacli.data.formats.coco import load_coco
+from retinacli.data.formats.convert import (
     SourceBox,
     SourceDataset,
     SourceImage,
     SourceSplit,
     write_coco_dataset,
 )
-from retinacli.data.transforms import Augmentation, AugmentParams, resized_hw
-from retinacli.data.voc import read_voc
-from retinacli.data.yolo import read_yolo
+from retinacli.data.formats.voc import read_voc
+from retinacli.data.formats.yolo import read_yolo
 from retinacli.errors import DatasetError
 from tests.cli_helpers import run_cli
 from tests.fuzzing import opened_outside, shared_inodes, watch_opens

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from retinacli.data.coco import load_coco
+from retinacli.data.augment.resize_flip import Augmentation
+from retinacli.data.formats.coco import load_coco
 from retinacli.data.loader import (
     Batch,
     TrainBatchSampler,
@@ -18,7 +19,6 @@ from retinacli.data.loader import (
     build_train_loader,
     shard_indices,
 )
-from retinacli.data.transforms import Augmentation
 from retinacli.engine.structures import Targets
 from retinacli.errors import DatasetError
 

@@ -9,7 +9,7 @@ import pytest
 
 from retinacli.data import shapes
 from retinacli.data.checks import check_coco
-from retinacli.data.coco import load_coco
+from retinacli.data.formats.coco import load_coco
 from retinacli.data.shapes import ShapesSpec, ensure_shapes, generate_shapes_image, make_shapes
 
 SPEC = ShapesSpec()

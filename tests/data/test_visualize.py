@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from retinacli.data.coco import load_coco
+from retinacli.data.augment.resize_flip import Augmentation
+from retinacli.data.formats.coco import load_coco
 from retinacli.data.loader import build_train_loader
 from retinacli.data.shapes import ShapesSpec, make_shapes
-from retinacli.data.transforms import Augmentation
 from retinacli.data.visualize import PALETTE, draw_boxes, show_dataset
 
 
@@ -65,7 +65,7 @@ def test_show_dataset_plain_and_augmented(tmp_path: Path) -> None:
 def test_show_dataset_draws_the_box_aware_augmentations(tmp_path: Path) -> None:
     import torch
 
-    from retinacli.data.augment import BoxAugment, Crop
+    from retinacli.data.augment.box import BoxAugment, Crop
     from retinacli.data.loader import MappedDataset, Sample, TrainBatchSampler
     from retinacli.data.visualize import sample_title
     from retinacli.engine.structures import Targets

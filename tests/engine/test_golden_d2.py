@@ -18,8 +18,8 @@ from torch.testing import assert_close
 
 from retinacli.commands.import_detectron2 import import_detectron2
 from retinacli.commands.model_files import load_detector
+from retinacli.data.augment.resize_flip import resize_image, resized_hw
 from retinacli.data.images import read_image
-from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.losses import IGNORE_LABEL
 from retinacli.engine.structures import Detections, Targets

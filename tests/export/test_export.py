@@ -13,8 +13,8 @@ import torch
 
 from retinacli.commands.export import export
 from retinacli.commands.import_detectron2 import import_detectron2
+from retinacli.data.augment.resize_flip import resize_image, resized_hw
 from retinacli.data.images import read_image
-from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.errors import ExportError, UsageError
 from retinacli.export import parity as parity_module
 from retinacli.export.runtime import open_exported

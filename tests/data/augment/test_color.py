@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from retinacli.data.augment_color import OPERATIONS, ColorParams, adjust_color, sample_color
+from retinacli.data.augment.color import OPERATIONS, ColorParams, adjust_color, sample_color
 
 
 def test_brightness_scales_pixels() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from retinacli.data.augment_geometry import (
+from retinacli.data.augment.geometry import (
     CropParams,
     ExpandParams,
     ScaleJitterParams,

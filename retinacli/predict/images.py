@@ -39,18 +39,18 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from retinacli.data.augment.resize_flip import resize_image, resized_hw
 from retinacli.data.images import InputFormat, read_image
-from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.structures import Detections
 from retinacli.errors import RetinaError, UsageError
 from retinacli.evaluation.inference import model_device
-from retinacli.evaluation.prediction_formats import (
+from retinacli.files import atomic_write, output_file
+from retinacli.predict.formats import (
     PREDICTIONS_NAME,
     PredictionFormat,
     write_formats,
 )
-from retinacli.files import atomic_write, output_file
 
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from retinacli.data.coco import DetectionDataset, ImageRecord, parse_coco
+from retinacli.data.formats.coco import DetectionDataset, ImageRecord, parse_coco
 from retinacli.data.problems import summarize_errors
 from retinacli.errors import DatasetError
 

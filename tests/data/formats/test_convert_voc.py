@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from retinacli.commands.convert import convert
-from retinacli.data.convert import REASONS
-from retinacli.data.voc import read_voc
+from retinacli.data.formats.convert import REASONS
+from retinacli.data.formats.voc import read_voc
 from retinacli.errors import DatasetError, UsageError
 from tests.cli_helpers import run_cli
 
@@ -430,7 +430,7 @@ def test_no_usable_image_or_no_class_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_leaves_no_output(clean_voc: Path, tmp_path: Path, monkeypatch) -> None:
-    import retinacli.data.convert as convert_module
+    import retinacli.data.formats.convert as convert_module
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
@@ -444,7 +444,7 @@ def test_a_failed_write_leaves_no_output(clean_voc: Path, tmp_path: Path, monkey
 def test_images_are_copied_where_hard_links_fail(
     clean_voc: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    import retinacli.data.convert as convert_module
+    import retinacli.data.formats.convert as convert_module
 
     monkeypatch.setattr(convert_module, "new_hard_link", lambda source, target: False)
     result = convert(clean_voc, source_format="voc", output_dir=tmp_path / "out")

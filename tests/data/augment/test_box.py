@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from retinacli.data.augment import BoxAugment, Color, Crop, Expand, ScaleJitter, augment_sample
+from retinacli.data.augment.box import BoxAugment, Color, Crop, Expand, ScaleJitter, augment_sample
+from retinacli.data.augment.resize_flip import Augmentation, resized_hw
 from retinacli.data.loader import MappedDataset, build_train_loader
-from retinacli.data.transforms import Augmentation, resized_hw
 
 BASE = Augmentation(short_sizes=(48, 56, 64), max_size=96, flip="horizontal")
 EVERYTHING = BoxAugment(

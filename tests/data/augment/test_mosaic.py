@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from retinacli.data.augment_geometry import Tile
-from retinacli.data.mosaic import MosaicParams, mosaic, quadrant_box, sample_mosaic
+from retinacli.data.augment.geometry import Tile
+from retinacli.data.augment.mosaic import MosaicParams, mosaic, quadrant_box, sample_mosaic
 
 
 def _tiles() -> list[Tile]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from retinacli.commands.split import split
-from retinacli.data.split import assign_splits, split_sizes
+from retinacli.data.formats.split import assign_splits, split_sizes
 from retinacli.errors import DatasetError, UsageError
 from tests.cli_helpers import run_cli
 

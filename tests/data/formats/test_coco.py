@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retinacli.data.coco import load_coco, xywh_to_xyxy
+from retinacli.data.formats.coco import load_coco, xywh_to_xyxy
 from retinacli.errors import DatasetError
 
 
@@ -93,7 +93,7 @@ def test_xywh_to_xyxy_in_float32() -> None:
 
 
 def test_a_box_beyond_float32_is_malformed_not_infinite(write_coco) -> None:
-    # found by tests/data/test_coco_fuzz.py: 1e39 is a finite Python float but inf in float32
+    # found by tests/data/formats/test_coco_fuzz.py: 1e39 is a finite Python float but inf in float32
     json_path = write_coco(
         images=[{"id": 1, "file_name": "a.png", "width": 8, "height": 8}],
         annotations=[{"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1e39, 2], "iscrowd": 0}],

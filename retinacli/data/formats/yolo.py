@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from retinacli.data.convert import (
+from retinacli.data.formats.convert import (
     IMAGE_SUFFIXES,
     ProblemLog,
     SourceBox,

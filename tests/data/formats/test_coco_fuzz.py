@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retinacli.data.coco import DetectionDataset, load_coco
+from retinacli.data.formats.coco import DetectionDataset, load_coco
 from tests.fuzzing import FUZZ, expect_clean
 
 pytestmark = pytest.mark.fuzz

@@ -213,7 +213,7 @@ def test_bad_images_are_skipped_and_named_and_the_good_ones_kept(tiny_raccoon_mo
 def test_an_image_the_model_cannot_run_on_is_skipped_alone(tiny_raccoon_model, mixed_folder, tmp_path, capsys, monkeypatch):
     # An exported graph or a device can refuse one image (its size, its memory): in a batch with
     # others, the batch is run again image by image and only that one is skipped.
-    from retinacli.evaluation import predict as predict_module
+    from retinacli.predict import images as predict_module
 
     real = predict_module.TorchDetector.detect
 
@@ -236,7 +236,7 @@ def test_an_image_the_model_cannot_run_on_is_skipped_alone(tiny_raccoon_model, m
 
 def test_a_broken_video_is_skipped_and_the_other_inputs_kept(tiny_raccoon_model, raccoon_dir, tmp_path, capsys, monkeypatch):
     pytest.importorskip("av", reason="PyAV is not installed (pip install av)")
-    from tests.evaluation.test_predict_outputs import _write_clip
+    from tests.predict.test_outputs import _write_clip
 
     clip, broken = tmp_path / "clip.mp4", tmp_path / "broken.mp4"
     _write_clip(clip, frames=3)

@@ -10,7 +10,7 @@ For each image (the sampled one, and with mosaic the three others):
 then for the sample: 5. `mosaic` (four images in one, the canvas of the first's size),
 6. `scale_jitter` (resize by a random factor, crop or pad back to the same size), 7. `color`
 (brightness, contrast, saturation, hue), and finally the drop rule: a box is kept when at least
-`min_visible` of its area is still in the image (see `retinacli.data.augment_geometry`).
+`min_visible` of its area is still in the image (see `retinacli.data.augment.geometry`).
 
 Randomness: the loader draws the resize and flip of the sampled image from its generator of
 (seed, stream position), as without these augmentations. Every other draw comes from a generator
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from retinacli.data.augment_color import adjust_color, sample_color
-from retinacli.data.augment_geometry import (
+from retinacli.data.augment.color import adjust_color, sample_color
+from retinacli.data.augment.geometry import (
     Tile,
     crop,
     drop_hidden,
@@ -41,9 +41,9 @@ from retinacli.data.augment_geometry import (
     scale_jitter,
     vertical_flip,
 )
+from retinacli.data.augment.mosaic import QUADRANTS, mosaic, sample_mosaic
+from retinacli.data.augment.resize_flip import Augmentation, AugmentParams
 from retinacli.data.images import InputFormat
-from retinacli.data.mosaic import QUADRANTS, mosaic, sample_mosaic
-from retinacli.data.transforms import Augmentation, AugmentParams
 
 # Per-augmentation generator ids (the last entry of a generator's seed).
 _EXPAND, _CROP, _RESIZE, _VERTICAL_FLIP, _MOSAIC, _SCALE_JITTER, _COLOR = range(7)

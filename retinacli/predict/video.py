@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from retinacli.data.augment.resize_flip import resize_image, resized_hw
 from retinacli.data.images import InputFormat
-from retinacli.data.transforms import resize_image, resized_hw
 from retinacli.errors import DatasetError, UsageError
 from retinacli.files import atomic_write, output_file, write_json
 
@@ -77,7 +77,7 @@ def predict_video(
         UsageError: PyAV is missing, or an output name would leave `out_dir`.
         DatasetError: the file is not a video FFmpeg can decode (nothing of it is written).
     """
-    from retinacli.evaluation.predict import detection_dicts, draw_detections
+    from retinacli.predict.images import detection_dicts, draw_detections
 
     av = _import_av()
     out_dir.mkdir(parents=True, exist_ok=True)

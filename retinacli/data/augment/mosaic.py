@@ -6,7 +6,7 @@ into four quadrants: 0 top-left [0, cx) x [0, cy), 1 top-right, 2 bottom-left, 3
 Each tile is scaled, keeping its aspect ratio, by the smallest factor that makes it cover its
 quadrant, and the part of it next to the centre fills the quadrant (the top-left quadrant shows
 its tile's bottom-right corner, and so on); its boxes are moved, clipped to the quadrant and
-lose visible fraction as in `retinacli.data.augment_geometry.window`.
+lose visible fraction as in `retinacli.data.augment.geometry.window`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from retinacli.data.augment_geometry import Tile, resize, window
+from retinacli.data.augment.geometry import Tile, resize, window
 
 QUADRANTS = 4
 

@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from retinacli.data.convert import SourceDataset
-from retinacli.data.voc import read_voc
-from retinacli.data.yolo import read_yolo
+from retinacli.data.formats.convert import SourceDataset
+from retinacli.data.formats.voc import read_voc
+from retinacli.data.formats.yolo import read_yolo
 from tests.fuzzing import FUZZ, expect_clean, opened_outside, shared_inodes, watch_opens
 from tests.snapshots import changed_outside, snapshot
 

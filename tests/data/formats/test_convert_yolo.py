@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from retinacli.commands.convert import convert
-from retinacli.data.convert import REASONS
-from retinacli.data.yolo import read_yolo
+from retinacli.data.formats.convert import REASONS
+from retinacli.data.formats.yolo import read_yolo
 from retinacli.errors import DatasetError, UsageError
 from tests.cli_helpers import run_cli
 

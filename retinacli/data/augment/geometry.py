@@ -6,7 +6,7 @@ Pixels and boxes go through torchvision's transforms v2 kernels (`torchvision.tr
 boxes exactly as it moves the pixels. Parameters are never drawn inside torchvision (its
 transform classes draw from torch's global generator); every function here takes its
 parameters, and `sample_*` draws them from a `numpy.random.Generator` the caller seeds per
-sample (see `retinacli/data/augment.py`).
+sample (see `retinacli/data/augment/box.py`).
 
 Each box carries its *visible fraction*: the part of its area on entry to the augmentation that
 is still inside the image. Every operation that cuts the canvas (a crop, the window of a scale
@@ -28,7 +28,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from retinacli.data.transforms import MIN_BOX_SIDE
+from retinacli.data.augment.resize_flip import MIN_BOX_SIDE
 
 # Attempts at a crop that keeps enough of a box before the image is left uncropped.
 CROP_TRIALS = 50

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from retinacli.errors import UsageError
-from retinacli.evaluation.predict import draw_detections, find_images
+from retinacli.predict.images import draw_detections, find_images
 from tests.cli_helpers import run_cli
 
 EXIF_ORIENTATION = 274

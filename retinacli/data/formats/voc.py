@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from retinacli.data.convert import (
+from retinacli.data.formats.convert import (
     IMAGE_SUFFIXES,
     ProblemLog,
     SourceBox,

@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from retinacli.data.coco import load_coco
-from retinacli.data.images import read_image
-from retinacli.data.transforms import (
+from retinacli.data.augment.resize_flip import (
     Augmentation,
     AugmentParams,
     clip_and_filter_boxes,
@@ -17,6 +15,8 @@ from retinacli.data.transforms import (
     resized_hw,
     transform_boxes,
 )
+from retinacli.data.formats.coco import load_coco
+from retinacli.data.images import read_image
 
 NO_AUG = AugmentParams(short_size=0, hflip=False, vflip=False)
 
