@@ -78,6 +78,6 @@ fi
 
 echo "== 4. speed beside torchvision's RetinaNet on this GPU (R50-FPN, 2 images 480x640)"
 python benchmarks/engine_vs_torchvision.py --device cuda --repeats 10 --full-repeats 10
-python -m retinacli benchmark recipes/coco.yaml --device cuda --image-size 800x1067 --batch 2 --no-onnx
-python -m retinacli benchmark recipes/coco.yaml --device cuda --image-size 800x1067 --batch 2 --no-onnx --amp
+python -m retinacli benchmark recipes/coco.yaml --device cuda --image-size 800x1067 --images-per-batch 2 --no-onnx
+python -m retinacli benchmark recipes/coco.yaml --device cuda --image-size 800x1067 --images-per-batch 2 --no-onnx --amp
 echo "== all GPU checks passed"

@@ -46,7 +46,7 @@ DeviceOption = Annotated[
     typer.Option("--device", help="auto|cpu|cuda (the recipe key device) \\[default: the recipe's].", show_default=False),
 ]
 OverwriteOption = Annotated[
-    bool, typer.Option("--overwrite", help="Replace what an earlier run wrote in the output folder.")
+    bool, typer.Option("--overwrite", help="Replace this command's earlier output in --output-dir.")
 ]
 OverwriteFileOption = Annotated[
     bool, typer.Option("--overwrite", help="Replace the --out file if it exists.")

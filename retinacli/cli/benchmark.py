@@ -29,7 +29,9 @@ def benchmark_command(
         str | None,
         typer.Option("--image-size", help="HEIGHTxWIDTH of the inputs \\[default: the recipe's test size].", show_default=False),
     ] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Images per inference batch and per training iteration.")] = 1,
+    images_per_batch: Annotated[
+        int, typer.Option("--images-per-batch", min=1, help="Images per inference batch and per training iteration.")
+    ] = 1,
     device: DeviceOption = None,
     amp: Annotated[bool, typer.Option("--amp", help="Mixed precision (CUDA only).")] = False,
     threads: Annotated[
@@ -52,7 +54,7 @@ def benchmark_command(
         result = benchmark(
             source,
             image_size=_image_size(image_size),
-            batch=batch,
+            images_per_batch=images_per_batch,
             device=device,
             amp=amp,
             onnx=onnx,
@@ -64,7 +66,7 @@ def benchmark_command(
         typer.echo(json.dumps(result.to_json(), indent=1))
         return
     h, w = result.image_size
-    table = Table("measure", "value", "how", title=f"{source}: {h}x{w}, batch {result.batch}, {result.device}, {result.threads} threads")
+    table = Table("measure", "value", "how", title=f"{source}: {h}x{w}, batch {result.images_per_batch}, {result.device}, {result.threads} threads")
     table.add_row("parameters", f"{result.parameters / 1e6:.2f} M", "")
     table.add_row("FLOPs per image", f"{result.flops_per_image / 1e9:.1f} G", "torch.utils.flop_counter")
     t = result.inference

@@ -189,8 +189,8 @@ def data_check(
     ],
     set_: SetOption = None,
     split: Annotated[
-        Literal["train", "test", "both"] | None,
-        typer.Option("--split", help="Which dataset of a recipe: train, test or both (default: both).", show_default=False),
+        Literal["train", "val", "test", "all"] | None,
+        typer.Option("--split", help="Which dataset of a recipe: train, val, test or all \\[default: all].", show_default=False),
     ] = None,
     images: Annotated[
         Path | None,
@@ -209,7 +209,7 @@ def data_check(
 
     from retinacli.commands.data import check
 
-    splits = None if split is None else ("train", "test") if split == "both" else (split,)
+    splits = None if split is None else ("train", "val", "test") if split == "all" else (split,)
     errors = 0
     for checked in check(target, set_ or [], splits=splits, images=images, decode=decode):
         report = checked.report
@@ -249,18 +249,18 @@ def data_show(
     recipe: RecipeArg,
     output_dir: Annotated[Path, output_dir_option("Folder for the pictures.")],
     set_: SetOption = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="How many images.")] = 16,
+    num_images: Annotated[int, typer.Option("--num-images", min=1, help="How many images.")] = 16,
     augmented: Annotated[
         bool, typer.Option("--augmented", help="Show them as training augments them (resize, flip, data.train.augment).")
     ] = False,
-    split: Annotated[Literal["train", "test"], typer.Option("--split", help="train or test.")] = "train",
+    split: Annotated[Literal["train", "val", "test"], typer.Option("--split", help="Which dataset of the recipe.")] = "train",
     overwrite: OverwriteOption = False,
 ) -> None:
     """Write pictures of images with their boxes and class names, optionally augmented."""
     from retinacli.commands.data import show
 
     written = show(
-        recipe, set_ or [], output_dir=output_dir, num_images=n, augmented=augmented, split=split, overwrite=overwrite
+        recipe, set_ or [], output_dir=output_dir, num_images=num_images, augmented=augmented, split=split, overwrite=overwrite
     )
     for path in written:
         console.print(_shown(path), highlight=False, soft_wrap=True)
@@ -268,8 +268,10 @@ def data_show(
 
 @data_app.command("make-shapes")
 def data_make_shapes(
-    output_dir: Annotated[Path, typer.Argument(help="Folder to write the dataset into.", show_default=False)],
-    images: Annotated[int, typer.Option("--images", min=1, help="Training images (the test split gets a quarter).")] = 256,
+    output_dir: Annotated[Path, output_dir_option("Folder to write the dataset into.")],
+    num_images: Annotated[
+        int, typer.Option("--num-images", min=1, help="Training images (the test split gets a quarter).")
+    ] = 256,
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same images and boxes.")] = 0,
     layout: Annotated[
         Literal["coco", "voc"],
@@ -280,7 +282,7 @@ def data_make_shapes(
     """Write the synthetic shapes dataset (images + COCO json, or a Pascal VOC folder; train and test splits)."""
     from retinacli.commands.data import write_shapes
 
-    counts = write_shapes(output_dir, num_images=images, seed=seed, overwrite=overwrite, layout=layout)
+    counts = write_shapes(output_dir, num_images=num_images, seed=seed, overwrite=overwrite, layout=layout)
     for name, count in counts.items():
         if layout == "voc":
             where = f"{output_dir}/ImageSets/Main/{name}.txt"

@@ -4,7 +4,7 @@ A recipe gives a randomly initialised model of its architecture, a model file it
 Inputs are uint8 noise images of `--image-size` (default: the recipe's test short side, and
 4/3 of it for the long side within the test max size) with 5 random boxes each for training.
 Inference runs the model as `retina eval` does (BatchNorm folded, channels-last, inference
-mode), on batches of `batch` images; onnxruntime runs the exported whole detector (exported
+mode), on batches of `images_per_batch` images; onnxruntime runs the exported whole detector (exported
 into a temporary folder first) one image at a time, with torch's thread count. A training
 iteration is forward, backward and the optimizer step of the recipe's solver (with AMP on CUDA
 when asked).
@@ -50,7 +50,7 @@ class BenchmarkResult:
     device: str
     threads: int
     image_size: tuple[int, int]
-    batch: int
+    images_per_batch: int
     amp: bool
     parameters: int
     flops_per_image: int
@@ -63,7 +63,7 @@ class BenchmarkResult:
 
     @property
     def inference_images_per_second(self) -> float:
-        return self.batch / self.inference.median
+        return self.images_per_batch / self.inference.median
 
     @property
     def onnx_images_per_second(self) -> float | None:
@@ -71,7 +71,7 @@ class BenchmarkResult:
 
     @property
     def training_images_per_second(self) -> float | None:
-        return None if self.training is None else self.batch / self.training.median
+        return None if self.training is None else self.images_per_batch / self.training.median
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -87,7 +87,7 @@ def benchmark(
     source: Path,
     *,
     image_size: tuple[int, int] | None = None,
-    batch: int = 1,
+    images_per_batch: int = 1,
     device: str | None = None,
     amp: bool = False,
     onnx: bool = True,
@@ -98,11 +98,11 @@ def benchmark(
     """Measure `source` (a recipe or a model file) as the module docstring says.
 
     Raises:
-        UsageError: a bad image size or batch, AMP without CUDA.
+        UsageError: a bad image size or images_per_batch, AMP without CUDA.
         RecipeError, CheckpointError: the recipe or model file cannot be read.
     """
-    if batch < 1:
-        raise UsageError(f"--batch {batch}: must be at least 1")
+    if images_per_batch < 1:
+        raise UsageError(f"--images-per-batch {images_per_batch}: must be at least 1")
     flags = list(overrides)
     if device is not None:
         flags.append(key_override("device", device, origin=f"--device {device}"))
@@ -119,7 +119,7 @@ def benchmark(
     height, width = image_size if image_size is not None else _default_size(recipe)
     if min(height, width) < 32:
         raise UsageError(f"--image-size {height}x{width}: both sides must be at least 32 pixels")
-    images, targets = random_batch(num_images=batch, height=height, width=width, num_classes=model.num_classes)
+    images, targets = random_batch(num_images=images_per_batch, height=height, width=width, num_classes=model.num_classes)
     images = [image.to(target) for image in images]
     targets = [t.to(target) for t in targets]
     say = progress or (lambda _: None)
@@ -166,7 +166,7 @@ def benchmark(
         device=str(target),
         threads=torch.get_num_threads(),
         image_size=(height, width),
-        batch=batch,
+        images_per_batch=images_per_batch,
         amp=amp,
         parameters=parameters,
         flops_per_image=flops,

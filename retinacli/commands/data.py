@@ -25,7 +25,7 @@ from retinacli.files import PathOutsideRoot, prepare_output_dir
 from retinacli.recipe import Override, load_recipe
 from retinacli.recipe.schema import DataConfig
 
-Split = Literal["train", "test"]
+Split = Literal["train", "val", "test"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def check(
             f"--images: only for a COCO json or folder; {target} is a recipe, whose datasets name "
             "their images (set data.train.dataset.images instead)"
         )
-    return check_datasets(target, overrides, splits=splits or ("train", "test"), decode=decode)
+    return check_datasets(target, overrides, splits=splits or ("train", "val", "test"), decode=decode)
 
 
 def check_annotations(
@@ -155,13 +155,17 @@ def check_datasets(
     recipe: Path,
     overrides: Sequence[str | Override] = (),
     *,
-    splits: Sequence[Split] = ("train", "test"),
+    splits: Sequence[Split] = ("train", "val", "test"),
     decode: bool = False,
 ) -> list[SectionCheck]:
     """Check the recipe's datasets (every problem named; nothing raised for problems in the
     data). Raises RecipeError when none of `splits` has a dataset."""
     resolved = load_recipe(recipe, overrides)
-    sections = {"train": resolved.data.train.dataset, "test": resolved.data.test.dataset}
+    sections = {
+        "train": resolved.data.train.dataset,
+        "val": resolved.data.val.dataset,
+        "test": resolved.data.test.dataset,
+    }
     if all(sections[name] is None for name in splits):
         raise RecipeError(f"{recipe}: no dataset to check (data.{'/'.join(splits)}.dataset is not set)")
     checks = []
@@ -192,8 +196,10 @@ def show(
     augments them (resize, flip and every `data.train.augment` augmentation); returns the files
     written."""
     resolved = load_recipe(recipe, overrides)
+    section = {"train": resolved.data.train, "val": resolved.data.val, "test": resolved.data.test}[split]
+    if section.dataset is None:
+        raise RecipeError(f"{recipe}: data.{split}.dataset is not set; choose another --split or set it")
     prepare_output_dir(output_dir, command="data show", overwrite=overwrite)
-    section = resolved.data.train if split == "train" else resolved.data.test
     dataset, _ = build_dataset(
         section.dataset, key=f"data.{split}.dataset", filter_empty=False, fix_bad_boxes=resolved.data.fix_bad_boxes
     )
@@ -203,7 +209,7 @@ def show(
         augmentation = (
             build_train_augmentation(resolved.data.train)
             if split == "train"
-            else build_test_augmentation(resolved.data.test)
+            else build_test_augmentation(section)
         )
     return show_dataset(
         dataset=dataset, out_dir=output_dir, num_images=num_images, augmentation=augmentation, seed=resolved.seed,
@@ -221,7 +227,7 @@ def write_shapes(
     `output_dir` must be new, empty, or an earlier output of make-shapes (then only with
     `overwrite`): see `files.prepare_output_dir`; a folder holding other files is refused."""
     splits = (("train", num_images), ("test", max(1, num_images // 4)))
-    prepare_output_dir(output_dir, command="data make-shapes", overwrite=overwrite, flag="OUTPUT_DIR")
+    prepare_output_dir(output_dir, command="data make-shapes", overwrite=overwrite)
     if layout == "voc":
         return make_shapes_voc(output_dir, splits=splits, seed=seed)
     return {split: make_shapes(output_dir, num_images=count, seed=seed, split=split).num_images for split, count in splits}

@@ -21,7 +21,7 @@ def _keep_threads():
 
 
 def test_json_has_every_measure(tmp_path, capsys, monkeypatch):
-    args = ["benchmark", str(REPO / "recipes" / "shapes.yaml"), "--image-size", "160x192", "--batch", "2", "--no-onnx", "--threads", "1", "--json"]
+    args = ["benchmark", str(REPO / "recipes" / "shapes.yaml"), "--image-size", "160x192", "--images-per-batch", "2", "--no-onnx", "--threads", "1", "--json"]
     for override in tiny_overrides(tmp_path):
         args += ["--set", override]
     result = run_cli(args, capsys, monkeypatch)
@@ -29,7 +29,7 @@ def test_json_has_every_measure(tmp_path, capsys, monkeypatch):
     data = json.loads(result.stdout)
     model = build_model(tiny_recipe(tmp_path).model)
     assert data["parameters"] == count_parameters(model)
-    assert data["image_size"] == [160, 192] and data["batch"] == 2 and data["threads"] == 1
+    assert data["image_size"] == [160, 192] and data["images_per_batch"] == 2 and data["threads"] == 1
     assert data["flops_per_image"] > 1e8
     assert data["inference_images_per_second"] == 2 / data["inference"]["median"]
     assert data["training_images_per_second"] == 2 / data["training"]["median"]

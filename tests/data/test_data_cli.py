@@ -47,7 +47,7 @@ def test_check_fails_with_the_problems_named(tmp_path, capsys, monkeypatch):
 def test_show_writes_pictures(shared_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "show"
     result = run_cli(["data", "show", str(REPO / "recipes" / "raccoon.yaml"), *raccoon_set(shared_dir),
-                      "--output-dir", str(out), "--n", "2", "--augmented"], capsys, monkeypatch)
+                      "--output-dir", str(out), "--num-images", "2", "--augmented"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     pictures = sorted(out.glob("*.png"))
     assert len(pictures) == 2 and all(Image.open(p).size[0] > 0 for p in pictures)
@@ -59,7 +59,7 @@ def test_show_draws_the_box_aware_augmentations(shared_dir, tmp_path, capsys, mo
     def show(out: Path, *sets: str) -> list[Path]:
         args = [a for s in sets for a in ("--set", s)]
         result = run_cli(["data", "show", str(REPO / "recipes" / "raccoon.yaml"), *raccoon_set(shared_dir), *args,
-                          "--output-dir", str(out), "--n", "2", "--augmented"], capsys, monkeypatch)
+                          "--output-dir", str(out), "--num-images", "2", "--augmented"], capsys, monkeypatch)
         assert result.exit_code == 0, result.output
         return sorted(out.glob("*.png"))
 
@@ -73,7 +73,7 @@ def test_show_draws_the_box_aware_augmentations(shared_dir, tmp_path, capsys, mo
 
 
 def test_make_shapes_writes_both_splits(tmp_path, capsys, monkeypatch):
-    result = run_cli(["data", "make-shapes", str(tmp_path / "s"), "--images", "4", "--seed", "1"], capsys, monkeypatch)
+    result = run_cli(["data", "make-shapes", "--output-dir", str(tmp_path / "s"), "--num-images", "4", "--seed", "1"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     train = json.loads((tmp_path / "s" / "train.json").read_text())
     test = json.loads((tmp_path / "s" / "test.json").read_text())
@@ -113,8 +113,8 @@ def test_make_shapes_as_voc_converts_back_to_the_same_dataset(tmp_path, capsys, 
     import numpy as np
     from PIL import Image
 
-    assert run_cli(["data", "make-shapes", str(tmp_path / "coco"), "--images", "4"], capsys, monkeypatch).exit_code == 0
-    result = run_cli(["data", "make-shapes", str(tmp_path / "voc"), "--images", "4", "--format", "voc"], capsys, monkeypatch)
+    assert run_cli(["data", "make-shapes", "--output-dir", str(tmp_path / "coco"), "--num-images", "4"], capsys, monkeypatch).exit_code == 0
+    result = run_cli(["data", "make-shapes", "--output-dir", str(tmp_path / "voc"), "--num-images", "4", "--format", "voc"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "train: 4 images" in result.stdout and (tmp_path / "voc" / "ImageSets" / "Main" / "test.txt").is_file()
     converted = run_cli(

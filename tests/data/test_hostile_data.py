@@ -373,7 +373,7 @@ def test_make_shapes_refuses_a_folder_holding_the_users_files(tmp_path, capsys, 
     (folder / "train.json").write_text('{"mine": true}\n')
     before = snapshot(tmp_path)
     for extra in ([], ["--overwrite"]):
-        result = run_cli(["data", "make-shapes", str(folder), "--images", "2", *extra], capsys, monkeypatch)
+        result = run_cli(["data", "make-shapes", "--output-dir", str(folder), "--num-images", "2", *extra], capsys, monkeypatch)
         assert result.exit_code == 2 and "Traceback" not in result.output
         assert "holds files retinacli did not write" in result.stderr
         assert changed_outside(before, tmp_path) == []
@@ -381,12 +381,12 @@ def test_make_shapes_refuses_a_folder_holding_the_users_files(tmp_path, capsys, 
 
 def test_make_shapes_twice_needs_overwrite(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "shapes"
-    assert run_cli(["data", "make-shapes", str(folder), "--images", "2"], capsys, monkeypatch).exit_code == 0
+    assert run_cli(["data", "make-shapes", "--output-dir", str(folder), "--num-images", "2"], capsys, monkeypatch).exit_code == 0
     before = snapshot(tmp_path)
-    again = run_cli(["data", "make-shapes", str(folder), "--images", "2"], capsys, monkeypatch)
+    again = run_cli(["data", "make-shapes", "--output-dir", str(folder), "--num-images", "2"], capsys, monkeypatch)
     assert again.exit_code == 2 and "pass --overwrite to replace it" in again.stderr
     assert changed_outside(before, tmp_path) == []
-    forced = run_cli(["data", "make-shapes", str(folder), "--images", "2", "--overwrite"], capsys, monkeypatch)
+    forced = run_cli(["data", "make-shapes", "--output-dir", str(folder), "--num-images", "2", "--overwrite"], capsys, monkeypatch)
     assert forced.exit_code == 0, forced.output
     assert changed_outside(before, tmp_path) == []  # the same seed writes the same bytes
 
@@ -398,7 +398,7 @@ def test_show_refuses_a_folder_holding_the_users_files(shared_dir, tmp_path, cap
     raccoon = shared_dir / "data" / "raccoon"
     dataset = f"data.train.dataset={{kind: coco, annotations: '{raccoon}/train.json', images: '{raccoon}/images'}}"
     result = run_cli(["data", "show", str(REPO / "recipes" / "raccoon.yaml"), "--set", dataset,
-                      "--output-dir", str(folder), "--n", "1", "--overwrite"], capsys, monkeypatch)
+                      "--output-dir", str(folder), "--num-images", "1", "--overwrite"], capsys, monkeypatch)
     assert result.exit_code == 2 and "holds files retinacli did not write" in result.stderr
     assert changed_outside(before, tmp_path) == []
 
