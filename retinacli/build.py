@@ -28,6 +28,7 @@ from retinacli.engine.fpn import FPN, ResNetFPN
 from retinacli.engine.head import RetinaNetHead
 from retinacli.engine.matcher import Matcher
 from retinacli.errors import DatasetError, RecipeError
+from retinacli.levels import stage_stride
 from retinacli.recipe.schema import (
     ClipGradientsConfig,
     CocoDataset,
@@ -37,7 +38,6 @@ from retinacli.recipe.schema import (
     SolverConfig,
     TestDataConfig,
     TrainDataConfig,
-    stage_stride,
 )
 from retinacli.train.loop import ClipSettings, NonFinitePolicy
 from retinacli.train.schedules import Schedule, WarmupScheduler

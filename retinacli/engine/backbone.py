@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from retinacli.engine.norm import NormKind, convert_to_frozen_bn, make_norm
+from retinacli.levels import STAGES as STAGE_NAMES
 
-STAGE_NAMES = ("res2", "res3", "res4", "res5")
 FEATURE_NAMES = ("stem", *STAGE_NAMES)
 BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 BOTTLENECK_EXPANSION = 4

@@ -26,10 +26,10 @@ from torch import Tensor, nn
 
 from retinacli.engine.backbone import ResNet
 from retinacli.engine.norm import NormKind, make_norm
+from retinacli.levels import NUM_TOP_LEVELS
 
 FuseType = Literal["sum", "avg"]
 TopBlockInput = Literal["res5", "p5"]
-NUM_TOP_LEVELS = 2  # P6 and P7
 
 
 def _c2_xavier_conv(

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from retinacli.errors import RecipeError
+from retinacli.levels import pyramid_levels
 from retinacli.recipe.loading import RecipeLoader, read_with_bases, read_yaml_file
 from retinacli.recipe.safe_expr import UnsafeExpressionError, evaluate
 
@@ -326,7 +327,7 @@ def translate(flat: dict[str, Any], *, source: str = "config") -> Translation:
         "device": {"cuda": "cuda", "cpu": "cpu"}.get(str(v["MODEL.DEVICE"]), "auto"),
         "amp": v["SOLVER.AMP.ENABLED"],
     }
-    level_names = recipe_levels(fpn_in)
+    level_names = pyramid_levels(fpn_in)
     if _as_list(v["MODEL.RETINANET.IN_FEATURES"]) != level_names:
         raise RecipeError(
             f"{source}: MODEL.RETINANET.IN_FEATURES {v['MODEL.RETINANET.IN_FEATURES']} must be "
@@ -341,12 +342,6 @@ def translate(flat: dict[str, Any], *, source: str = "config") -> Translation:
             "data.test.dataset in the recipe (or with --set) to COCO json files."
         )
     return Translation(recipe=recipe, ignored_keys=ignored, notes=notes)
-
-
-def recipe_levels(fpn_in: list[str]) -> list[str]:
-    """Pyramid levels (with P6/P7) that FPN in_features such as [res3, res4, res5] give."""
-    first = int(fpn_in[0][-1])
-    return [f"p{i}" for i in range(first, first + len(fpn_in) + 2)]
 
 
 # ----------------------------------------------------------------------------- reading

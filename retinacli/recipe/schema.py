@@ -21,12 +21,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from retinacli.levels import STAGES, level_stride, pyramid_levels
 from retinacli.recipe.anchor_sizes import MAX_SCALES, AnchorSizeError, parse_anchor_sizes
 
 ResNetStage = Literal["res2", "res3", "res4", "res5"]
 Norm = Literal["FrozenBN", "BN", "GN", "SyncBN"]
-_STAGES = ("res2", "res3", "res4", "res5")
-_STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 MAX_ITERATIONS = 10**8
 """Iterations (max_iter, steps, warmup, periods): detectron2's longest model-zoo schedule is
@@ -140,7 +139,7 @@ class FPNConfig(Section):
     @classmethod
     def _consecutive(cls, value: list[str]) -> list[str]:
         _check_stage_order(value, "in_features")
-        indices = [_STAGES.index(s) for s in value]
+        indices = [STAGES.index(s) for s in value]
         if indices != list(range(indices[0], indices[0] + len(indices))):
             raise ValueError("in_features must be consecutive stages")
         return value
@@ -148,13 +147,12 @@ class FPNConfig(Section):
     @property
     def level_names(self) -> list[str]:
         """Names of the pyramid levels the head sees, e.g. ['p3', 'p4', 'p5', 'p6', 'p7']."""
-        first = _STAGES.index(self.in_features[0]) + 2
-        return [f"p{i}" for i in range(first, first + len(self.in_features) + 2)]
+        return pyramid_levels(self.in_features)
 
     @property
     def level_strides(self) -> list[int]:
         """Stride of each pyramid level in input pixels, e.g. [8, 16, 32, 64, 128]."""
-        return [2 ** int(name[1:]) for name in self.level_names]
+        return [level_stride(name) for name in self.level_names]
 
 
 class AnchorsConfig(Section):
@@ -1009,7 +1007,7 @@ def expand_env(value: str) -> str:
 def _check_stage_order(stages: list[str], key: str) -> None:
     if not stages:
         raise ValueError(f"{key} needs at least one stage")
-    if len(set(stages)) != len(stages) or stages != sorted(stages, key=_STAGES.index):
+    if len(set(stages)) != len(stages) or stages != sorted(stages, key=STAGES.index):
         raise ValueError(f"{key} must list distinct stages in order res2..res5")
 
 
@@ -1024,8 +1022,3 @@ def _error_at(model: type[BaseModel], key: str, message: str, value: Any) -> Val
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def stage_stride(stage: str) -> int:
-    """Stride of a ResNet stage's output in input pixels (res2: 4 ... res5: 32)."""
-    return _STAGE_STRIDES[stage]
