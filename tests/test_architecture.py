@@ -108,3 +108,19 @@ def test_lower_layers_never_name_the_recipe_the_commands_or_the_cli() -> None:
             text = path.read_text(encoding="utf-8")
             for name in ("retinacli.recipe", "retinacli.cli", "retinacli.commands", "retinacli.build"):
                 assert name not in text, f"{path.relative_to(PACKAGE)} mentions {name}"
+
+
+SHARED_BY_COMMANDS = {"retinacli.commands.model_files"}
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "commands").glob("*.py")), ids=lambda p: p.name)
+def test_no_command_imports_another_command(path: Path) -> None:
+    """A concept two commands need lives below them (the run folder in train/, the test resize in
+    data/), never in one command imported by another; only model_files.py is shared."""
+    own = f"retinacli.commands.{path.stem}"
+    wrong = [
+        (line, module)
+        for line, module in _imports(path)
+        if module.startswith("retinacli.commands.") and module not in SHARED_BY_COMMANDS | {own}
+    ]
+    assert wrong == [], f"{path.name} imports other commands: {wrong}"
