@@ -240,11 +240,9 @@ def _numbers_or_text(text: str) -> Any:
 
 
 def _read_resized(path: Path, test_resize: tuple[int, int]) -> np.ndarray:
-    from retinacli.data.augment.resize_flip import resize_image, resized_hw
+    """The picture at `path`, RGB (for drawing), resized by the test resize the model sees."""
+    from retinacli.data.augment.resize_flip import resize_for_inference
     from retinacli.data.images import read_image
 
     pixels = read_image(path, input_format="RGB")
-    height, width = resized_hw(
-        height=pixels.shape[0], width=pixels.shape[1], short_size=test_resize[0], max_size=test_resize[1]
-    )
-    return resize_image(pixels, height=height, width=width)
+    return resize_for_inference(pixels, short_size=test_resize[0], max_size=test_resize[1])

@@ -14,8 +14,8 @@ import torch
 from retinacli import __version__
 from retinacli.build import build_test_dataset, inference_resize
 from retinacli.commands.model_files import LoadedDetector, load_detector
-from retinacli.data.augment.resize_flip import resize_image, resized_hw
-from retinacli.data.images import read_image
+from retinacli.data.augment.resize_flip import resize_for_inference, to_chw_tensor
+from retinacli.data.images import read_image, rgb_to_input_format
 from retinacli.data.shapes import ShapesSpec, generate_shapes_image
 from retinacli.errors import ExportError, RetinaError, UsageError
 from retinacli.export.exporters import (
@@ -73,17 +73,14 @@ def export(
     loaded = load_detector(model_path, overrides)
     model = loaded.model.eval()
     short_size, max_size = inference_resize(loaded.recipe.data.test)
-    metadata = ExportMetadata(
-        class_names=tuple(loaded.classes.names),
-        class_dataset_ids=tuple(int(i) for i in loaded.classes.dataset_ids),
+    metadata = ExportMetadata.of_model(
+        model,
+        class_names=loaded.classes.names,
+        class_dataset_ids=loaded.classes.dataset_ids,
         input_format=loaded.recipe.model.input_format,
         short_size=short_size,
         max_size=max_size,
-        score_thresh=model.score_thresh,
-        nms_thresh=model.nms_thresh,
-        detections_per_image=model.detections_per_image,
         network_only=network_only,
-        num_levels=model.anchor_generator.num_levels,
         source=str(model_path),
         retinacli_version=__version__,
     )
@@ -124,11 +121,10 @@ def check_images(loaded: LoadedDetector, *, short_size: int, max_size: int) -> t
     spec = ShapesSpec(image_size=(200, 333))
     for index in range(1 if pictures else 2):  # generated images are RGB
         rgb = generate_shapes_image(seed=0, split="export", index=index, spec=spec).image
-        pictures.append(np.ascontiguousarray(rgb[:, :, ::-1]) if fmt == "BGR" else rgb)
-    tensors = []
-    for picture in pictures:
-        height, width = picture.shape[:2]
-        new_h, new_w = resized_hw(height=height, width=width, short_size=short_size, max_size=max_size)
-        resized = resize_image(picture, height=max(new_h, MIN_SIDE), width=max(new_w, MIN_SIDE))
-        tensors.append(torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))))
+        pictures.append(rgb_to_input_format(rgb, input_format=fmt))
+    # the test resize, each side at least the exported graph's smallest input
+    tensors = [
+        to_chw_tensor(resize_for_inference(picture, short_size=short_size, max_size=max_size, min_side=MIN_SIDE))
+        for picture in pictures
+    ]
     return tensors, source

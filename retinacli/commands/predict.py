@@ -20,6 +20,7 @@ from retinacli.export.runtime import (
     refuse_untrusted_code,
 )
 from retinacli.files import OUTPUT_MARKER, check_output_dir, prepare_output_dir
+from retinacli.predict.detectors import ImageDetector, TorchDetector
 from retinacli.predict.formats import (
     COCO_NAME,
     PREDICTIONS_NAME,
@@ -28,7 +29,6 @@ from retinacli.predict.formats import (
 from retinacli.predict.images import (
     ImageInput,
     PredictReport,
-    TorchDetector,
     find_images,
     predict_images,
 )
@@ -107,6 +107,7 @@ def predict(
     taken |= {i.picture.relative_to(output_dir).with_suffix("").as_posix() for i in found}
     video_stems = _video_stems(videos, taken=taken)
 
+    detector: ImageDetector  # a model file's RetinaNet or an exported file, run alike
     if is_exported(model_path):
         given = [flag for flag, value in (("--set", overrides or None), ("--device", device)) if value]
         if given:

@@ -99,6 +99,17 @@ def read_image(
     return np.array(array, order="C")
 
 
+def rgb_to_input_format(rgb: np.ndarray, *, input_format: InputFormat) -> np.ndarray:
+    """(H, W, 3) RGB pixels (a decoded video frame, a generated image) in the model's channel
+    order, C-contiguous: what `read_image` gives for a file."""
+    return np.ascontiguousarray(rgb[:, :, ::-1] if input_format == "BGR" else rgb)
+
+
+def input_format_to_rgb(pixels: np.ndarray, *, input_format: InputFormat) -> np.ndarray:
+    """(H, W, 3) pixels in the model's channel order as RGB (for drawing), C-contiguous."""
+    return np.ascontiguousarray(pixels[:, :, ::-1] if input_format == "BGR" else pixels)
+
+
 def read_image_size(path: Path | str, *, image_id: int | None = None) -> tuple[int, int]:
     """(height, width) of an image file after EXIF orientation, reading headers only.
 

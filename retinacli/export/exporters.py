@@ -19,6 +19,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -58,6 +59,38 @@ class ExportMetadata:
     num_levels: int
     source: str
     retinacli_version: str
+
+    @classmethod
+    def of_model(
+        cls,
+        model: RetinaNet,
+        *,
+        class_names: Sequence[str],
+        class_dataset_ids: Sequence[int],
+        input_format: str,
+        short_size: int,
+        max_size: int,
+        network_only: bool,
+        source: str,
+        retinacli_version: str,
+    ) -> ExportMetadata:
+        """The metadata of `model` exported: its thresholds, detections per image and pyramid
+        levels read from the model itself, everything else as given (the one place it is
+        assembled: `retina export`, and `retina benchmark`'s ONNX timing)."""
+        return cls(
+            class_names=tuple(str(name) for name in class_names),
+            class_dataset_ids=tuple(int(i) for i in class_dataset_ids),
+            input_format=input_format,
+            short_size=short_size,
+            max_size=max_size,
+            score_thresh=model.score_thresh,
+            nms_thresh=model.nms_thresh,
+            detections_per_image=model.detections_per_image,
+            network_only=network_only,
+            num_levels=model.anchor_generator.num_levels,
+            source=source,
+            retinacli_version=retinacli_version,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "class_names": list(self.class_names), "class_dataset_ids": list(self.class_dataset_ids)}

@@ -32,20 +32,19 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from retinacli.data.augment.resize_flip import resize_image, resized_hw
-from retinacli.data.images import InputFormat, read_image
-from retinacli.engine.detector import RetinaNet
+from retinacli.data.augment.resize_flip import resize_for_inference, to_chw_tensor
+from retinacli.data.images import InputFormat, input_format_to_rgb, read_image
 from retinacli.engine.structures import Detections
 from retinacli.errors import RetinaError, UsageError
-from retinacli.evaluation.inference import model_device
 from retinacli.files import atomic_write, output_file
+from retinacli.predict.detectors import ImageDetector
 from retinacli.predict.formats import (
     PREDICTIONS_NAME,
     PredictionFormat,
@@ -156,36 +155,6 @@ def _unique(candidate: Path, taken: set[Path]) -> Path:
     return path
 
 
-class ImageDetector(Protocol):
-    """What `predict_images` runs: a RetinaNet (`TorchDetector`) or an exported file
-    (`retinacli.export.runtime.ExportedDetector`)."""
-
-    @property
-    def score_thresh(self) -> float: ...
-
-    def detect(self, images: Sequence[Tensor], original_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
-        """Detections of resized (3, h, w) uint8 images in the pixels of their (H, W)."""
-        ...
-
-
-class TorchDetector:
-    """A `RetinaNet` on its device, in eval mode, under `torch.inference_mode`, one batch at a
-    time (padded together, as in evaluation)."""
-
-    def __init__(self, model: RetinaNet) -> None:
-        self.model = model.eval()
-        self.device = model_device(model)
-
-    @property
-    def score_thresh(self) -> float:
-        return self.model.score_thresh
-
-    def detect(self, images: Sequence[Tensor], original_sizes: Sequence[tuple[int, int]]) -> list[Detections]:
-        with torch.inference_mode():
-            found = self.model([image.to(self.device) for image in images], original_sizes=list(original_sizes))
-        return [Detections(d.boxes.cpu(), d.scores.cpu(), d.labels.cpu()) for d in found]
-
-
 @dataclass(frozen=True)
 class _Loaded:
     """One image as the loader gives it: resized (3, h, w) uint8 in the model's order and the
@@ -214,12 +183,9 @@ class _ImageFiles(torch.utils.data.Dataset):
         # shape, memory for a huge image) is that file's problem, named and skipped.
         try:
             pixels = read_image(item.path, input_format=self.input_format)
-            height, width = pixels.shape[:2]
-            new_h, new_w = resized_hw(height=height, width=width, short_size=self.short_size, max_size=self.max_size)
-            resized = resize_image(pixels, height=new_h, width=new_w)
-            tensor = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-            rgb = pixels[:, :, ::-1] if self.input_format == "BGR" else pixels
-            return _Loaded(index, tensor, np.ascontiguousarray(rgb))
+            resized = resize_for_inference(pixels, short_size=self.short_size, max_size=self.max_size)
+            rgb = input_format_to_rgb(pixels, input_format=self.input_format)
+            return _Loaded(index, to_chw_tensor(resized), rgb)
         except Exception as exc:
             return _Loaded(index, error=_reason(exc, item.path))
 

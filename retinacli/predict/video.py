@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from retinacli.data.augment.resize_flip import resize_image, resized_hw
-from retinacli.data.images import InputFormat
+from retinacli.data.augment.resize_flip import resize_for_inference, to_chw_tensor
+from retinacli.data.images import InputFormat, rgb_to_input_format
 from retinacli.errors import DatasetError, UsageError
 from retinacli.files import atomic_write, output_file, write_json
+from retinacli.predict.detectors import ImageDetector
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 PYAV_MISSING = 'PyAV is not installed; pip install av (or pip install -e ".[video]") to predict on videos'
@@ -56,7 +57,7 @@ def is_video(path: Path | str) -> bool:
 
 
 def predict_video(
-    detector: Any,
+    detector: ImageDetector,
     video: Path,
     *,
     out_dir: Path,
@@ -69,7 +70,8 @@ def predict_video(
     progress: Callable[[int, int], None] | None = None,
     stem: str | None = None,
 ) -> VideoReport:
-    """Detect objects in every frame of `video` with `detector` (an `ImageDetector`) and write
+    """Detect objects in every frame of `video` with `detector` (a model file's or an exported
+    file's) and write
     the annotated video and the per-frame JSON (module docstring) as `<stem>.mp4` and
     `<stem>.json` (default stem: the video's), checked to stay inside `out_dir`.
 
@@ -109,11 +111,8 @@ def predict_video(
                     return
                 tensors, sizes = [], []
                 for _, _, rgb in batch:
-                    pixels = rgb[:, :, ::-1] if input_format == "BGR" else rgb
                     h, w = rgb.shape[:2]
-                    new_h, new_w = resized_hw(height=h, width=w, short_size=short_size, max_size=max_size)
-                    resized = resize_image(np.ascontiguousarray(pixels), height=new_h, width=new_w)
-                    tensors.append(torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1))))
+                    tensors.append(frame_tensor(rgb, input_format=input_format, short_size=short_size, max_size=max_size))
                     sizes.append((h, w))
                     size[:] = [h, w]
                 for (index, when, rgb), dets in zip(batch, detector.detect(tensors, sizes), strict=True):
@@ -156,6 +155,13 @@ def predict_video(
         },
     )
     return VideoReport(video, annotated, json_path, len(frames_out), num_detections, time.perf_counter() - start)
+
+
+def frame_tensor(rgb: np.ndarray, *, input_format: InputFormat, short_size: int, max_size: int) -> torch.Tensor:
+    """The detector's input for one decoded (H, W, 3) RGB frame: the model's channel order, the
+    test resize, (3, h, w) uint8: what `retina predict` makes of the same picture as a file."""
+    pixels = rgb_to_input_format(rgb, input_format=input_format)
+    return to_chw_tensor(resize_for_inference(pixels, short_size=short_size, max_size=max_size))
 
 
 def require_av() -> None:

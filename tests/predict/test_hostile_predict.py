@@ -213,7 +213,7 @@ def test_bad_images_are_skipped_and_named_and_the_good_ones_kept(tiny_raccoon_mo
 def test_an_image_the_model_cannot_run_on_is_skipped_alone(tiny_raccoon_model, mixed_folder, tmp_path, capsys, monkeypatch):
     # An exported graph or a device can refuse one image (its size, its memory): in a batch with
     # others, the batch is run again image by image and only that one is skipped.
-    from retinacli.predict import images as predict_module
+    from retinacli.predict import detectors as predict_module
 
     real = predict_module.TorchDetector.detect
 

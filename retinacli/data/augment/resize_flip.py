@@ -9,6 +9,11 @@ float32, and dropped if its width or height is not above 1e-5 px (`Boxes.nonempt
 Randomness comes only from the `numpy.random.Generator` passed to `Augmentation.sample`, so a
 caller that seeds it from (seed, sample index) gets the same augmentation whatever process or
 worker runs it.
+
+The test resize (one short side, no flip) is `resize_for_inference` for an image alone and
+`inference_augmentation` for a loader's image and boxes; `to_chw_tensor` makes the model's input of
+either. Every caller (evaluation, `retina predict` on images and videos, `retina export`'s check,
+`retina anchors --image`) goes through them; the sizes come from `build.inference_resize`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
 
 Sampling = Literal["choice", "range"]
@@ -75,6 +81,29 @@ def resize_image(
     if vflip:
         pil = pil.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     return np.array(pil)  # writable, unlike np.asarray of a PIL image
+
+
+def resize_for_inference(image: np.ndarray, *, short_size: int, max_size: int, min_side: int = 1) -> np.ndarray:
+    """The test resize of one (H, W, 3) uint8 image: ResizeShortestEdge to `short_size` with the
+    long side capped at `max_size` (`resized_hw`), PIL bilinear (`resize_image`), no flip.
+
+    min_side: each side of the result is at least this many pixels (an exported graph's smallest
+    input, `retina export`'s check); 1, the default, changes nothing (`resized_hw` gives >= 1).
+    The loader's form of the same resize is `inference_augmentation`.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"resize_for_inference: expected an (H, W, 3) image, got shape {image.shape}")
+    new_h, new_w = resized_hw(
+        height=image.shape[0], width=image.shape[1], short_size=short_size, max_size=max_size
+    )
+    return resize_image(image, height=max(new_h, min_side), width=max(new_w, min_side))
+
+
+def to_chw_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> the model's input (3, H, W) uint8, C-contiguous, channel order kept."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"to_chw_tensor: expected an (H, W, 3) image, got shape {image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))  # (3, H, W)
 
 
 def transform_boxes(
@@ -203,3 +232,9 @@ class Augmentation:
         )
         out_boxes, out_labels = clip_and_filter_boxes(mapped, labels, height=new_h, width=new_w)
         return np.ascontiguousarray(out), out_boxes, out_labels
+
+
+def inference_augmentation(*, short_size: int, max_size: int) -> Augmentation:
+    """The test resize as a loader's `Augmentation` (one short side, no flip: deterministic); its
+    image is exactly `resize_for_inference`'s, and the boxes follow."""
+    return Augmentation(short_sizes=(short_size,), max_size=max_size, flip="none")

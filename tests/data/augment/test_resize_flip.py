@@ -11,12 +11,15 @@ from retinacli.data.augment.resize_flip import (
     Augmentation,
     AugmentParams,
     clip_and_filter_boxes,
+    inference_augmentation,
+    resize_for_inference,
     resize_image,
     resized_hw,
+    to_chw_tensor,
     transform_boxes,
 )
-from retinacli.data.formats.coco import load_coco
-from retinacli.data.images import read_image
+from retinacli.data.checks import prepare_coco
+from retinacli.data.images import input_format_to_rgb, read_image, rgb_to_input_format
 
 NO_AUG = AugmentParams(short_size=0, hflip=False, vflip=False)
 
@@ -61,10 +64,11 @@ def golden_tensors(golden_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def test_golden_pixels_and_gt_boxes_exact(golden_dir: Path, golden_tensors) -> None:
-    dataset = load_coco(
+    dataset, _ = prepare_coco(
         annotations=golden_dir / "annotations.json",
         images=golden_dir / "images",
         filter_empty=False,
+        fix_bad_boxes=False,
     )
     aug = Augmentation(short_sizes=(320,), max_size=533)
     params = AugmentParams(short_size=320, hflip=False, vflip=False)
@@ -82,6 +86,8 @@ def test_golden_pixels_and_gt_boxes_exact(golden_dir: Path, golden_tensors) -> N
         torch.testing.assert_close(
             torch.from_numpy(labels), golden_tensors[f"train/img{i}/gt_classes"], rtol=0, atol=0
         )
+        # the test resize of an image alone is the loader's, pixel for pixel
+        np.testing.assert_array_equal(resize_for_inference(image, short_size=320, max_size=533), out)
         if i == 0:
             expected = golden_tensors["eval/img0/resized_image_hwc_uint8"]
             torch.testing.assert_close(torch.from_numpy(out), expected, rtol=0, atol=0)
@@ -184,3 +190,34 @@ def test_resize_image_flips_are_pixel_permutations() -> None:
         resize_image(image, height=45, width=75, vflip=True), resized[::-1]
     )
     assert resized.flags.writeable and resized.shape == (45, 75, 3)
+
+
+def test_resize_for_inference_is_the_inference_augmentation_and_its_min_side() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(30, 70, 3), dtype=np.uint8)
+    boxes, labels = np.array([[1.0, 2.0, 20.0, 25.0]]), np.array([0])
+    # 30x70 -> short side 60: 60x140, then the long side capped at 100: 43x100 (42.86 + 0.5)
+    resized = resize_for_inference(image, short_size=60, max_size=100)
+    assert resized.shape == (43, 100, 3)
+    params = AugmentParams(short_size=60, hflip=False, vflip=False)
+    out, _, _ = inference_augmentation(short_size=60, max_size=100).apply(image, boxes=boxes, labels=labels, params=params)
+    np.testing.assert_array_equal(out, resized)
+    # min_side raises a side below it (an exported graph's smallest input), nothing else
+    raised = resize_for_inference(image, short_size=60, max_size=100, min_side=50)
+    assert raised.shape == (50, 100, 3)
+    np.testing.assert_array_equal(raised, resize_image(image, height=50, width=100))
+    assert resize_for_inference(image, short_size=0, max_size=100) is image  # 0: no resize
+
+
+def test_to_chw_tensor_and_the_channel_order_helpers() -> None:
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)  # (H, W, 3)
+    chw = to_chw_tensor(image)
+    assert chw.shape == (3, 2, 3) and chw.dtype == torch.uint8 and chw.is_contiguous()
+    torch.testing.assert_close(chw, torch.from_numpy(image).permute(2, 0, 1), rtol=0, atol=0)
+    bgr = rgb_to_input_format(image, input_format="BGR")
+    np.testing.assert_array_equal(bgr, image[:, :, ::-1])
+    assert bgr.flags.c_contiguous
+    np.testing.assert_array_equal(input_format_to_rgb(bgr, input_format="BGR"), image)
+    assert rgb_to_input_format(image, input_format="RGB") is image
+    with pytest.raises(ValueError, match="to_chw_tensor"):
+        to_chw_tensor(image[:, :, 0])
