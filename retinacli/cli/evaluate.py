@@ -12,7 +12,6 @@ from retinacli.cli.app import (
     DeviceOption,
     JsonOption,
     ModelArg,
-    OverwriteOption,
     SetOption,
     app,
     console,
@@ -78,7 +77,9 @@ def eval_command(
         int | None,
         typer.Option("--worst", min=0, help="How many of the images with the most errors to draw \\[default: 12].", show_default=False),
     ] = None,
-    overwrite: OverwriteOption = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier `retina eval` output in --output-dir.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """COCO box AP of a model file on its recipe's test set (or --dataset/--images)."""
@@ -91,7 +92,7 @@ def eval_command(
     if not diagnostics and (diagnostics_thresh is not None or worst is not None):
         raise UsageError("--diagnostics-thresh and --worst go with --diagnostics")
     options = (
-        DiagnosticsOptions(score_thresh=diagnostics_thresh, worst_images=12 if worst is None else worst)
+        DiagnosticsOptions(threshold=diagnostics_thresh, worst_images=12 if worst is None else worst)
         if diagnostics
         else None
     )

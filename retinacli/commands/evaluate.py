@@ -18,8 +18,9 @@ from retinacli.errors import UsageError
 from retinacli.evaluation import coco_eval
 from retinacli.evaluation.classes import match_classes
 from retinacli.evaluation.diagnostics import DiagnosticsOptions
-from retinacli.evaluation.diagnostics_output import WORST_IMAGES_DIR
-from retinacli.evaluation.inference import ProgressCallback
+from retinacli.evaluation.diagnostics_output import WORST_IMAGES_DIR, diagnose_and_write
+from retinacli.evaluation.inference import ProgressCallback, infer_dataset
+from retinacli.evaluation.outputs import METRICS_NAME, RESULTS_NAME, write_evaluation
 from retinacli.export.runtime import is_exported
 from retinacli.files import PathOutsideRoot, check_output_dir, contained_path, prepare_output_dir
 from retinacli.recipe import Override, key_override
@@ -30,7 +31,9 @@ COMMAND = "eval"
 
 @dataclass
 class EvalResult:
-    """The metrics (as in metrics.json), where they were written, and a note on class matching."""
+    """The metrics (as in metrics.json; with diagnostics also "diagnostics", the content of
+    diagnostics.json), where they were written, and a note on class matching. On a process
+    other than rank 0 the metrics are {} and nothing is written."""
 
     metrics: dict[str, Any]
     output_dir: Path
@@ -38,11 +41,11 @@ class EvalResult:
 
     @property
     def results_path(self) -> Path:
-        return self.output_dir / coco_eval.RESULTS_NAME
+        return self.output_dir / RESULTS_NAME
 
     @property
     def metrics_path(self) -> Path:
-        return self.output_dir / coco_eval.METRICS_NAME
+        return self.output_dir / METRICS_NAME
 
 
 def default_output_dir(model_path: Path, dataset: Path | None) -> Path:
@@ -64,9 +67,12 @@ def evaluate(
     progress: ProgressCallback | None = None,
     diagnostics: DiagnosticsOptions | None = None,
 ) -> EvalResult:
-    """Run the model file over its recipe's `data.test.dataset` (or `dataset`/`images`), write
-    coco_results.json and metrics.json to `output_dir` (and the diagnostics files, when asked)
-    and return the metrics.
+    """Run the model file over its recipe's `data.test.dataset` (or `dataset`/`images`), score
+    the detections, write coco_results.json and metrics.json to `output_dir` (and the
+    diagnostics files, when asked) and return the metrics: inference
+    (`inference.infer_dataset`), scoring (`coco_eval.score_detections`), files
+    (`outputs.write_evaluation`) and diagnostics (`diagnostics_output.diagnose_and_write`)
+    composed here.
 
     `images_per_batch` and `device` stand for `data.test.images_per_batch` and `device`.
 
@@ -110,21 +116,26 @@ def evaluate(
         _refuse_leaving_link(out / WORST_IMAGES_DIR, out)
     model = prepare_for_inference(loaded.model).to(resolve_device(recipe.device, source="--device" if device else "device"))
     short_size, max_size = inference_resize(recipe.data.test)
+    run = infer_dataset(
+        model,
+        test_set,
+        short_size=short_size,
+        max_size=max_size,
+        input_format=recipe.model.input_format,
+        images_per_batch=recipe.data.test.images_per_batch,
+        num_workers=recipe.data.num_workers,
+        progress=progress,
+    )
+    if not run.is_main:  # the other processes ran their shard, nothing else (as in detectron2)
+        return EvalResult(metrics={}, output_dir=out, class_note=match.note)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", coco_eval.EmptyResultsWarning)  # metrics notes say it
-        metrics = coco_eval.evaluate_detector(
-            model,
-            test_set,
-            out,
-            short_size=short_size,
-            max_size=max_size,
-            input_format=recipe.model.input_format,
-            images_per_batch=recipe.data.test.images_per_batch,
-            num_workers=recipe.data.num_workers,
-            class_dataset_ids=match.dataset_ids,
-            progress=progress,
-            diagnostics=diagnostics,
-        )
+        score = coco_eval.score_detections(run.images, test_set, class_dataset_ids=match.dataset_ids)
+    metrics = {**score.metrics, "images_per_second": run.images_per_second}
+    write_evaluation(out, results=score.results, metrics=metrics)
+    if diagnostics is not None:
+        written = diagnose_and_write(score.evaluator, test_set, out, options=diagnostics)
+        metrics = {**metrics, "diagnostics": written.content}
     return EvalResult(metrics=metrics, output_dir=out, class_note=match.note)
 
 

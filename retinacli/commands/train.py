@@ -30,6 +30,7 @@ from retinacli.build import (
     inference_resize,
 )
 from retinacli.data.formats.coco import DetectionDataset
+from retinacli.data.images import InputFormat
 from retinacli.data.loader import Batch, build_train_loader
 from retinacli.errors import (
     CheckpointError,
@@ -450,14 +451,12 @@ def _evaluator(
     """`evaluate(iteration, model)`: COCO AP of `model` on `dataset` into `eval/<iteration>/`
     (or `folder`), logged as `<split>/AP`... and kept in `last` (rank 0), `results.png` redrawn;
     each folder written is appended to `folders`."""
-    from retinacli.evaluation.coco_eval import evaluate_detector
-
     short_size, max_size = inference_resize(section)
     run = RunFolder(Path(recipe.output_dir))
 
     def evaluate(iteration: int, model: torch.nn.Module) -> Mapping[str, Any] | None:
         where = folder if folder is not None else run.eval_dir(iteration)
-        result = evaluate_detector(
+        result = _evaluate_into(
             model,
             dataset,
             where,
@@ -481,15 +480,53 @@ def _evaluator(
     return evaluate
 
 
+def _evaluate_into(
+    model: torch.nn.Module,
+    dataset: DetectionDataset,
+    output_dir: Path,
+    *,
+    short_size: int,
+    max_size: int,
+    input_format: InputFormat,
+    images_per_batch: int,
+    num_workers: int,
+) -> dict[str, Any]:
+    """One evaluation during training: inference over `dataset` (every process its shard),
+    then on rank 0 the COCO scores, written as coco_results.json and metrics.json into
+    `output_dir`. Returns the metrics on rank 0, {} elsewhere."""
+    from retinacli.evaluation import coco_eval
+    from retinacli.evaluation.inference import infer_dataset
+    from retinacli.evaluation.outputs import write_evaluation
+
+    inference = infer_dataset(
+        model,
+        dataset,
+        short_size=short_size,
+        max_size=max_size,
+        input_format=input_format,
+        images_per_batch=images_per_batch,
+        num_workers=num_workers,
+    )
+    if not inference.is_main:
+        return {}
+    score = coco_eval.score_detections(inference.images, dataset)
+    result = {**score.metrics, "images_per_second": inference.images_per_second}
+    write_evaluation(output_dir, results=score.results, metrics=result)
+    return result
+
+
 def _final_diagnostics(dataset: DetectionDataset, folder: Path, reporter: Reporter) -> None:
     """PR curves, confusion matrix, errors and pictures of the evaluation in `folder` (`retina
     eval --diagnostics` with its defaults), written beside its metrics.json."""
-    from retinacli.evaluation.coco_eval import diagnose_results
+    from retinacli.evaluation.coco_eval import evaluate_results
     from retinacli.evaluation.diagnostics import DiagnosticsOptions
+    from retinacli.evaluation.diagnostics_output import diagnose_and_write
+    from retinacli.evaluation.outputs import RESULTS_NAME, read_results
 
-    if not (folder / "coco_results.json").is_file():
+    if not (folder / RESULTS_NAME).is_file():
         return
-    content = diagnose_results(dataset, folder, options=DiagnosticsOptions())
+    evaluator = evaluate_results(dataset, read_results(folder))
+    content = diagnose_and_write(evaluator, dataset, folder, options=DiagnosticsOptions()).content
     gains = {k: v for k, v in content["errors"].get("ap50_gain", {}).items() if v is not None}
     dominant = f" (dominant error: {max(gains, key=gains.__getitem__)})" if gains else ""
     reporter.message(f"diagnostics of the evaluation in {folder}{dominant}: `retina report` shows them")

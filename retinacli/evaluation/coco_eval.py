@@ -14,7 +14,9 @@
 - An empty result set gives AP 0 (null where there is no ground truth) and a warning, where
   pycocotools itself would crash.
 
-pycocotools prints progress to stdout; it is captured, never shown.
+pycocotools prints progress to stdout; it is captured, never shown. Nothing here reads an image
+or writes a file: `inference` makes the detections, `outputs` writes the files,
+`diagnostics_output` the diagnostics, and the commands compose them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import io
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +35,10 @@ import numpy as np
 import torch
 
 from retinacli.data.formats.coco import DetectionDataset, read_coco_json
-from retinacli.data.images import InputFormat
-from retinacli.engine.detector import RetinaNet
-from retinacli.evaluation.diagnostics import DiagnosticsOptions
-from retinacli.evaluation.inference import ImageDetections, ProgressCallback, run_inference
-from retinacli.files import write_json
+from retinacli.evaluation.inference import ImageDetections
+from retinacli.evaluation.outputs import METRICS_NAME, RESULTS_NAME
 
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-RESULTS_NAME = "coco_results.json"
-METRICS_NAME = "metrics.json"
 
 # COCOeval.stats indices of METRIC_NAMES (bbox): AP@[.5:.95], AP@.5, AP@.75, small, medium, large.
 _STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5}
@@ -209,98 +207,57 @@ def _percent(value: float) -> float | None:
     return value * 100 if value >= 0 and math.isfinite(value) else None
 
 
-# ----------------------------------------------------------------------------- the one entry point
+# ----------------------------------------------------------------------------- scoring
 
 
-def evaluate_detector(
-    model: RetinaNet,
+@dataclass
+class CocoScore:
+    """What `score_detections` finds: the COCO results list (coco_results.json), the metrics
+    (metrics.json without the timing), and the evaluated pycocotools `COCOeval` whose matches
+    the diagnostics read."""
+
+    results: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    evaluator: Any
+
+
+def score_detections(
+    images: Sequence[ImageDetections],
     dataset: DetectionDataset,
-    output_dir: Path | str,
     *,
-    short_size: int,
-    max_size: int,
-    input_format: InputFormat,
-    images_per_batch: int = 1,
-    num_workers: int = 0,
     class_dataset_ids: Sequence[int] | None = None,
-    progress: ProgressCallback | None = None,
-    diagnostics: DiagnosticsOptions | None = None,
-) -> dict[str, Any]:
-    """Run `model` over `dataset`, write `coco_results.json` and `metrics.json` to `output_dir`
-    (and the diagnostics files when asked), and return the metrics.
+) -> CocoScore:
+    """COCO box AP of the detections of `images` against `dataset`'s json, restricted to those
+    images; nothing is read but the json, nothing written.
 
     Args:
-        model: a RetinaNet, on the device it should run on (its train/eval mode is restored).
-        dataset: the test dataset (records in dataset order; its json is the ground truth).
-        output_dir: created if needed; both files are replaced atomically.
-        short_size, max_size: the test ResizeShortestEdge (data.test.resize).
-        input_format: "BGR" or "RGB", the model's channel order.
-        images_per_batch: per process; 1 (default) matches detectron2 exactly.
-        num_workers: data-loading worker processes.
+        images: per-image detections, in the order the results should list them (the dataset's,
+            as `inference.infer_dataset` gives them).
+        dataset: the evaluated dataset (its json is the ground truth).
         class_dataset_ids: the dataset category id of each model class index; default the
             dataset's own mapping (a model trained on it).
-        progress: called after every batch with (images done, images in this process's shard).
-        diagnostics: also write PR curves, confusion matrix, errors and pictures beside
-            metrics.json (`diagnostics_output`); None (default) computes nothing more.
 
     Returns:
-        On rank 0 (or without torch.distributed): the content of metrics.json, i.e. AP, AP50,
-        AP75, APs, APm, APl (percent, or None), per_category {name: percent or None}, notes,
-        num_images, num_detections and images_per_second (this process); with `diagnostics`
-        also "diagnostics": the content of diagnostics.json (not part of metrics.json). On other ranks: {} (they run their shard and
-        nothing else, as in detectron2).
+        results; metrics: AP, AP50, AP75, APs, APm, APl (percent, or None), per_category
+        {name: percent or None}, notes, num_images, num_detections; the evaluator.
     """
-    import torch.distributed as dist
-
-    from retinacli.data.augment.resize_flip import Augmentation
-    from retinacli.data.loader import build_test_loader
-
-    distributed = dist.is_available() and dist.is_initialized()
-    rank = dist.get_rank() if distributed else 0
-    world_size = dist.get_world_size() if distributed else 1
-    loader = build_test_loader(
-        dataset=dataset,
-        augmentation=Augmentation(short_sizes=(short_size,), max_size=max_size, flip="none"),
-        input_format=input_format,
-        num_workers=num_workers,
-        images_per_batch=images_per_batch,
-        rank=rank,
-        world_size=world_size,
-    )
-    run = run_inference(model, loader, progress=progress)
-    if rank != 0:
-        return {}
-    order = {record.image_id: n for n, record in enumerate(dataset.records)}
-    images = sorted(run.images, key=lambda item: order.get(item.image_id, len(order)))
     ids = dataset.contiguous_to_dataset_id if class_dataset_ids is None else class_dataset_ids
     results = detections_to_coco_results(images, class_dataset_ids=ids)
     gt = coco_ground_truth(dataset.annotations, image_ids=[item.image_id for item in images])
     metrics, evaluator = evaluate_boxes(gt, results)
     metrics["num_images"] = len(images)
     metrics["num_detections"] = len(results)
-    metrics["images_per_second"] = run.images_per_second
-    out = Path(output_dir)
-    write_json(out / RESULTS_NAME, results)
-    write_json(out / METRICS_NAME, metrics)
-    if diagnostics is not None:
-        return {**metrics, "diagnostics": _diagnostics(evaluator, dataset, out, diagnostics)}
-    return metrics
+    return CocoScore(results=results, metrics=metrics, evaluator=evaluator)
 
 
-def diagnose_results(
-    dataset: DetectionDataset, output_dir: Path | str, *, options: DiagnosticsOptions
-) -> dict[str, Any]:
-    """The diagnostics of an evaluation already in `output_dir` (its coco_results.json against
-    `dataset`), written beside it. Returns the content of diagnostics.json."""
-    import json
-
-    out = Path(output_dir)
-    results = json.loads((out / RESULTS_NAME).read_text(encoding="utf-8"))
+def evaluate_results(dataset: DetectionDataset, results: Sequence[Mapping[str, Any]]) -> Any:
+    """The evaluated `COCOeval` of a results list read back (an evaluation written earlier)
+    against all of `dataset`'s images, for its diagnostics; no result at all is no warning."""
     gt = coco_ground_truth(dataset.annotations, image_ids=[record.image_id for record in dataset.records])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyResultsWarning)
         _, evaluator = evaluate_boxes(gt, results)
-    return _diagnostics(evaluator, dataset, out, options)
+    return evaluator
 
 
 def category_names(evaluator: Any) -> tuple[str, ...]:
@@ -310,25 +267,17 @@ def category_names(evaluator: Any) -> tuple[str, ...]:
     return tuple(names_of[c] for c in evaluator.params.catIds)
 
 
-def _diagnostics(
-    evaluator: Any, dataset: DetectionDataset, out: Path, options: DiagnosticsOptions
-) -> dict[str, Any]:
-    from retinacli.evaluation.diagnostics_output import diagnose_and_write
-
-    names = category_names(evaluator)
-    return diagnose_and_write(evaluator, dataset, out, options=options, class_names=names).content
-
-
 __all__ = [
     "METRIC_NAMES",
     "METRICS_NAME",
     "RESULTS_NAME",
+    "CocoScore",
     "EmptyResultsWarning",
+    "category_names",
     "coco_box_metrics",
     "coco_ground_truth",
-    "category_names",
     "detections_to_coco_results",
-    "diagnose_results",
     "evaluate_boxes",
-    "evaluate_detector",
+    "evaluate_results",
+    "score_detections",
 ]

@@ -56,19 +56,21 @@ _SMALL, _MEDIUM = 32**2, 96**2
 class DiagnosticsOptions:
     """What to compute and draw.
 
-    score_thresh: one score threshold for every class (confusion matrix, precision/recall/F1,
-        error counts, pictures); None: each class's F1-optimal threshold.
+    threshold: the diagnostics' score threshold, one for every class (confusion matrix,
+        precision/recall/F1, error counts, pictures; `retina eval --diagnostics-thresh`); None:
+        each class's F1-optimal threshold. Not the model's `model.test.score_thresh`, which
+        decides what is detected at all.
     worst_images: how many of the images with the most errors to draw (0: none).
     ap_gain: also measure the AP50 each error type costs (one more COCOeval at IoU 0.5 per type).
     """
 
-    score_thresh: float | None = None
+    threshold: float | None = None
     worst_images: int = 12
     ap_gain: bool = True
 
     def __post_init__(self) -> None:
-        if self.score_thresh is not None and not 0.0 <= self.score_thresh <= 1.0:
-            raise ValueError(f"score_thresh must be in [0, 1], got {self.score_thresh}")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"DiagnosticsOptions: threshold must be in [0, 1], got {self.threshold}")
         if self.worst_images < 0:
             raise ValueError(f"worst_images must be >= 0, got {self.worst_images}")
 
@@ -130,13 +132,13 @@ def diagnose(
     evaluator: Any,
     *,
     class_names: Sequence[str],
-    score_thresh: float | None = None,
+    threshold: float | None = None,
     measure_ap_gain: bool = True,
 ) -> Diagnostics:
     """Read the diagnostics from an evaluated and accumulated pycocotools `COCOeval`.
 
     class_names: the name of each category of `evaluator.params.catIds`, in that order.
-    score_thresh: one threshold for every class; None picks each class's F1-optimal one.
+    threshold: one score threshold for every class; None picks each class's F1-optimal one.
     measure_ap_gain: also recompute AP50 with each error type fixed (one COCOeval per type).
     """
     params = evaluator.params
@@ -156,7 +158,7 @@ def diagnose(
             "AP50": float(at50[at50 > -1].mean() * 100) if (at50 > -1).any() else None,
             "AP": float(all_t[valid].mean() * 100) if valid.any() else None,
         }
-        thresholds[name] = score_thresh if score_thresh is not None else _f1_threshold(
+        thresholds[name] = threshold if threshold is not None else _f1_threshold(
             at50, np.asarray(recall), scores[0, :, k, 0, -1]
         )
     images, gt_status = _classify(evaluator, cat_ids)

@@ -23,6 +23,7 @@ from typing import Any
 
 from retinacli.data.formats.coco import DetectionDataset
 from retinacli.data.images import read_image
+from retinacli.evaluation.coco_eval import category_names
 from retinacli.evaluation.diagnostic_plots import (
     save_confusion_matrix,
     save_error_breakdown,
@@ -65,14 +66,14 @@ def diagnose_and_write(
     options: DiagnosticsOptions,
     class_names: tuple[str, ...] | None = None,
 ) -> DiagnosticsFiles:
-    """`diagnose` an evaluated pycocotools `COCOeval` of `dataset` and write the files.
+    """`diagnose` an evaluated pycocotools `COCOeval` of `dataset` (`coco_eval.CocoScore`'s, or
+    `coco_eval.evaluate_results` of results read back) and write the files.
 
-    class_names: the name of each evaluated category (default: the dataset's).
+    class_names: the name of each evaluated category (default: the evaluator's own,
+    `coco_eval.category_names`).
     """
-    names = class_names if class_names is not None else dataset.class_names
-    diag = diagnose(
-        evaluator, class_names=names, score_thresh=options.score_thresh, measure_ap_gain=options.ap_gain
-    )
+    names = class_names if class_names is not None else category_names(evaluator)
+    diag = diagnose(evaluator, class_names=names, threshold=options.threshold, measure_ap_gain=options.ap_gain)
     return write_diagnostics(diag, dataset, output_dir, worst_images=options.worst_images)
 
 

@@ -1,4 +1,6 @@
-"""Run a detector over a test loader: batched, without gradients, on the model's device.
+"""Run a detector over a dataset (`infer_dataset`) or a test loader (`run_inference`): batched,
+without gradients, on the model's device. Scoring the detections is `coco_eval`'s, writing them
+`outputs`'; the commands compose the three.
 
 Each process runs the images of its own shard (see `retinacli.data.loader.build_test_loader`).
 When torch.distributed is initialised, the per-process results are gathered with
@@ -21,7 +23,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from retinacli.data.loader import Batch, checked_batch
+from retinacli.data.augment.resize_flip import inference_augmentation
+from retinacli.data.formats.coco import DetectionDataset
+from retinacli.data.images import InputFormat
+from retinacli.data.loader import Batch, build_test_loader, checked_batch
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.structures import Detections
 
@@ -50,12 +55,18 @@ class InferenceRun:
     """What `run_inference` returns: the images (whole dataset once gathered) and timing.
 
     seconds: wall time of this process's loop, data loading included. local_images: images
-    this process ran.
+    this process ran. rank: this process's rank (0 without torch.distributed); only rank 0
+    scores and writes (`is_main`), as in detectron2.
     """
 
     images: list[ImageDetections]
     seconds: float
     local_images: int
+    rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
     @property
     def images_per_second(self) -> float:
@@ -76,6 +87,50 @@ def shard_size(loader: Iterable[Any]) -> int | None:
     if sampler is None:
         return None
     return sum(len(keys) for keys in sampler)
+
+
+def infer_dataset(
+    model: RetinaNet,
+    dataset: DetectionDataset,
+    *,
+    short_size: int,
+    max_size: int,
+    input_format: InputFormat,
+    images_per_batch: int = 1,
+    num_workers: int = 0,
+    progress: ProgressCallback | None = None,
+) -> InferenceRun:
+    """Detections of `model` on every image of `dataset`, in the dataset's order.
+
+    Each process runs its shard (its rank and the world size read from torch.distributed when it
+    is initialised) and the shards are gathered, so every process ends with all the images.
+
+    Args:
+        model: a RetinaNet, on the device it should run on (its train/eval mode is restored).
+        dataset: the records to run (each image once).
+        short_size, max_size: the test resize (`build.inference_resize`), applied by the loader
+            as `inference_augmentation`.
+        input_format: "BGR" or "RGB", the model's channel order.
+        images_per_batch: per process; 1 (default) matches detectron2 exactly.
+        num_workers: data-loading worker processes.
+        progress: called after every batch with (images done, images in this process's shard).
+    """
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    world_size = dist.get_world_size() if distributed else 1
+    loader = build_test_loader(
+        dataset=dataset,
+        augmentation=inference_augmentation(short_size=short_size, max_size=max_size),
+        input_format=input_format,
+        num_workers=num_workers,
+        images_per_batch=images_per_batch,
+        rank=rank,
+        world_size=world_size,
+    )
+    run = run_inference(model, loader, progress=progress)
+    order = {record.image_id: n for n, record in enumerate(dataset.records)}
+    images = sorted(run.images, key=lambda item: order.get(item.image_id, len(order)))
+    return InferenceRun(images=images, seconds=run.seconds, local_images=run.local_images, rank=rank)
 
 
 def run_inference(

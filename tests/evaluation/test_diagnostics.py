@@ -58,7 +58,7 @@ def test_one_error_of_each_type_is_named_as_that_type():
         {"image_id": 1, "category_id": 1, "bbox": [120, 140, 40, 40], "score": 0.75},
         {"image_id": 1, "category_id": 1, "bbox": [150, 10, 30, 30], "score": 0.99},  # background
     ]
-    _, diag = _run(gt, results, score_thresh=0.5)
+    _, diag = _run(gt, results, threshold=0.5)
     assert diag.errors["false_positives"] == {"class": 1, "localisation": 1, "both": 1, "duplicate": 1, "background": 1}
     assert diag.errors["missed"]["small"] == {"touched": 0, "untouched": 1}  # C (30 x 30 < 32²)
     assert diag.errors["missed"]["medium"] == {"touched": 1, "untouched": 0}  # B: only poor boxes
@@ -82,7 +82,7 @@ def test_one_error_of_each_type_is_named_as_that_type():
 def test_a_wrong_class_on_an_unfound_object_is_off_the_diagonal():
     box = [10, 10, 50, 50]
     gt = _gt([1], [(1, 1, box)])
-    _, diag = _run(gt, [{"image_id": 1, "category_id": 2, "bbox": box, "score": 0.9}], score_thresh=0.5)
+    _, diag = _run(gt, [{"image_id": 1, "category_id": 2, "bbox": box, "score": 0.9}], threshold=0.5)
     assert diag.confusion == [[0, 1, 0], [0, 0, 0], [0, 0, 0]]  # a cat predicted as a dog
     assert diag.errors["false_positives"]["class"] == 1
     assert diag.errors["ap50_gain"]["class"] == pytest.approx(100.0)  # relabelled, it is perfect
