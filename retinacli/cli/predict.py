@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,6 @@ import typer
 from retinacli.cli.app import (
     DeviceOption,
     ModelArg,
-    OverwriteOption,
     SetOption,
     app,
     console,
@@ -18,6 +18,11 @@ from retinacli.cli.app import (
     output_dir_option,
     shown,
 )
+from retinacli.predict.formats import PREDICTION_FORMATS
+
+# The choices of --format: predict.formats' one list (`PredictionFormat`), as an Enum because
+# typer checks the values of a repeated option only for Enums (not list[Literal[...]]).
+FormatChoice = Enum("FormatChoice", {name: name for name in PREDICTION_FORMATS}, type=str)  # type: ignore[misc]
 
 TRUST_CODE_HELP = (
     "Run a TorchScript (.ts) file. TorchScript files are programs; run only files you made or trust "
@@ -59,7 +64,7 @@ def predict_command(
         ),
     ] = None,
     formats: Annotated[
-        list[str] | None,
+        list[FormatChoice] | None,
         typer.Option(
             "--format",
             help="json (predictions.json), coco (predictions_coco.json, with --annotations) or yolo "
@@ -71,7 +76,9 @@ def predict_command(
         Path | None,
         typer.Option("--annotations", help="COCO json whose image ids --format coco uses.", show_default=False),
     ] = None,
-    overwrite: OverwriteOption = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier `retina predict` output in --output-dir.")
+    ] = False,
     trust_code: Annotated[bool, typer.Option("--trust-code", help=TRUST_CODE_HELP)] = False,
 ) -> None:
     """Detect objects in images, folders and videos with a model file or an exported .onnx/.ts file:
@@ -81,13 +88,7 @@ def predict_command(
 
     from retinacli.cli.progress import progress_bar
     from retinacli.commands.predict import predict
-    from retinacli.errors import UsageError
-    from retinacli.predict.formats import PREDICTION_FORMATS
 
-    chosen = formats or ["json"]
-    unknown = [f for f in chosen if f not in PREDICTION_FORMATS]
-    if unknown:
-        raise UsageError(f"--format {unknown[0]}: not a prediction format; use one of {', '.join(PREDICTION_FORMATS)}")
     with progress_bar(error_console, "predicting") as progress:
         result = predict(
             model,
@@ -97,7 +98,7 @@ def predict_command(
             overrides=set_ or [],
             device=device,
             images_per_batch=images_per_batch,
-            formats=chosen,  # type: ignore[arg-type]
+            formats=[choice.value for choice in formats or [FormatChoice.json]],
             annotations=annotations,
             overwrite=overwrite,
             trust_code=trust_code,

@@ -181,3 +181,22 @@ def test_a_video_gets_an_annotated_copy_and_per_frame_detections(tiny_raccoon_mo
     assert len(decoded) == 8 and decoded[0].shape == (144, 176, 3)
     again = run_cli(["predict", str(tiny_raccoon_model), str(clip), "--output-dir", str(out)], capsys, monkeypatch)
     assert again.exit_code == 2 and "holds an earlier output of `retina predict`" in again.stderr
+
+
+def test_an_unknown_format_is_refused_by_the_option_itself(tmp_path, capsys, monkeypatch):
+    # the choices are checked while the flags are parsed: nothing is read or written
+    out = tmp_path / "out"
+    result = run_cli(["predict", str(tmp_path / "none.pth"), str(tmp_path), "--format", "json", "--format", "xml",
+                      "--output-dir", str(out)], capsys, monkeypatch)
+    assert result.exit_code == 2
+    assert "'xml' is not one of 'json', 'coco', 'yolo'" in result.output
+    assert not out.exists()
+
+
+def test_overwrite_help_says_what_it_replaces(capsys, monkeypatch):
+    for command, words in (("predict", "Replace an earlier `retina predict` output in --output-dir."),
+                           ("eval", "Replace an earlier `retina eval` output in --output-dir."),
+                           ("export", "Replace the --out file if it exists.")):
+        result = run_cli([command, "--help"], capsys, monkeypatch)
+        assert result.exit_code == 0
+        assert words in " ".join(result.output.split()), command

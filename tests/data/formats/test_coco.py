@@ -7,12 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retinacli.data.formats.coco import load_coco, xywh_to_xyxy
+from retinacli.data.checks import prepare_coco
+from retinacli.data.formats.coco import DetectionDataset, xywh_to_xyxy
 from retinacli.errors import DatasetError
 
 
+def _load(*, annotations: Path, images: Path, filter_empty: bool) -> DetectionDataset:
+    """The dataset as training loads it (`build.build_dataset`'s `prepare_coco`), no box fixed."""
+    return prepare_coco(annotations=annotations, images=images, filter_empty=filter_empty, fix_bad_boxes=False)[0]
+
+
 def test_raccoon_train(raccoon_dir: Path) -> None:
-    dataset = load_coco(
+    dataset = _load(
         annotations=raccoon_dir / "train.json", images=raccoon_dir / "images", filter_empty=True
     )
     # README: train has 157 images and 170 boxes, one category (id 1), every image has a box.
@@ -34,7 +40,7 @@ def test_raccoon_train(raccoon_dir: Path) -> None:
 
 def test_raccoon_boxes_match_json(raccoon_dir: Path) -> None:
     raw = json.loads((raccoon_dir / "val.json").read_text())
-    dataset = load_coco(
+    dataset = _load(
         annotations=raccoon_dir / "val.json", images=raccoon_dir / "images", filter_empty=False
     )
     by_image: dict[int, list[list[float]]] = {}
@@ -62,7 +68,7 @@ def test_noncontiguous_ids_crowd_and_empty_images(write_coco, entries) -> None:
     ]
     path = write_coco(images=images, annotations=anns, categories=cats)
 
-    dataset = load_coco(annotations=path, images=path.parent / "images", filter_empty=False)
+    dataset = _load(annotations=path, images=path.parent / "images", filter_empty=False)
     # sorted ids 3 < 7 < 42 -> contiguous 0, 1, 2
     assert dataset.contiguous_to_dataset_id == (3, 7, 42)
     assert dataset.class_names == ("circle", "square", "triangle")
@@ -78,7 +84,7 @@ def test_noncontiguous_ids_crowd_and_empty_images(write_coco, entries) -> None:
     assert r30.boxes.shape == (0, 4) and r30.labels.shape == (0,)
     np.testing.assert_array_equal(r40.labels, [1])
 
-    filtered = load_coco(annotations=path, images=path.parent / "images", filter_empty=True)
+    filtered = _load(annotations=path, images=path.parent / "images", filter_empty=True)
     # an image with only crowd boxes counts as empty, as in detectron2
     assert [r.image_id for r in filtered.records] == [10, 40]
     assert filtered.contiguous_to_dataset_id == (3, 7, 42)
@@ -99,4 +105,4 @@ def test_a_box_beyond_float32_is_malformed_not_infinite(write_coco) -> None:
         annotations=[{"id": 7, "image_id": 1, "category_id": 1, "bbox": [0, 0, 1e39, 2], "iscrowd": 0}],
     )
     with pytest.raises(DatasetError, match=r"annotation 7 \(image 1\) has bbox \[0, 0, 1e\+39, 2\], not 4 finite numbers"):
-        load_coco(annotations=json_path, images=json_path.parent / "images", filter_empty=False)
+        _load(annotations=json_path, images=json_path.parent / "images", filter_empty=False)
