@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from retinacli.data.augment.resize_flip import Augmentation
-from retinacli.data.formats.coco import load_coco
+from retinacli.data.checks import prepare_coco
 from retinacli.data.loader import build_train_loader
 
 COCO_TRAIN_AUGMENTATION = Augmentation(
@@ -34,7 +34,7 @@ def _raccoon_dir() -> Path:
 def measure(*, workers: int, batches: int, images_per_batch: int, warmup: int) -> float:
     """Images per second over `batches` batches, after `warmup` batches (worker start-up)."""
     root = _raccoon_dir()
-    dataset = load_coco(annotations=root / "train.json", images=root / "images", filter_empty=True)
+    dataset, _ = prepare_coco(annotations=root / "train.json", images=root / "images", filter_empty=True, fix_bad_boxes=True)
     loader = build_train_loader(
         dataset=dataset,
         augmentation=COCO_TRAIN_AUGMENTATION,

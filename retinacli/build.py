@@ -15,7 +15,7 @@ import torch
 
 from retinacli.anchors_tool.layout import AnchorSpec
 from retinacli.data.augment.box import BoxAugment, Color, Crop, Expand, ScaleJitter
-from retinacli.data.augment.resize_flip import Augmentation
+from retinacli.data.augment.resize_flip import Augmentation, inference_augmentation
 from retinacli.data.checks import DatasetReport, prepare_coco
 from retinacli.data.formats.coco import DetectionDataset
 from retinacli.data.loader import repeat_factors
@@ -247,7 +247,7 @@ def inference_resize(test: TestDataConfig) -> tuple[int, int]:
 def build_test_augmentation(test: TestDataConfig) -> Augmentation:
     """The deterministic test resize (one short side, no flip)."""
     short_size, max_size = inference_resize(test)
-    return Augmentation(short_sizes=(short_size,), max_size=max_size, flip="none")
+    return inference_augmentation(short_size=short_size, max_size=max_size)
 
 
 def dataset_files(dataset: CocoDataset | ShapesDataset) -> tuple[Path, Path]:

@@ -17,7 +17,6 @@ the test-resized size of `--image`.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,10 +31,10 @@ from retinacli.anchors_tool.suggest import Suggestion
 from retinacli.build import build_anchor_spec, build_dataset, inference_resize
 from retinacli.errors import UsageError
 from retinacli.files import prepare_output_file
+from retinacli.levels import stages_for_strides
 from retinacli.recipe import Override, key_override, load_recipe
 
 _IMAGE_SIZE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-_STAGES = ("res2", "res3", "res4", "res5")
 _NEEDS_RECIPE = (
     "--coverage/--suggest: needs a RECIPE (its training set and matcher); "
     "e.g. retina anchors recipes/raccoon.yaml --coverage"
@@ -204,15 +203,13 @@ def strides_to_stages(text: str) -> list[str]:
             f"--strides {text}: the FPN builds levels whose strides double, at least three "
             f"(one per backbone stage from res2..res5 plus P6 and P7); {example}"
         )
-    first = math.log2(values[0])
-    num_stages = len(values) - 2
-    if first != int(first) or first < 2 or int(first) - 2 + num_stages > len(_STAGES):
+    stages = stages_for_strides(values)
+    if stages is None:
         raise UsageError(
             f"--strides {text}: the backbone stages res2..res5 have strides 4..32, so the first "
             f"stride is 4, 8, 16 or 32 and the last at most 128; {example}"
         )
-    start = int(first) - 2
-    return list(_STAGES[start : start + num_stages])
+    return stages
 
 
 def parse_image_size(text: str, *, option: str = "--image-size") -> tuple[int, int]:

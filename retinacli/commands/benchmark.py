@@ -195,17 +195,14 @@ def _time_onnx(model: torch.nn.Module, recipe: Recipe, images: list[torch.Tensor
     from retinacli.export.runtime import open_exported
 
     short, max_size = inference_resize(recipe.data.test)
-    metadata = ExportMetadata(
+    metadata = ExportMetadata.of_model(
+        model,
         class_names=tuple(f"class_{i}" for i in range(model.num_classes)),
         class_dataset_ids=tuple(range(1, model.num_classes + 1)),
         input_format=recipe.model.input_format,
         short_size=short,
         max_size=max_size,
-        score_thresh=model.score_thresh,
-        nms_thresh=model.nms_thresh,
-        detections_per_image=model.detections_per_image,
         network_only=False,
-        num_levels=model.anchor_generator.num_levels,
         source="retina benchmark",
         retinacli_version="",
     )

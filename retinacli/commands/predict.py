@@ -219,7 +219,7 @@ def _coco_image_ids(annotations: Path | None, found: Sequence[ImageInput], roots
     if annotations is None:
         raise ValueError("_coco_image_ids: needs the annotations json")
     try:
-        data = json.loads(Path(annotations).read_text(encoding="utf-8"))
+        data = json.loads(Path(annotations).read_text(encoding="utf-8-sig"))
         images = [(str(img["file_name"]), int(img["id"])) for img in data["images"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"--annotations {annotations}: not a readable COCO json with images ({exc})") from None

@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from retinacli.data.augment.box import BoxAugment, augment_sample
-from retinacli.data.augment.resize_flip import Augmentation, AugmentParams
+from retinacli.data.augment.resize_flip import Augmentation, AugmentParams, to_chw_tensor
 from retinacli.data.formats.coco import DetectionDataset, ImageRecord
 from retinacli.data.images import InputFormat, read_image
 from retinacli.engine.structures import Targets
@@ -229,7 +229,7 @@ class MappedDataset(Dataset):
             image, boxes=record.boxes, labels=record.labels, params=params
         )
         return Sample(
-            image=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            image=to_chw_tensor(image),
             targets=Targets(boxes=torch.from_numpy(boxes), labels=torch.from_numpy(labels)),
             original_size=(record.height, record.width),
             image_id=record.image_id,

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
+from retinacli.commands import train as train_module
 from retinacli.commands.model_files import load_detector
 from retinacli.commands.train import train_from_recipe
 from retinacli.errors import RecipeError
-from retinacli.evaluation import coco_eval
 from retinacli.train import loop as loop_module
 from retinacli.train.checkpoints import load_checkpoint
 from tests.train.tiny import tiny_recipe
@@ -30,7 +30,7 @@ def _recipe(tmp_path, *extra):
 def scripted_ap(monkeypatch):
     """Evaluations report the APs of a script (by evaluation on data.val), real ones for the test
     set; the real evaluation still runs and writes its files."""
-    real = coco_eval.evaluate_detector
+    real = train_module._evaluate_into
     script = {"values": [], "seen": []}
 
     def evaluate(model, dataset, output_dir, **kwargs):
@@ -41,7 +41,7 @@ def scripted_ap(monkeypatch):
         script["seen"].append(str(output_dir))
         return {**metrics, "AP": value}
 
-    monkeypatch.setattr(coco_eval, "evaluate_detector", evaluate)
+    monkeypatch.setattr(train_module, "_evaluate_into", evaluate)
     return script
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from retinacli.data.formats.coco import load_coco
 from retinacli.data.shapes import ShapesSpec, make_shapes
+from tests.data.datasets import load_coco
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from retinacli.data.checks import check_coco, prepare_coco
-from retinacli.data.formats.coco import load_coco
 from retinacli.errors import DatasetError
+from tests.data.datasets import load_coco
 
 
 def _check(json_path: Path, *, fix: bool, decode: bool = False):

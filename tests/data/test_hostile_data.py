@@ -23,7 +23,6 @@ from PIL import Image
 from retinacli.commands.convert import convert
 from retinacli.data.augment.resize_flip import Augmentation, AugmentParams, resized_hw
 from retinacli.data.checks import check_coco
-from retinacli.data.formats.coco import load_coco
 from retinacli.data.formats.convert import (
     SourceBox,
     SourceDataset,
@@ -35,6 +34,7 @@ from retinacli.data.formats.voc import read_voc
 from retinacli.data.formats.yolo import read_yolo
 from retinacli.errors import DatasetError
 from tests.cli_helpers import run_cli
+from tests.data.datasets import load_coco
 from tests.fuzzing import opened_outside, shared_inodes, watch_opens
 from tests.snapshots import changed_outside, snapshot
 

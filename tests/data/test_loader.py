@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from retinacli.data.augment.resize_flip import Augmentation
-from retinacli.data.formats.coco import load_coco
 from retinacli.data.loader import (
     Batch,
     TrainBatchSampler,
@@ -21,6 +20,7 @@ from retinacli.data.loader import (
 )
 from retinacli.engine.structures import Targets
 from retinacli.errors import DatasetError
+from tests.data.datasets import load_coco
 
 TRAIN_AUG = Augmentation(short_sizes=(48, 56, 64), max_size=96, flip="horizontal")
 

@@ -15,11 +15,11 @@ from PIL import Image
 
 from retinacli.data import loader as loader_module
 from retinacli.data.augment.resize_flip import Augmentation
-from retinacli.data.formats.coco import load_coco
 from retinacli.data.images import read_image
 from retinacli.data.loader import build_train_loader, is_worker_death
 from retinacli.data.shapes import ShapesSpec, make_shapes
 from retinacli.errors import DatasetError, TrainingError
+from tests.data.datasets import load_coco
 
 AUG = Augmentation(short_sizes=(40,), max_size=72, flip="none")
 

@@ -9,8 +9,8 @@ import pytest
 
 from retinacli.data import shapes
 from retinacli.data.checks import check_coco
-from retinacli.data.formats.coco import load_coco
 from retinacli.data.shapes import ShapesSpec, ensure_shapes, generate_shapes_image, make_shapes
+from tests.data.datasets import load_coco
 
 SPEC = ShapesSpec()
 

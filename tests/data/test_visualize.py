@@ -7,10 +7,10 @@ import numpy as np
 from PIL import Image
 
 from retinacli.data.augment.resize_flip import Augmentation
-from retinacli.data.formats.coco import load_coco
 from retinacli.data.loader import build_train_loader
 from retinacli.data.shapes import ShapesSpec, make_shapes
 from retinacli.data.visualize import PALETTE, draw_boxes, show_dataset
+from tests.data.datasets import load_coco
 
 
 def test_draw_boxes_outlines_in_class_colour() -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from retinacli.data.images import data_path
-from retinacli.data.problems import Problem, summarize_errors
+from retinacli.data.problems import Problem
 from retinacli.errors import DatasetError
 from retinacli.files import PathOutsideRoot
 
@@ -123,29 +123,6 @@ def read_coco_json(annotations: Path | str) -> dict[str, Any]:
                 '"images", "annotations" and "categories"'
             )
     return data
-
-
-def load_coco(
-    *, annotations: Path | str, images: Path | str, filter_empty: bool
-) -> DetectionDataset:
-    """Parse a COCO json into records, refusing a json with structural problems.
-
-    Args:
-        annotations: the COCO json.
-        images: the folder the json's file_names are relative to.
-        filter_empty: drop images without any non-crowd box (detectron2's
-            FILTER_EMPTY_ANNOTATIONS; an image with only crowd boxes counts as empty).
-
-    Raises:
-        DatasetError: listing every structural problem (unknown category id, annotation of a
-            missing image, malformed bbox, duplicate id, missing keys).
-    """
-    dataset, problems = parse_coco(
-        read_coco_json(annotations), annotations=Path(annotations), images=Path(images)
-    )
-    if problems:
-        raise DatasetError(summarize_errors(problems))
-    return drop_empty(dataset) if filter_empty else dataset
 
 
 def drop_empty(dataset: DetectionDataset) -> DetectionDataset:

@@ -175,10 +175,6 @@ class SplitSummary:
     num_crowd_boxes: int
     boxes_per_class: dict[str, int]
 
-    @property
-    def num_classes_with_boxes(self) -> int:
-        return sum(1 for count in self.boxes_per_class.values() if count)
-
 
 @dataclass(frozen=True)
 class ConvertResult:

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retinacli.data.formats.coco import DetectionDataset, load_coco
+from retinacli.data.formats.coco import DetectionDataset
+from tests.data.datasets import load_coco
 from tests.fuzzing import FUZZ, expect_clean
 
 pytestmark = pytest.mark.fuzz
