@@ -1,4 +1,5 @@
-"""Files retinacli writes and reads: atomic writes, safe `torch.load`, the format marker.
+"""Files retinacli writes and reads: atomic writes, safe `torch.load`, the format marker, the
+one output rule, and names from data kept inside their folder.
 
 Writing: every file (checkpoints, model files, `config.yaml`, `last_checkpoint`, JSON results,
 PNG pictures) goes through `atomic_write`: the data is written to a temporary file in the same
@@ -13,7 +14,14 @@ built in a temporary folder that `atomic_directory` renames into place once comp
 Reading: `load_torch` is `torch.load(weights_only=True, map_location="cpu")` with every failure
 (missing, empty, truncated, foreign, a pickled Python object) raised as a `CheckpointError`
 naming the file. `read_retinacli_file` also checks the format marker that tells retinacli's own
-files (training checkpoints and model files) from others.
+files (training checkpoints and model files) from others; a TorchScript archive (a program) is
+refused whatever its name.
+
+Outputs: `prepare_output_dir` is the one rule of every command that writes a folder (new, empty,
+or its own earlier output marked by OUTPUT_MARKER, the last only with --overwrite; never a
+folder holding the user's files), `prepare_output_file` that of every `--out FILE`, and
+`output_file` keeps a name made from data inside the output folder. Inputs: `contained_path`
+resolves a name read from data (symbolic links included) and refuses what leaves its folder.
 """
 
 from __future__ import annotations
