@@ -1,5 +1,7 @@
 """Pictures of the diagnostics: PR curves, the confusion matrix, the error breakdown, and the
-images with the most errors drawn with their ground truth and predictions.
+images with the most errors drawn with their ground truth and predictions. Each picture keeps
+to about page width whatever the number of classes (the 20 lowest-AP PR curves, the confusion
+matrix of at most 25 classes: `confusion_classes`); the JSON files keep everything.
 
 All are PNG files written atomically with matplotlib's Agg canvas (no display, pyplot's global
 state untouched) or Pillow. Class names come from a dataset: matplotlib gets them through
@@ -27,6 +29,8 @@ GROUND_TRUTH_COLOUR = (40, 200, 70)
 PREDICTION_COLOUR = (230, 40, 40)
 TRUE_POSITIVE_COLOUR = (30, 120, 230)
 _MAX_PANELS = 20
+_MAX_MATRIX_CLASSES = 25  # + background: 26 rows, about 1500 pixels square
+_MAX_TICK_CHARS = 32
 
 
 def _plain(text: str) -> str:
@@ -79,28 +83,110 @@ def save_pr_curves(diag: Diagnostics, path: str | os.PathLike[str]) -> Path:
     return _save(fig, path)
 
 
+def confusion_classes(
+    counts: np.ndarray | Sequence[Sequence[int]], *, limit: int = _MAX_MATRIX_CLASSES
+) -> list[int]:
+    """The class indices the confusion-matrix picture shows, in dataset order (the background
+    row and column, the last, are always shown and not listed).
+
+    counts: the (K + 1) x (K + 1) matrix of `Diagnostics.confusion`.
+    limit: at most this many classes. With K <= limit, all K. Otherwise the classes present
+    (any ground truth or any prediction above the threshold: a non-empty row or column); when
+    more than `limit` are present, those of the largest off-diagonal class-to-class counts first
+    (both classes of a pair, pairs that do not fit whole skipped), the rest of the room to the
+    classes with the most errors of any kind (misses and false positives included), then the
+    most boxes. Ties go to the lower index.
+    """
+    matrix = np.asarray(counts, dtype=np.int64)
+    num_classes = matrix.shape[0] - 1
+    if num_classes <= limit:
+        return list(range(num_classes))
+    present = _present_classes(matrix)
+    if len(present) <= limit:
+        return present
+    chosen: set[int] = set()
+    classes = matrix[:num_classes, :num_classes]
+    off_diagonal = classes * (1 - np.eye(num_classes, dtype=np.int64))
+    rows, columns = np.nonzero(off_diagonal)
+    pairs = sorted(
+        zip(rows.tolist(), columns.tolist(), strict=True), key=lambda rc: (-off_diagonal[rc], rc)
+    )
+    for row, column in pairs:
+        new = {row, column} - chosen
+        if len(chosen) + len(new) <= limit:
+            chosen |= new
+        if len(chosen) == limit:
+            break
+    totals = matrix.sum(axis=0) + matrix.sum(axis=1)  # row + column
+    errors = totals - 2 * np.diagonal(matrix)  # the same without the diagonal
+    rest = sorted(
+        (k for k in present if k not in chosen), key=lambda k: (-errors[k], -totals[k], k)
+    )
+    chosen.update(rest[: limit - len(chosen)])
+    return sorted(chosen)
+
+
+def _present_classes(matrix: np.ndarray) -> list[int]:
+    """The classes with a ground-truth box or a prediction (a non-empty row or column)."""
+    num_classes = matrix.shape[0] - 1
+    used = matrix.sum(axis=0)[:num_classes] + matrix.sum(axis=1)[:num_classes]
+    return [int(k) for k in np.flatnonzero(used > 0)]
+
+
+def _tick(name: str) -> str:
+    """A class name as a tick label: at most _MAX_TICK_CHARS characters (longer ones end in "..."),
+    then `_plain` (cut first, so no escape is split)."""
+    if len(name) > _MAX_TICK_CHARS:
+        name = name[: _MAX_TICK_CHARS - 3] + "..."
+    return _plain(name)
+
+
 def save_confusion_matrix(diag: Diagnostics, path: str | os.PathLike[str]) -> Path:
-    """The row-normalised matrix as colours, with the counts written in (for up to 30 classes)."""
-    labels = [*diag.class_names, "background"]
-    counts = np.asarray(diag.confusion)
-    normalized = np.asarray(diag.confusion_normalized)
-    size = max(4.0, 0.45 * len(labels) + 2.5)
+    """The row-normalised matrix as colours, with the counts written in.
+
+    With more than 25 classes (_MAX_MATRIX_CLASSES) only `confusion_classes` are drawn (and the
+    background row and column), with a line saying how many of how many; the colours stay each
+    full row's shares. The picture stays within about 1500 x 1500 pixels whatever the number of
+    classes; confusion_matrix.json and diagnostics.json keep the full matrix.
+    """
+    keep, names, title = _confusion_view(diag)
+    counts = np.asarray(diag.confusion, dtype=np.int64)[np.ix_(keep, keep)]
+    normalized = np.asarray(diag.confusion_normalized)[np.ix_(keep, keep)]
+    size = max(4.0, 0.45 * len(keep) + 2.5)
     fig = _figure(size + 1.0, size)
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(normalized, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
-    names = [_plain(name) for name in diag.class_names]
-    ax.set_xticks(range(len(labels)), labels=[*names, "missed"], rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(len(labels)), labels=[*names, "false pos."], fontsize=8)
+    ax.set_xticks(range(len(keep)), labels=[*names, "missed"], rotation=60, ha="right", fontsize=9)
+    ax.set_yticks(range(len(keep)), labels=[*names, "false pos."], fontsize=9)
     ax.set_xlabel("prediction")
     ax.set_ylabel("ground truth")
-    ax.set_title("confusion at IoU 0.5 (counts; colour: share of the row)", fontsize=9)
-    if len(labels) <= 30:
-        for (row, column), value in np.ndenumerate(counts):
-            if value:
-                colour = "white" if normalized[row, column] > 0.5 else "black"
-                ax.text(column, row, str(value), ha="center", va="center", fontsize=7, color=colour)
+    ax.set_title(title, fontsize=9)
+    for (row, column), value in np.ndenumerate(counts):
+        if value:
+            colour = "white" if normalized[row, column] > 0.5 else "black"
+            ax.text(column, row, str(value), ha="center", va="center", fontsize=8, color=colour)
     return _save(fig, path)
+
+
+def _confusion_view(diag: Diagnostics) -> tuple[list[int], list[str], str]:
+    """What the confusion-matrix picture draws: the rows and columns of `diag.confusion` (the
+    shown classes, then the background), the shown classes' tick labels (`_tick`), the title."""
+    num_classes = len(diag.class_names)
+    shown = confusion_classes(diag.confusion)
+    title = "confusion at IoU 0.5 (counts; colour: share of the row)"
+    if len(shown) < num_classes:
+        which = (
+            "those in the ground truth or the predictions"
+            if shown == _present_classes(np.asarray(diag.confusion))
+            else "those with the most confusions"
+        )
+        title = (
+            "confusion at IoU 0.5 (counts; colour: share of the full row)\n"
+            f"{len(shown)} of {num_classes} classes shown: {which}; "
+            "diagnostics.json holds the full matrix"
+        )
+    return [*shown, num_classes], [_tick(diag.class_names[k]) for k in shown], title
 
 
 def save_error_breakdown(diag: Diagnostics, path: str | os.PathLike[str]) -> Path:
