@@ -57,8 +57,36 @@ def init_process(device_kind: str) -> ProcessContext:
             )
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = _attempt_store(world_size)
+        if store is None:
+            dist.init_process_group(backend=backend, init_method="env://")
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size)
     return ProcessContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def _attempt_store(world_size: int) -> dist.Store | None:
+    """Under torchrun (the agent hosts the store), the agent's store seen under a prefix of this
+    restart attempt; None elsewhere (env:// as usual).
+
+    The agent's store outlives a restart: without the prefix, a worker of the restarted group can
+    read the address a dead worker of the previous attempt published and fail to connect to it
+    (gloo's "connectFullMesh failed ... Connection refused"), depending on which worker gets there
+    first."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from datetime import timedelta
+
+    base = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=False,
+        timeout=timedelta(minutes=30),
+    )
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"retinacli/attempt_{attempt}", base)
 
 
 def shutdown_process() -> None:
