@@ -52,6 +52,15 @@ OverwriteFileOption = Annotated[
     bool, typer.Option("--overwrite", help="Replace the --out file if it exists.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+TrustCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Run a TorchScript (.ts) file. TorchScript files are programs; run only files you made or "
+        "trust (without this flag they are refused before they are opened; model files, .onnx and "
+        "OpenVINO .xml files are data and need no trust).",
+    ),
+]
 
 
 def output_dir_option(help_text: str) -> object:

@@ -13,6 +13,7 @@ from retinacli.cli.app import (
     JsonOption,
     ModelArg,
     SetOption,
+    TrustCodeOption,
     app,
     console,
     error_console,
@@ -80,9 +81,17 @@ def eval_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier `retina eval` output in --output-dir.")
     ] = False,
+    trust_code: TrustCodeOption = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads", min=1, help=r"CPU threads of an exported file's runtime \[default: the runtime's].", show_default=False
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """COCO box AP of a model file on its recipe's test set (or --dataset/--images)."""
+    """COCO box AP of a model file on its recipe's test set (or --dataset/--images), or of an
+    exported file (.onnx, OpenVINO .xml) on --dataset/--images."""
     from retinacli.cli.progress import progress_bar
     from retinacli.cli.render import diagnostics_summary, metrics_table
     from retinacli.commands.evaluate import evaluate
@@ -109,6 +118,8 @@ def eval_command(
             overwrite=overwrite,
             progress=progress,
             diagnostics=options,
+            trust_code=trust_code,
+            threads=threads,
         )
     metrics = result.metrics
     if as_json:

@@ -14,14 +14,19 @@ from retinacli.cli.app import ModelArg, OverwriteFileOption, SetOption, app, con
 def export_command(
     model: ModelArg,
     export_format: Annotated[
-        Literal["onnx", "torchscript"],
-        typer.Option("--format", help="onnx (runs with onnxruntime alone) or torchscript (torch + torchvision)."),
+        Literal["onnx", "openvino", "torchscript"],
+        typer.Option(
+            "--format",
+            help="onnx (runs with onnxruntime alone), openvino (an OpenVINO IR: NAME.xml and NAME.bin) or "
+            "torchscript (torch + torchvision).",
+        ),
     ] = "onnx",
     out: Annotated[
         Path | None,
         typer.Option(
             "--out",
-            help="The file to write \\[default: beside MODEL, .onnx or .ts]; an existing file is replaced only with --overwrite.",
+            help="The file to write \\[default: beside MODEL, .onnx, .xml or .ts, .int8.* with --int8]; an existing "
+            "file is replaced only with --overwrite.",
             show_default=False,
         ),
     ] = None,
@@ -34,13 +39,62 @@ def export_command(
         bool,
         typer.Option("--verify/--no-verify", help="Run the file on a few images and compare with the PyTorch model."),
     ] = True,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8",
+            help="Quantize the network to INT8 (onnx or openvino), calibrated on --dataset, and check its COCO AP "
+            "against the float file; refused above --max-ap-drop.",
+        ),
+    ] = False,
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--dataset",
+            help="COCO json of the calibration images (with --images) \\[default: the recipe's data.train.dataset].",
+            show_default=False,
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Folder the --dataset json's file_names are relative to.", show_default=False)
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option("--calibration-images", min=1, max=10000, help="Images to calibrate on, spread over --dataset.")
+    ] = 32,
+    check_dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--check-dataset",
+            help="COCO json on which the float and INT8 files' AP are compared (with --check-images) \\[default: --dataset].",
+            show_default=False,
+        ),
+    ] = None,
+    check_images: Annotated[
+        Path | None,
+        typer.Option("--check-images", help="Folder the --check-dataset json's file_names are relative to.", show_default=False),
+    ] = None,
+    max_ap_drop: Annotated[
+        float,
+        typer.Option("--max-ap-drop", min=0.0, max=1.0, help="Largest relative AP drop of the INT8 file (0.01: 1 %)."),
+    ] = 0.01,
+    force: Annotated[bool, typer.Option("--force", help="Keep the INT8 file even when it fails the AP check.")] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="CPU threads of the runtimes during the AP check \\[default: the runtime's].", show_default=False),
+    ] = None,
     set_: SetOption = None,
     overwrite: OverwriteFileOption = False,
 ) -> None:
-    """Export a model file to ONNX or TorchScript: uint8 image in, boxes, scores and classes out."""
-    from retinacli.commands.export import export
+    """Export a model file to ONNX, OpenVINO or TorchScript: uint8 image in, boxes, scores and
+    classes out; --int8 quantizes it and checks its AP."""
+    from retinacli.commands.export import DatasetFiles, export
+    from retinacli.errors import UsageError
 
-    with console.status("exporting and checking" if verify else "exporting"):
+    pairs = {"--dataset/--images": (dataset, images), "--check-dataset/--check-images": (check_dataset, check_images)}
+    for flags, (json_file, folder) in pairs.items():
+        if (json_file is None) != (folder is None):
+            raise UsageError(f"{flags} go together: pass the COCO json and its image folder")
+    with console.status("exporting") as status:
         result = export(
             model,
             export_format=export_format,
@@ -50,11 +104,21 @@ def export_command(
             verify=verify,
             overrides=set_ or [],
             overwrite=overwrite,
+            int8=int8,
+            calibration=DatasetFiles(dataset, images) if dataset is not None and images is not None else None,
+            calibration_images=calibration_images,
+            check=DatasetFiles(check_dataset, check_images) if check_dataset is not None and check_images is not None else None,
+            max_ap_drop=max_ap_drop,
+            force=force,
+            threads=threads,
+            progress=lambda text: status.update(text),
         )
-    size = result.path.stat().st_size / 2**20
-    kind = f"{export_format}, opset {opset}" if export_format == "onnx" else export_format
+    size = sum(path.stat().st_size for path in result.files) / 2**20
+    kind = {"onnx": f"onnx, opset {opset}", "openvino": "OpenVINO IR", "torchscript": "torchscript"}[export_format]
+    kind += ", INT8" if int8 else ""
     what = "network only" if network_only else "whole detector"
-    console.print(f"wrote {shown(result.path)} ({kind}, {what}, {size:.1f} MiB) in {result.seconds:.1f} s", highlight=False, soft_wrap=True)
+    written = " and ".join(shown(path) for path in result.files)
+    console.print(f"wrote {written} ({kind}, {what}, {size:.1f} MiB) in {result.seconds:.1f} s", highlight=False, soft_wrap=True)
     meta = result.metadata
     console.print(
         f"input: (3, H, W) uint8 {meta.input_format}, resized to short side {meta.short_size} (long side at most "
@@ -63,6 +127,7 @@ def export_command(
         soft_wrap=True,
     )
     parity = result.parity
+    record = result.quantization
     if parity is None:
         console.print("[yellow]not checked[/] (--no-verify)")
     elif network_only:
@@ -73,9 +138,21 @@ def export_command(
             soft_wrap=True,
         )
     else:
+        which = "the float file before quantizing" if int8 else "the file"
         console.print(
-            f"checked on {shown(result.check_images)}: {parity.detections} detections equal (largest "
-            f"differences: box {parity.max_box_difference:.2g} px, score {parity.max_score_difference:.2g})",
+            f"checked {which} on {shown(result.check_images)}: {parity.detections} detections equal to the model's "
+            f"(largest differences: box {parity.max_box_difference:.2g} px, score {parity.max_score_difference:.2g})",
             highlight=False,
             soft_wrap=True,
         )
+    if record is not None:
+        console.print(
+            f"INT8 ({record.runtime}), calibrated on {record.calibration_images} images of {shown(record.calibration_source)}; "
+            f"on {record.check_images} images of {shown(record.check_source)}: AP {record.float_ap:.2f} float, "
+            f"{record.int8_ap:.2f} INT8 (relative drop {100 * record.relative_ap_drop:.2f} %); INT8 time "
+            f"{record.speed_ratio:.2f}x the float file's",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.kept_despite is not None:
+        console.print(f"[yellow]kept with --force[/] although {shown(result.kept_despite)}", highlight=False, soft_wrap=True)

@@ -12,6 +12,7 @@ from retinacli.cli.app import (
     DeviceOption,
     ModelArg,
     SetOption,
+    TrustCodeOption,
     app,
     console,
     error_console,
@@ -24,11 +25,6 @@ from retinacli.predict.formats import PREDICTION_FORMATS
 # typer checks the values of a repeated option only for Enums (not list[Literal[...]]).
 FormatChoice = Enum("FormatChoice", {name: name for name in PREDICTION_FORMATS}, type=str)  # type: ignore[misc]
 
-TRUST_CODE_HELP = (
-    "Run a TorchScript (.ts) file. TorchScript files are programs; run only files you made or trust "
-    "(without this flag they are refused before they are opened; .onnx and model files are data and "
-    "need no trust)."
-)
 
 
 @app.command("predict")
@@ -79,7 +75,7 @@ def predict_command(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier `retina predict` output in --output-dir.")
     ] = False,
-    trust_code: Annotated[bool, typer.Option("--trust-code", help=TRUST_CODE_HELP)] = False,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """Detect objects in images, folders and videos with a model file or an exported .onnx/.ts file:
     pictures (or an annotated video) and predictions. An input that cannot be read is skipped and

@@ -1,4 +1,5 @@
-"""`retina eval`: COCO box AP of a model file on its recipe's test set (or a given dataset)."""
+"""`retina eval`: COCO box AP of a model file on its recipe's test set (or a given dataset), or
+of an exported file (.onnx, OpenVINO .xml, TorchScript with --trust-code) on a given dataset."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ from pydantic import ValidationError
 
 from retinacli.build import build_test_dataset, inference_resize
 from retinacli.commands.model_files import load_detector
+from retinacli.data.formats.coco import DetectionDataset
 from retinacli.devices import resolve_device
 from retinacli.engine.fuse import prepare_for_inference
 from retinacli.errors import UsageError
 from retinacli.evaluation import coco_eval
-from retinacli.evaluation.classes import match_classes
+from retinacli.evaluation.classes import ClassInfo, ClassMatch, match_classes
+from retinacli.evaluation.detectors import ImageDetector
 from retinacli.evaluation.diagnostics import DiagnosticsOptions
 from retinacli.evaluation.diagnostics_output import WORST_IMAGES_DIR, diagnose_and_write
-from retinacli.evaluation.inference import ProgressCallback, infer_dataset
+from retinacli.evaluation.inference import InferenceRun, ProgressCallback, infer_dataset
 from retinacli.evaluation.outputs import METRICS_NAME, RESULTS_NAME, write_evaluation
-from retinacli.export.runtime import is_exported
+from retinacli.export.runtime import is_exported, open_exported, refuse_untrusted_code
 from retinacli.files import PathOutsideRoot, check_output_dir, contained_path, prepare_output_dir
 from retinacli.recipe import Override, key_override
 from retinacli.recipe.schema import CocoDataset
@@ -66,6 +69,8 @@ def evaluate(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     diagnostics: DiagnosticsOptions | None = None,
+    trust_code: bool = False,
+    threads: int | None = None,
 ) -> EvalResult:
     """Run the model file over its recipe's `data.test.dataset` (or `dataset`/`images`), score
     the detections, write coco_results.json and metrics.json to `output_dir` (and the
@@ -76,21 +81,47 @@ def evaluate(
 
     `images_per_batch` and `device` stand for `data.test.images_per_batch` and `device`.
 
+    An exported file (`export.runtime.open_exported`: onnxruntime, OpenVINO, or TorchScript
+    with `trust_code`) runs on the CPU one image at a time with `threads` threads, on `dataset`
+    and `images` (it holds no recipe), with its built-in resize and thresholds: `overrides`,
+    `device` and `images_per_batch` are refused for it.
+
     `output_dir` (default `default_output_dir`) follows the output rule
     (`files.prepare_output_dir`): a new or empty folder, or an earlier output of `retina eval`
     with `overwrite`; it is checked before the model file is read and created only once the
-    classes are known to fit, so a refused evaluation leaves nothing behind. Only model files
-    are evaluated: an exported .onnx/.ts file is refused without being opened.
+    classes are known to fit, so a refused evaluation leaves nothing behind. A TorchScript file
+    without `trust_code` is refused before it is opened.
     """
     if (dataset is None) != (images is None):
         raise UsageError("--dataset and --images go together: pass the COCO json and its image folder")
-    if is_exported(model_path):
-        raise UsageError(
-            f"{model_path}: retina eval takes a model file or training checkpoint (.pth), not an "
-            "exported file (nothing of it was opened); evaluate the model file it was exported from"
-        )
+    refuse_untrusted_code(model_path, trust_code=trust_code, command="eval")
     out = output_dir if output_dir is not None else default_output_dir(model_path, dataset)
     check_output_dir(out, command=COMMAND, overwrite=overwrite)
+    if is_exported(model_path):
+        given = [
+            flag
+            for flag, value in (("--set", list(overrides) or None), ("--device", device), ("--images-per-batch", images_per_batch))
+            if value
+        ]
+        if given:
+            raise UsageError(
+                f"{model_path}: an exported file has its resize, thresholds and device built in and runs one image "
+                f"at a time on the CPU; {', '.join(given)} apply to model files only"
+            )
+        if dataset is None or images is None:
+            raise UsageError(
+                f"{model_path}: an exported file holds no recipe, so no test set; pass --dataset JSON --images DIR"
+            )
+        return _evaluate_exported(
+            model_path,
+            _given_dataset(dataset, images),
+            out=out,
+            overwrite=overwrite,
+            progress=progress,
+            diagnostics=diagnostics,
+            trust_code=trust_code,
+            threads=threads,
+        )
     flags = list(overrides)
     if images_per_batch is not None:
         flags.append(
@@ -128,6 +159,49 @@ def evaluate(
     )
     if not run.is_main:  # the other processes ran their shard, nothing else (as in detectron2)
         return EvalResult(metrics={}, output_dir=out, class_note=match.note)
+    return _score_and_write(run, test_set, match, out, diagnostics)
+
+
+def _evaluate_exported(
+    path: Path,
+    source: CocoDataset,
+    *,
+    out: Path,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+    diagnostics: DiagnosticsOptions | None,
+    trust_code: bool,
+    threads: int | None,
+) -> EvalResult:
+    """`evaluate` for an exported file (its docstring)."""
+    test_set = build_test_dataset(source, key="--dataset")
+    exported = open_exported(path, trust_code=trust_code, threads=threads)
+    meta = exported.metadata
+    if meta.network_only:
+        raise UsageError(
+            f"{path}: a network-only export (logits, deltas, anchors) has no detections to score; "
+            "export the whole detector (without --network-only) to evaluate it"
+        )
+    match = match_classes(ClassInfo(meta.class_names, meta.class_dataset_ids), test_set, model_path=path)
+    prepare_output_dir(out, command=COMMAND, overwrite=overwrite)
+    if diagnostics is not None:
+        _refuse_leaving_link(out / WORST_IMAGES_DIR, out)
+    detector: ImageDetector = exported
+    run = infer_dataset(
+        detector,
+        test_set,
+        short_size=meta.short_size,
+        max_size=meta.max_size,
+        input_format=meta.input_format,
+        progress=progress,
+    )
+    return _score_and_write(run, test_set, match, out, diagnostics)
+
+
+def _score_and_write(
+    run: InferenceRun, test_set: DetectionDataset, match: ClassMatch, out: Path, diagnostics: DiagnosticsOptions | None
+) -> EvalResult:
+    """COCO scores of `run`'s detections, written into `out` (with diagnostics when asked)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", coco_eval.EmptyResultsWarning)  # metrics notes say it
         score = coco_eval.score_detections(run.images, test_set, class_dataset_ids=match.dataset_ids)

@@ -13,6 +13,7 @@ from retinacli.commands.model_files import load_detector
 from retinacli.devices import resolve_device
 from retinacli.engine.fuse import prepare_for_inference
 from retinacli.errors import DatasetError, RetinaError, UsageError
+from retinacli.evaluation.detectors import ImageDetector, TorchDetector
 from retinacli.export.runtime import (
     ExportedDetector,
     is_exported,
@@ -20,7 +21,6 @@ from retinacli.export.runtime import (
     refuse_untrusted_code,
 )
 from retinacli.files import OUTPUT_MARKER, check_output_dir, prepare_output_dir
-from retinacli.predict.detectors import ImageDetector, TorchDetector
 from retinacli.predict.formats import (
     COCO_NAME,
     PREDICTIONS_NAME,

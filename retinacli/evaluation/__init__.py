@@ -1,5 +1,7 @@
 """Evaluation on a dataset, from explicit typed arguments (no recipe).
 
+- `detectors`: the one `ImageDetector` protocol that a model file (`TorchDetector`) and an
+  exported file (`export.runtime.ExportedDetector`) both follow.
 - `inference`: run a detector over a dataset or test loader (batched, no gradients, gathered
   over processes, in dataset order).
 - `coco_eval`: COCO results and box AP from detections, no files.

@@ -29,6 +29,7 @@ from retinacli.data.images import InputFormat
 from retinacli.data.loader import Batch, build_test_loader, checked_batch
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.structures import Detections
+from retinacli.evaluation.detectors import ImageDetector, model_device
 
 ProgressCallback = Callable[[int, int | None], None]
 """Called after every batch with (images done in this process, images in this shard or None)."""
@@ -73,13 +74,6 @@ class InferenceRun:
         return self.local_images / self.seconds if self.seconds > 0 else 0.0
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    for parameter in model.parameters():
-        return parameter.device
-    return torch.device("cpu")
-
-
 def shard_size(loader: Iterable[Any]) -> int | None:
     """Images a test loader yields, counted from its batch sampler without reading any image;
     None when the loader has no batch sampler to count."""
@@ -90,7 +84,7 @@ def shard_size(loader: Iterable[Any]) -> int | None:
 
 
 def infer_dataset(
-    model: RetinaNet,
+    model: RetinaNet | ImageDetector,
     dataset: DetectionDataset,
     *,
     short_size: int,
@@ -106,7 +100,8 @@ def infer_dataset(
     is initialised) and the shards are gathered, so every process ends with all the images.
 
     Args:
-        model: a RetinaNet, on the device it should run on (its train/eval mode is restored).
+        model: a RetinaNet, on the device it should run on (its train/eval mode is restored),
+            or any `ImageDetector` (an exported file), which runs the batches as they come.
         dataset: the records to run (each image once).
         short_size, max_size: the test resize (`build.inference_resize`), applied by the loader
             as `inference_augmentation`.
@@ -134,29 +129,34 @@ def infer_dataset(
 
 
 def run_inference(
-    model: RetinaNet,
+    model: RetinaNet | ImageDetector,
     loader: Iterable[Batch],
     *,
     progress: ProgressCallback | None = None,
 ) -> InferenceRun:
     """Detections of every image the loader yields, gathered over processes if distributed.
 
-    The model runs in eval mode under `torch.inference_mode()` on its own device (batches are
+    A RetinaNet runs in eval mode under `torch.inference_mode()` on its own device (batches are
     moved there); its previous train/eval mode is restored afterwards, so training can call this
-    at its evaluation periods. Results are moved to the CPU.
+    at its evaluation periods. Any other `ImageDetector` (an exported file) gets the CPU
+    batches as they are. Results are moved to the CPU.
     """
-    device = model_device(model)
+    module = model if isinstance(model, torch.nn.Module) else None
+    device = model_device(module) if module is not None else torch.device("cpu")
     total = shard_size(loader)
-    was_training = model.training
-    model.eval()
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
     local: list[ImageDetections] = []
     start = time.perf_counter()
     try:
         with torch.inference_mode():
             for item in loader:
                 batch = checked_batch(item)  # an unreadable image: its DatasetError
-                on_device = batch.to(device)
-                outputs = model(on_device.images, original_sizes=batch.original_sizes)
+                if module is not None:
+                    outputs = module(batch.to(device).images, original_sizes=batch.original_sizes)
+                else:
+                    outputs = model.detect(batch.images, batch.original_sizes)
                 for i, dets in enumerate(outputs):
                     height, width = batch.original_sizes[i]
                     local.append(
@@ -171,7 +171,8 @@ def run_inference(
                 if progress is not None:
                     progress(len(local), total)
     finally:
-        model.train(was_training)
+        if module is not None:
+            module.train(was_training)
     seconds = time.perf_counter() - start
     return InferenceRun(images=gather_images(local), seconds=seconds, local_images=len(local))
 

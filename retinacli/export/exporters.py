@@ -45,7 +45,12 @@ MAX_SIDE = 8192
 class ExportMetadata:
     """What a deployed file needs to be used as the model file was: its classes (names and
     dataset ids), channel order, the test resize its inputs need, the thresholds baked in,
-    whether it is network-only (then `num_levels` logits, deltas and anchors come out)."""
+    whether it is network-only (then `num_levels` logits, deltas and anchors come out).
+
+    precision: "fp32", or "int8" for a quantized file, whose `quantization` records how it was
+    made and what it measured (`export.quantize.QuantizationRecord.to_json`: runtime, settings,
+    calibration images, fp32 and INT8 AP on the check set, the speed ratio); None for fp32.
+    """
 
     class_names: tuple[str, ...]
     class_dataset_ids: tuple[int, ...]
@@ -59,6 +64,8 @@ class ExportMetadata:
     num_levels: int
     source: str
     retinacli_version: str
+    precision: str = "fp32"
+    quantization: dict[str, Any] | None = None
 
     @classmethod
     def of_model(

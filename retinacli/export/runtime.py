@@ -1,4 +1,5 @@
-"""Running an exported file: onnxruntime for `.onnx`, torch.jit for TorchScript.
+"""Running an exported file: onnxruntime for `.onnx` (fp32 or INT8), OpenVINO for an IR (`.xml`
+with its `.bin` beside it, fp32 or INT8), torch.jit for TorchScript.
 
 `open_exported(path)` reads the file's metadata (`ExportMetadata`) and returns an
 `ExportedDetector` whose `run(image)` takes one (3, H, W) uint8 image, resized as the metadata's
@@ -12,7 +13,9 @@ module's `__setstate__` runs while it loads, and it can map any file the user ca
 TorchScript unless the caller says the file is trusted (`trust_code=True`: `retina predict
 --trust-code`, or `retina export` checking the file it has just written), before torch sees the
 file. An ONNX file is data that onnxruntime interprets (retinacli uses no custom operators), so
-it is opened as model files are.
+it is opened as model files are. An OpenVINO IR is data too: an XML graph of OpenVINO's own
+operations and a file of weights (OpenVINO runs code only from extensions a program loads
+explicitly, and retinacli loads none).
 """
 
 from __future__ import annotations
@@ -34,16 +37,28 @@ from retinacli.export.exporters import METADATA_KEY, TORCHSCRIPT_METADATA, Expor
 
 ONNX_SUFFIXES = frozenset({".onnx"})
 TORCHSCRIPT_SUFFIXES = frozenset({".ts", ".torchscript"})
-EXPORTED_SUFFIXES = ONNX_SUFFIXES | TORCHSCRIPT_SUFFIXES
+OPENVINO_SUFFIXES = frozenset({".xml"})
+EXPORTED_SUFFIXES = ONNX_SUFFIXES | TORCHSCRIPT_SUFFIXES | OPENVINO_SUFFIXES
 ONNX_MISSING = (
     "onnxruntime is not installed; install it with pip install onnxruntime "
     '(or pip install -e ".[onnx]" in a checkout) to run .onnx files'
 )
+OPENVINO_MISSING = (
+    "openvino is not installed; install it with pip install openvino "
+    '(or pip install -e ".[openvino]" in a checkout) to run OpenVINO .xml files'
+)
+OPENVINO_METADATA = [METADATA_KEY]
+"""Where an OpenVINO IR keeps the metadata: its rt_info entry "retinacli" (a JSON string)."""
 
 
 def is_exported(path: Path | str) -> bool:
     """Whether `path` names an exported file (by its suffix) rather than a model file."""
     return Path(path).suffix.lower() in EXPORTED_SUFFIXES
+
+
+def is_openvino(path: Path | str) -> bool:
+    """Whether `path` names an OpenVINO IR (its .xml, by the suffix)."""
+    return Path(path).suffix.lower() in OPENVINO_SUFFIXES
 
 
 def is_torchscript(path: Path | str) -> bool:
@@ -66,8 +81,8 @@ def refuse_untrusted_code(path: Path | str, *, trust_code: bool, command: str = 
 
 @dataclass
 class ExportedDetector:
-    """An exported file ready to run (module docstring); `runtime` is "onnxruntime" or
-    "torchscript"."""
+    """An exported file ready to run (module docstring); `runtime` is "onnxruntime", "openvino"
+    or "torchscript"."""
 
     path: Path
     metadata: ExportMetadata
@@ -136,6 +151,9 @@ class ExportedDetector:
         chw = np.ascontiguousarray(image, dtype=np.uint8)
         if self.runtime == "onnxruntime":
             return list(self._session.run(None, {"image": chw}))
+        if self.runtime == "openvino":
+            result = self._session.infer({0: chw})
+            return [np.array(result[output]) for output in self._session.model_outputs]
         with torch.inference_mode():
             outputs = self._session(torch.from_numpy(chw))
         return [t.numpy() for t in outputs]
@@ -144,13 +162,14 @@ class ExportedDetector:
 def open_exported(path: Path | str, *, threads: int | None = None, trust_code: bool = False) -> ExportedDetector:
     """Load an exported file and its metadata.
 
-    threads: onnxruntime intra-op threads (None: onnxruntime's default).
+    threads: onnxruntime's intra-op threads or OpenVINO's inference threads (None: the
+        runtime's default).
     trust_code: allow a TorchScript file, whose loading runs code (module docstring); without
         it a TorchScript file is refused before it is opened.
 
     Raises:
-        UsageError: a TorchScript file without `trust_code`; onnxruntime is missing for an
-            .onnx file.
+        UsageError: a TorchScript file without `trust_code`; onnxruntime (openvino) is missing
+            for an .onnx (.xml) file.
         CheckpointError: the file is missing, unreadable or not a retinacli export.
     """
     file = Path(path)
@@ -159,6 +178,8 @@ def open_exported(path: Path | str, *, threads: int | None = None, trust_code: b
         raise CheckpointError(f"{file}: file not found; pass a file written by retina export")
     if file.suffix.lower() in ONNX_SUFFIXES:
         return _open_onnx(file, threads=threads)
+    if is_openvino(file):
+        return _open_openvino(file, threads=threads)
     return _open_torchscript(file)
 
 
@@ -180,6 +201,55 @@ def _open_onnx(file: Path, *, threads: int | None) -> ExportedDetector:
     if METADATA_KEY not in props:
         raise CheckpointError(f"{file}: an ONNX file without retinacli's metadata; export it with retina export")
     return ExportedDetector(file, _metadata(file, props[METADATA_KEY]), "onnxruntime", session)
+
+
+@dataclass
+class _OpenVinoRequest:
+    """A compiled OpenVINO model's infer request and its outputs, in the graph's order."""
+
+    request: Any
+    model_outputs: list[Any]
+
+    def infer(self, inputs: dict[int, np.ndarray]) -> Any:
+        return self.request.infer(inputs)
+
+
+def openvino_config(threads: int | None) -> dict[str, Any]:
+    """The CPU plugin's settings: latency (one image at a time), float32 wherever the IR is
+    float (on CPUs with bf16 or fp16 units OpenVINO would otherwise lower the precision of the
+    float layers), and `threads` inference threads (None: OpenVINO's default)."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
+def _open_openvino(file: Path, *, threads: int | None) -> ExportedDetector:
+    try:
+        import openvino
+    except ImportError:
+        raise UsageError(f"{file}: {OPENVINO_MISSING}") from None
+    weights = file.with_suffix(".bin")
+    if not weights.is_file():
+        raise CheckpointError(
+            f"{file}: its weights {weights.name} are not beside it; an OpenVINO IR is the .xml and the "
+            ".bin of the same name, in one folder"
+        )
+    core = openvino.Core()
+    try:
+        model = core.read_model(str(file), str(weights))
+    except Exception as exc:  # OpenVINO raises its own exception types for bad files
+        raise CheckpointError(f"{file}: OpenVINO cannot read it ({str(exc).splitlines()[0]}); export it again") from None
+    if not model.has_rt_info(OPENVINO_METADATA):
+        raise CheckpointError(f"{file}: an OpenVINO IR without retinacli's metadata; export it with retina export")
+    text = str(model.get_rt_info(OPENVINO_METADATA))
+    metadata = _metadata(file, text)
+    try:
+        compiled = core.compile_model(model, "CPU", openvino_config(threads))
+    except Exception as exc:
+        raise CheckpointError(f"{file}: OpenVINO cannot compile it for this CPU ({str(exc).splitlines()[0]})") from None
+    session = _OpenVinoRequest(compiled.create_infer_request(), list(compiled.outputs))
+    return ExportedDetector(file, metadata, "openvino", session)
 
 
 def _providers(onnxruntime: Any) -> list[str]:

@@ -1,3 +1,3 @@
-"""Predictions on images and videos a user points at (not a dataset): `images`, `video`, the
-output `formats` (predictions.json, COCO results, YOLO txt), and `detectors` (the one
-`ImageDetector` a model file and an exported file both are)."""
+"""Predictions on images and videos a user points at (not a dataset): `images`, `video` and the
+output `formats` (predictions.json, COCO results, YOLO txt). What runs the images is an
+`evaluation.detectors.ImageDetector`: a model file or an exported file, alike."""

@@ -43,8 +43,8 @@ from retinacli.data.augment.resize_flip import resize_for_inference, to_chw_tens
 from retinacli.data.images import InputFormat, input_format_to_rgb, read_image
 from retinacli.engine.structures import Detections
 from retinacli.errors import RetinaError, UsageError
+from retinacli.evaluation.detectors import ImageDetector
 from retinacli.files import atomic_write, output_file
-from retinacli.predict.detectors import ImageDetector
 from retinacli.predict.formats import (
     PREDICTIONS_NAME,
     PredictionFormat,

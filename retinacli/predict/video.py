@@ -33,8 +33,8 @@ import torch
 from retinacli.data.augment.resize_flip import resize_for_inference, to_chw_tensor
 from retinacli.data.images import InputFormat, rgb_to_input_format
 from retinacli.errors import DatasetError, UsageError
+from retinacli.evaluation.detectors import ImageDetector
 from retinacli.files import atomic_write, output_file, write_json
-from retinacli.predict.detectors import ImageDetector
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
 PYAV_MISSING = 'PyAV is not installed; pip install av (or pip install -e ".[video]") to predict on videos'

@@ -102,9 +102,12 @@ def test_eval_never_loads_a_torchscript_file(tmp_path, jit_loads, capsys, monkey
     victim.write_text("the user's notes\n")
     evil = _hostile_torchscript(tmp_path / "model.ts", victim)
     before = snapshot(tmp_path)
-    result = run_cli(["eval", str(evil)], capsys, monkeypatch)
+    result = run_cli(["eval", str(evil), "--dataset", str(tmp_path / "a.json"), "--images", str(tmp_path)], capsys, monkeypatch)
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "takes a model file" in result.stderr and "nothing of it was opened" in result.stderr
+    message = " ".join(result.stderr.split())
+    assert f"{evil}: refused to load a TorchScript file" in message and "retina eval` again with --trust-code" in message
+    assert jit_loads == []  # refused before torch ever saw the file
+    assert changed_outside(before, tmp_path) == []
     # a TorchScript archive renamed .pth is refused by torch.load(weights_only=True), unrun
     disguised = tmp_path / "model.pth"
     shutil.copy(evil, disguised)
@@ -213,7 +216,7 @@ def test_bad_images_are_skipped_and_named_and_the_good_ones_kept(tiny_raccoon_mo
 def test_an_image_the_model_cannot_run_on_is_skipped_alone(tiny_raccoon_model, mixed_folder, tmp_path, capsys, monkeypatch):
     # An exported graph or a device can refuse one image (its size, its memory): in a batch with
     # others, the batch is run again image by image and only that one is skipped.
-    from retinacli.predict import detectors as predict_module
+    from retinacli.evaluation import detectors as predict_module
 
     real = predict_module.TorchDetector.detect
 

@@ -1,6 +1,6 @@
-"""What `retina predict` runs on images and video frames: one `ImageDetector` protocol that a
-model file (`TorchDetector`) and an exported file (`retinacli.export.runtime.ExportedDetector`)
-both follow, so that the images and video code never ask which they hold."""
+"""What evaluation and prediction run: one `ImageDetector` protocol that a model file
+(`TorchDetector`) and an exported file (`retinacli.export.runtime.ExportedDetector`) both follow,
+so that dataset inference, the images and the video code never ask which they hold."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from torch import Tensor
 
 from retinacli.engine.detector import RetinaNet
 from retinacli.engine.structures import Detections
-from retinacli.evaluation.inference import model_device
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
 
 
 class ImageDetector(Protocol):
