@@ -1,13 +1,22 @@
-"""Measuring a detector: parameters, FLOPs, inference and training speed, peak memory.
+"""Measuring a detector: parameters, FLOPs, inference and training speed, peak memory, and
+the machine's own fp32 peak.
 
 Timing: each measurement runs `warmup` untimed calls, then timed ones until at least
 `min_repeats` calls and `min_seconds` of timed work (at most `max_repeats`), and reports the
-median call; CUDA work is synchronised before each clock reading. FLOPs come from
+median call and the 90th percentile; CUDA work is synchronised before each clock reading. FLOPs come from
 `torch.utils.flop_counter.FlopCounterMode` over one eval forward (multiply-adds counted as 2
 FLOPs, convolutions and matrix products only, as the counter does). Peak memory: on CUDA the
 allocator's peak (`torch.cuda.max_memory_allocated`) for the phase; on the CPU the process's peak
 resident set (VmHWM), reset before the phase where Linux allows it (`/proc/self/clear_refs`), so
-each phase's figure is its own; elsewhere the process's lifetime peak.
+each phase's figure is its own; elsewhere the process's lifetime peak. `added_peak_memory`
+reports what a phase adds to the resident set it starts from (loading a file and running it),
+after returning freed memory to the system (glibc's `malloc_trim`), so that formats measured
+one after the other in one process are compared on what each one needs.
+
+The machine's peak (`matmul_flops_per_second`): the FLOP/s of a large fp32 matrix product
+(2048 x 2048, `torch.mm`, torch's thread count), the best this CPU does on dense fp32 work in
+practice; a detector's FLOPs per image over its latency, divided by this, is the fraction of
+that limit it reaches.
 """
 
 from __future__ import annotations
@@ -28,11 +37,17 @@ from retinacli.engine.structures import Targets
 
 @dataclass(frozen=True)
 class Timing:
-    """The median seconds of one call, over `repeats` timed calls after `warmup` untimed ones."""
+    """The median and 90th-percentile seconds of one call, over `repeats` timed calls after
+    `warmup` untimed ones."""
 
     median: float
     repeats: int
     warmup: int
+    p90: float
+
+    def scaled(self, factor: float) -> Timing:
+        """The same timing with its seconds multiplied by `factor` (per image from per batch)."""
+        return Timing(self.median * factor, self.repeats, self.warmup, self.p90 * factor)
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,26 @@ def time_calls(
         times.append(time.perf_counter() - start)
         if progress is not None:
             progress()
-    return Timing(statistics.median(times), len(times), warmup)
+    return Timing(statistics.median(times), len(times), warmup, _percentile(times, 0.9))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """The `q` quantile of `values`, linear between order statistics (numpy's default)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def matmul_flops_per_second(*, size: int = 2048, device: torch.device | None = None) -> float:
+    """FLOP/s of a (size x size) fp32 matrix product on `device` (module docstring)."""
+    device = device or torch.device("cpu")
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(device)
+    b = torch.randn(size, size, generator=gen).to(device)
+    timing = time_calls(lambda: torch.mm(a, b), device=device, warmup=2, min_repeats=5, min_seconds=1.0)
+    return 2.0 * size**3 / timing.median
 
 
 def peak_memory(fn: Callable[[], object], *, device: torch.device) -> Memory:
@@ -98,6 +132,19 @@ def peak_memory(fn: Callable[[], object], *, device: torch.device) -> Memory:
     _reset_rss_peak()
     fn()
     return Memory(_rss_peak(), "cpu rss")
+
+
+def added_peak_memory(fn: Callable[[], object]) -> Memory:
+    """Run `fn` once (on the CPU) and report how far the process's resident set rose above where
+    it stood before (module docstring): "cpu rss added"."""
+    import gc
+
+    gc.collect()
+    _release_free_memory()
+    before = _rss_now()
+    _reset_rss_peak()
+    fn()
+    return Memory(max(_rss_peak() - before, 0), "cpu rss added")
 
 
 def random_batch(
@@ -130,6 +177,23 @@ _STATUS = Path("/proc/self/status")
 def _reset_rss_peak() -> None:
     with contextlib.suppress(OSError):
         _CLEAR_REFS.write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+
+
+def _release_free_memory() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _rss_now() -> int:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _rss_peak() -> int:

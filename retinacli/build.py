@@ -8,6 +8,7 @@ recipe key `model.test.score_thresh` is the argument `score_thresh`). The comman
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from retinacli.engine.detector import RetinaNet
 from retinacli.engine.fpn import FPN, ResNetFPN
 from retinacli.engine.head import RetinaNetHead
 from retinacli.engine.matcher import Matcher
-from retinacli.errors import DatasetError, RecipeError
+from retinacli.errors import DatasetError, RecipeError, UsageError
 from retinacli.levels import stage_stride
 from retinacli.recipe.schema import (
     ClipGradientsConfig,
@@ -295,6 +296,37 @@ def build_dataset(
             f"--set {key}.images=..., or set the environment variable the recipe's path uses)"
         )
         raise DatasetError(f"{exc}{hint}") from None
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """A COCO json and the folder its file names are relative to, as named on a command line
+    (`--dataset JSON --images DIR`, `--check-dataset/--check-images`)."""
+
+    annotations: Path
+    images: Path
+
+
+def build_given_dataset(files: DatasetFiles, *, flags: tuple[str, str] = ("--dataset", "--images")) -> DetectionDataset:
+    """`build_test_dataset` of a dataset named by command-line `flags` (json flag, images flag);
+    a value the schema refuses (an unset ${VAR} in it) is a UsageError naming the flag.
+
+    Raises:
+        UsageError: a value the schema refuses.
+        DatasetError: as `build_test_dataset`.
+    """
+    from pydantic import ValidationError
+
+    try:
+        spec = CocoDataset(annotations=str(files.annotations), images=str(files.images))
+    except ValidationError as exc:
+        given = {"annotations": (flags[0], files.annotations), "images": (flags[1], files.images)}
+        problems = []
+        for error in exc.errors():
+            flag, value = given.get(str(error["loc"][0]) if error["loc"] else "", given["annotations"])
+            problems.append(f"{flag} {value}: {str(error['msg']).removeprefix('Value error, ')}")
+        raise UsageError("; ".join(problems)) from None
+    return build_test_dataset(spec, key=flags[0])
 
 
 def build_test_dataset(dataset: CocoDataset | ShapesDataset | None, *, key: str) -> DetectionDataset:

@@ -319,7 +319,14 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
         raise CheckpointError(
             f"{target}: the file is empty (an interrupted copy or write?); use another checkpoint"
         )
-    if _is_torchscript_archive(target):
+    kind = _archive_kind(target)
+    if kind == "unlisted":
+        raise CheckpointError(
+            f"{target}: a zip archive whose list of files cannot be read (damaged, or made to "
+            "confuse readers); it was not loaded, since it cannot be told from a program; use "
+            "another copy of the file"
+        )
+    if kind == "torchscript":
         raise CheckpointError(
             f"{target}: is a TorchScript archive (a program, whatever its name), not a model file; "
             "it was not loaded, since loading one runs the code it holds; pass the .pth model file "
@@ -339,20 +346,24 @@ def load_torch(path: str | os.PathLike[str]) -> Any:
         raise _unreadable(target, exc) from exc
 
 
-def _is_torchscript_archive(path: Path) -> bool:
-    """True when `path` is a zip archive holding TorchScript code (`<name>/code/...` or
-    `constants.pkl`), which torch.load would hand to torch.jit.load."""
+def _archive_kind(path: Path) -> Literal["not a zip", "torchscript", "unlisted", "zip"]:
+    """What `path` is to torch.load: "torchscript" for a zip archive holding TorchScript code
+    (`<name>/code/...` or `constants.pkl`), which torch.load would hand to torch.jit.load;
+    "unlisted" for a zip whose file list Python cannot read (torch's own zip reader might still
+    find code in it, so it is not opened); "zip" or "not a zip" otherwise."""
     import zipfile
 
     try:
         if not zipfile.is_zipfile(path):
-            return False
+            return "not a zip"
+    except OSError:
+        return "not a zip"
+    try:
         with zipfile.ZipFile(path) as archive:
-            return any(
-                "/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist()[:10_000]
-            )
-    except (OSError, zipfile.BadZipFile):
-        return False
+            names = archive.namelist()[:10_000]
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):  # UnicodeDecodeError is a ValueError
+        return "unlisted"
+    return "torchscript" if any("/code/" in name or name.endswith("/constants.pkl") for name in names) else "zip"
 
 
 def is_retinacli_file(data: Any) -> bool:

@@ -314,3 +314,22 @@ def test_a_torchscript_archive_named_pth_is_refused_unopened(tmp_path, monkeypat
     assert called == []
     torch.save({"w": torch.zeros(2)}, tmp_path / "plain.pth")  # a plain zip checkpoint still loads
     assert load_torch(tmp_path / "plain.pth")["w"].shape == (2,)
+
+
+def test_a_zip_whose_file_list_cannot_be_read_is_refused_unopened(tmp_path, monkeypatch):
+    # Found by the weights fuzz test: a name flagged UTF-8 that is not made Python's zipfile
+    # raise UnicodeDecodeError out of load_torch. torch's own zip reader might still list it
+    # (and find code), so the file is refused before torch sees it.
+    import zipfile
+
+    path = tmp_path / "model.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/d\u00e4ta.pkl", b"x")
+    data = path.read_bytes()
+    cut = data.rindex("d\u00e4ta".encode())  # the central directory's copy of the name
+    path.write_bytes(data[:cut + 1] + b"\x80\x80" + data[cut + 3:])
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a))
+    with pytest.raises(CheckpointError, match="list of files cannot be read"):
+        load_torch(path)
+    assert loads == []

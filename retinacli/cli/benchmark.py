@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from retinacli.cli.app import DeviceOption, SetOption, app, console, error_console
+from retinacli.cli.app import DeviceOption, SetOption, app, console, error_console, shown
 
 
 def _image_size(text: str | None) -> tuple[int, int] | None:
@@ -39,10 +39,29 @@ def benchmark_command(
     ] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also export and time onnxruntime.")] = True,
     training: Annotated[bool, typer.Option("--training/--no-training", help="Also time training iterations.")] = True,
+    formats: Annotated[
+        str | None,
+        typer.Option(
+            "--formats",
+            help="Compare deploy formats instead, one row each, on the CPU: a comma list of "
+            "pytorch,onnx,onnx-int8,openvino,openvino-int8.",
+            show_default=False,
+        ),
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", help="With --formats: a COCO json to measure each format's AP on.", show_default=False)
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="The image folder of --dataset.", show_default=False)
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option("--calibration-images", min=1, max=10000, help="With --formats: images the INT8 formats calibrate on.")
+    ] = 32,
     set_: SetOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Parameters, FLOPs, inference and training speed and peak memory of a detector here."""
+    """Parameters, FLOPs, inference and training speed and peak memory of a detector here;
+    with --formats, one row per deploy format: size, AP, latency, memory, share of the CPU's peak."""
     import torch
     from rich.table import Table
 
@@ -50,6 +69,13 @@ def benchmark_command(
 
     if threads is not None:
         torch.set_num_threads(threads)
+    if formats is not None:
+        _formats(source, formats, dataset, images, calibration_images, image_size, images_per_batch, device, amp, set_ or [], as_json)
+        return
+    if dataset is not None or images is not None:
+        from retinacli.errors import UsageError
+
+        raise UsageError("--dataset/--images measure AP per format: they go with --formats")
     with error_console.status("benchmarking", spinner="dots") as status:
         result = benchmark(
             source,
@@ -86,4 +112,64 @@ def benchmark_command(
             f"median of {tr.repeats} after {tr.warmup} warm-up" + (", AMP" if result.amp else ""),
         )
         table.add_row("peak memory, training", f"{result.training_memory.peak_bytes / 2**20:.0f} MiB", result.training_memory.kind)
+    console.print(table)
+
+
+def _formats(
+    source: Path,
+    formats: str,
+    dataset: Path | None,
+    images: Path | None,
+    calibration_images: int,
+    image_size: str | None,
+    images_per_batch: int,
+    device: str | None,
+    amp: bool,
+    overrides: list,
+    as_json: bool,
+) -> None:
+    from rich.table import Column, Table
+
+    from retinacli.commands.benchmark import DatasetFiles, benchmark_formats, parse_formats
+    from retinacli.errors import UsageError
+
+    if images_per_batch != 1 or amp or (device is not None and device != "cpu"):
+        raise UsageError("--formats measures batch 1 on the CPU: drop --images-per-batch, --amp and --device")
+    if (dataset is None) != (images is None):
+        raise UsageError("--dataset and --images go together: the json and the folder its file names are relative to")
+    with error_console.status("benchmarking formats", spinner="dots") as status:
+        result = benchmark_formats(
+            source,
+            parse_formats(formats),
+            dataset=DatasetFiles(dataset, images) if dataset is not None and images is not None else None,
+            calibration_images=calibration_images,
+            image_size=_image_size(image_size),
+            overrides=overrides,
+            progress=lambda what: status.update(what) if not as_json else None,
+        )
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=1))
+        return
+    h, w = result.image_size
+    table = Table(
+        Column("format", no_wrap=True), "size", "AP", "median", "p90", "images/s", "memory", "of peak",
+        title=f"{shown(source)}: {h}x{w}, batch 1, CPU, {result.threads} threads",
+        caption=(
+            f"{result.flops_per_image / 1e9:.1f} GFLOPs per image; this CPU's fp32 peak, measured now "
+            f"(2048x2048 matrix product): {result.peak_flops_per_second / 1e9:.1f} GFLOP/s; memory: what loading the file "
+            "and running one image add to the process"
+            + (f"; INT8 calibrated on {shown(result.calibration)}" if result.calibration else "")
+        ),
+    )
+    for row in result.rows:
+        table.add_row(
+            row.format,
+            f"{row.file_bytes / 2**20:.1f} MiB",
+            "—" if row.ap is None else f"{row.ap:.2f}",
+            f"{row.latency.median * 1e3:.1f} ms",
+            f"{row.latency.p90 * 1e3:.1f} ms",
+            f"{row.images_per_second:.2f}",
+            f"{row.memory.peak_bytes / 2**20:.0f} MiB",
+            f"{100 * row.peak_fraction:.0f} %",
+        )
     console.print(table)

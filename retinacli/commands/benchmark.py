@@ -12,6 +12,7 @@ when asked).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import tempfile
 from collections.abc import Callable, Sequence
@@ -19,22 +20,42 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from retinacli import __version__
 from retinacli.benchmarking import (
     Memory,
     Timing,
+    added_peak_memory,
     count_parameters,
     flops_per_image,
+    matmul_flops_per_second,
     peak_memory,
     random_batch,
     time_calls,
 )
-from retinacli.build import build_model, build_solver, inference_resize
+from retinacli.build import (
+    DatasetFiles,
+    build_given_dataset,
+    build_model,
+    build_solver,
+    build_test_dataset,
+    inference_resize,
+)
 from retinacli.commands.model_files import load_detector
+from retinacli.data.calibration import calibration_images
+from retinacli.data.formats.coco import DetectionDataset
 from retinacli.devices import resolve_device
-from retinacli.engine.fuse import prepare_for_inference
-from retinacli.errors import UsageError
+from retinacli.engine.detector import RetinaNet
+from retinacli.engine.fuse import fold_batch_norms, prepare_for_inference
+from retinacli.errors import RetinaError, UsageError
+from retinacli.evaluation.ap_check import check_ap
+from retinacli.evaluation.classes import ClassInfo, match_classes
+from retinacli.evaluation.detectors import ImageDetector, TorchDetector
+from retinacli.export.exporters import MIN_SIDE, ExportMetadata, export_model
+from retinacli.export.formats import DEPLOY_FORMATS, is_int8, suffix_of, write_deploy_file
+from retinacli.export.runtime import open_exported
 from retinacli.recipe import Override, key_override, load_recipe
 from retinacli.recipe.schema import Recipe
 
@@ -215,5 +236,280 @@ def _time_onnx(model: torch.nn.Module, recipe: Recipe, images: list[torch.Tensor
         timing = time_calls(
             lambda: [exported.run(a) for a in arrays], device=torch.device("cpu"), progress=lambda: say("timing onnxruntime")
         )
-    per_image = Timing(timing.median / len(arrays), timing.repeats, timing.warmup)
+    per_image = timing.scaled(1 / len(arrays))
     return per_image, f"onnxruntime {onnxruntime.__version__}, one image per call"
+
+
+FORMATS: tuple[str, ...] = ("pytorch", *DEPLOY_FORMATS)
+"""What `retina benchmark --formats` compares: the model as `retina eval` runs it, and each deploy
+format of `retina export` (`export.formats`)."""
+
+
+@dataclass(frozen=True)
+class FormatRow:
+    """One format measured: its file's size in bytes (an IR's .xml and .bin together; for
+    "pytorch" the model file), COCO AP (0-100) on the dataset when one was given, the latency of
+    one image (batch 1, after warm-up), the memory loading the file and running one image adds
+    to the process, and the fraction of the machine's fp32 peak it reaches (`flops_per_image`
+    over the median latency, over `BenchmarkFormats.peak_flops_per_second`; an INT8 file does
+    the same work in fewer, cheaper operations, so its fraction can pass 1)."""
+
+    format: str
+    file_bytes: int
+    ap: float | None
+    latency: Timing
+    memory: Memory
+    peak_fraction: float
+
+    @property
+    def images_per_second(self) -> float:
+        return 1.0 / self.latency.median
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "file_bytes": self.file_bytes,
+            "ap": self.ap,
+            "latency_median_s": self.latency.median,
+            "latency_p90_s": self.latency.p90,
+            "repeats": self.latency.repeats,
+            "warmup": self.latency.warmup,
+            "images_per_second": self.images_per_second,
+            "peak_memory_bytes": self.memory.peak_bytes,
+            "memory_kind": self.memory.kind,
+            "peak_fraction": self.peak_fraction,
+        }
+
+
+@dataclass(frozen=True)
+class BenchmarkFormats:
+    """Everything `retina benchmark --formats` measured: the rows in the order asked, the input
+    size, threads, FLOPs of one image (the model's, fp32), the machine's measured fp32 peak
+    (FLOP/s of a large matrix product in this run), and where AP and calibration images came from."""
+
+    source: str
+    image_size: tuple[int, int]
+    threads: int
+    flops_per_image: int
+    peak_flops_per_second: float
+    dataset: str | None
+    calibration: str | None
+    rows: list[FormatRow]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "image_size": list(self.image_size),
+            "threads": self.threads,
+            "flops_per_image": self.flops_per_image,
+            "peak_flops_per_second": self.peak_flops_per_second,
+            "dataset": self.dataset,
+            "calibration": self.calibration,
+            "formats": [row.to_json() for row in self.rows],
+        }
+
+
+def parse_formats(text: str) -> list[str]:
+    """`--formats a,b,c` -> the list, each checked against FORMATS (order kept, repeats dropped)."""
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in FORMATS]
+    if unknown or not names:
+        raise UsageError(f"--formats {text}: {', '.join(unknown) or 'nothing named'}; choose from {','.join(FORMATS)}")
+    return list(dict.fromkeys(names))
+
+
+def benchmark_formats(
+    source: Path,
+    formats: Sequence[str],
+    *,
+    dataset: DatasetFiles | None = None,
+    calibration_images: int = 32,
+    image_size: tuple[int, int] | None = None,
+    overrides: Sequence[str | Override] = (),
+    progress: Progress | None = None,
+) -> BenchmarkFormats:
+    """Measure `source` (a model file or a recipe: a randomly initialised model) in each of
+    `formats` on the CPU with torch's thread count (the runtimes are given the same count),
+    as `FormatRow` says. The exported files are written into a temporary folder from the model
+    with its BatchNorms folded, as `retina export` writes them; INT8 files are calibrated on
+    `calibration_images` images of the recipe's training set when it can be read, else of
+    `dataset`, else on the noise input itself (then said in `calibration`). Latency is timed on
+    one uint8 noise image of `image_size` (default as `benchmark`), `detect` of each format
+    from the resized image to detections, at least 10 timed calls.
+
+    Raises:
+        UsageError: an unknown format, a bad image size, a missing runtime.
+        RecipeError, CheckpointError, DatasetError: the source or the dataset cannot be read.
+    """
+    say = progress or (lambda _: None)
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown:
+        raise UsageError(f"--formats: {', '.join(unknown)}; choose from {','.join(FORMATS)}")
+    threads = torch.get_num_threads()
+    if source.suffix.lower() in RECIPE_SUFFIXES:
+        recipe = load_recipe(source, list(overrides))
+        torch.manual_seed(0)
+        model = build_model(recipe.model)
+        classes = ClassInfo(tuple(f"class_{i}" for i in range(model.num_classes)), tuple(range(1, model.num_classes + 1)))
+    else:
+        loaded = load_detector(source, list(overrides))
+        recipe, model, classes = loaded.recipe, loaded.model, loaded.classes
+    model = model.cpu().eval()
+    height, width = image_size if image_size is not None else _default_size(recipe)
+    if min(height, width) < MIN_SIDE:
+        raise UsageError(f"--image-size {height}x{width}: exported files take images of at least {MIN_SIDE} pixels a side")
+    short, max_size = inference_resize(recipe.data.test)
+    images, _ = random_batch(num_images=1, height=height, width=width, num_classes=model.num_classes)
+    image = images[0]  # (3, H, W) uint8
+    test_set = None
+    if dataset is not None:
+        test_set = build_given_dataset(dataset)
+        match_classes(classes, test_set, model_path=source)
+
+    say("measuring the machine's fp32 peak")
+    peak = matmul_flops_per_second()
+    flops = flops_per_image(model, image)
+    metadata = ExportMetadata.of_model(
+        model,
+        class_names=classes.names,
+        class_dataset_ids=classes.dataset_ids,
+        input_format=recipe.model.input_format,
+        short_size=short,
+        max_size=max_size,
+        network_only=False,
+        source=str(source),
+        retinacli_version=__version__,
+    )
+    rows: list[FormatRow] = []
+    calibration_name: str | None = None
+    with tempfile.TemporaryDirectory(prefix="retinacli-benchmark-") as folder:
+        scratch = Path(folder)
+        files: dict[str, Path] = {}
+        deploy = [name for name in formats if name != "pytorch"]
+        if deploy:
+            say("exporting")
+            folded = copy.deepcopy(model)
+            fold_batch_norms(folded)
+            float_onnx = export_model(folded, scratch / "float.onnx", export_format="onnx", metadata=metadata, example=image)
+            arrays: list[np.ndarray] = []
+            if any(is_int8(name) for name in deploy):
+                arrays, calibration_name = _calibration(recipe, test_set, image, calibration_images, metadata, say)
+            for name in deploy:
+                say(f"writing {name}")
+                files[name] = write_deploy_file(
+                    float_onnx,
+                    scratch / (name + suffix_of(name)),
+                    deploy_format=name,  # type: ignore[arg-type]
+                    metadata=metadata,
+                    calibration=arrays,
+                )
+        for name in formats:
+            say(f"measuring {name}")
+            rows.append(
+                _measure_format(
+                    name, source=source, file=files.get(name), model=model, image=image, test_set=test_set,
+                    classes=classes, metadata=metadata, threads=threads, flops=flops, peak=peak, overrides=overrides, say=say,
+                )
+            )
+    return BenchmarkFormats(
+        source=str(source),
+        image_size=(height, width),
+        threads=threads,
+        flops_per_image=flops,
+        peak_flops_per_second=peak,
+        dataset=None if dataset is None else str(dataset.annotations),
+        calibration=calibration_name,
+        rows=rows,
+    )
+
+
+def _calibration(
+    recipe: Recipe,
+    test_set: DetectionDataset | None,
+    image: torch.Tensor,
+    count: int,
+    metadata: ExportMetadata,
+    say: Progress,
+) -> tuple[list[np.ndarray], str]:
+    """Calibration images for the INT8 formats and where they came from (`benchmark_formats`)."""
+    say(f"reading {count} calibration images")
+    chosen: tuple[DetectionDataset, str] | None = None
+    if recipe.data.train.dataset is not None:
+        with contextlib.suppress(RetinaError):
+            train = build_test_dataset(recipe.data.train.dataset, key="data.train.dataset")
+            chosen = (train, f"{len(train) if count >= len(train) else count} images of data.train.dataset ({train.annotations})")
+    if chosen is None and test_set is not None:
+        chosen = (test_set, f"{min(count, len(test_set))} images of the benchmark's --dataset (the training set could not be read)")
+    if chosen is None:
+        return [image.numpy()], "the noise input image (no dataset to calibrate on: INT8 AP and speed are indicative only)"
+    arrays = calibration_images(
+        chosen[0],
+        count,
+        input_format=metadata.input_format,
+        short_size=metadata.short_size,
+        max_size=metadata.max_size,
+        min_side=MIN_SIDE,
+    )
+    return arrays, chosen[1]
+
+
+def _measure_format(
+    name: str,
+    *,
+    source: Path,
+    file: Path | None,
+    model: RetinaNet,
+    image: torch.Tensor,
+    test_set: DetectionDataset | None,
+    classes: ClassInfo,
+    metadata: ExportMetadata,
+    threads: int,
+    flops: int,
+    peak: float,
+    overrides: Sequence[str | Override],
+    say: Progress,
+) -> FormatRow:
+    size = (int(image.shape[1]), int(image.shape[2]))
+    opened: list[ImageDetector] = []
+
+    def load_and_run() -> None:
+        if file is None:  # pytorch: the model as `retina eval` runs it
+            detector: ImageDetector = TorchDetector(prepare_for_inference(copy.deepcopy(model)))
+        else:
+            detector = open_exported(file, threads=threads)
+        detector.detect([image], [size])
+        opened.append(detector)
+
+    memory = added_peak_memory(load_and_run)
+    detector = opened[0]
+    latency = time_calls(lambda: detector.detect([image], [size]), device=torch.device("cpu"), min_repeats=10, progress=lambda: say(f"timing {name}"))
+    ap = None
+    if test_set is not None:
+        say(f"AP of {name} on {len(test_set)} images")
+        ap = check_ap(
+            detector,
+            test_set,
+            classes=classes,
+            short_size=metadata.short_size,
+            max_size=metadata.max_size,
+            input_format=metadata.input_format,  # type: ignore[arg-type]
+            source=source,
+        ).ap
+    if file is None:
+        file_bytes = source.stat().st_size if source.suffix.lower() not in RECIPE_SUFFIXES else _state_bytes(model)
+    else:
+        file_bytes = sum(path.stat().st_size for path in (file, file.with_suffix(".bin")) if path.is_file())
+    return FormatRow(
+        format=name,
+        file_bytes=file_bytes,
+        ap=ap,
+        latency=latency,
+        memory=memory,
+        peak_fraction=flops / latency.median / peak,
+    )
+
+
+def _state_bytes(model: torch.nn.Module) -> int:
+    """The bytes of a model's parameters and buffers (the size of a model file, near enough, for
+    a recipe's random model, which has no file)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from retinacli.build import build_test_dataset, inference_resize
+from retinacli.build import DatasetFiles, build_given_dataset, build_test_dataset, inference_resize
 from retinacli.commands.model_files import load_detector
 from retinacli.data.formats.coco import DetectionDataset
 from retinacli.devices import resolve_device
@@ -27,7 +25,6 @@ from retinacli.evaluation.outputs import METRICS_NAME, RESULTS_NAME, write_evalu
 from retinacli.export.runtime import is_exported, open_exported, refuse_untrusted_code
 from retinacli.files import PathOutsideRoot, check_output_dir, contained_path, prepare_output_dir
 from retinacli.recipe import Override, key_override
-from retinacli.recipe.schema import CocoDataset
 
 COMMAND = "eval"
 
@@ -114,7 +111,7 @@ def evaluate(
             )
         return _evaluate_exported(
             model_path,
-            _given_dataset(dataset, images),
+            build_given_dataset(DatasetFiles(dataset, images)),
             out=out,
             overwrite=overwrite,
             progress=progress,
@@ -132,15 +129,13 @@ def evaluate(
     loaded = load_detector(model_path, flags)
     recipe = loaded.recipe
     if dataset is not None and images is not None:
-        source = _given_dataset(dataset, images)
-        key = "--dataset"
+        test_set = build_given_dataset(DatasetFiles(dataset, images))
     elif recipe.data.test.dataset is not None:
-        source, key = recipe.data.test.dataset, "data.test.dataset"
+        test_set = build_test_dataset(recipe.data.test.dataset, key="data.test.dataset")
     else:
         raise UsageError(
             f"{model_path}: its recipe has no data.test.dataset; pass --dataset JSON --images DIR"
         )
-    test_set = build_test_dataset(source, key=key)
     match = match_classes(loaded.classes, test_set, model_path=model_path)
     prepare_output_dir(out, command=COMMAND, overwrite=overwrite)
     if diagnostics is not None:
@@ -164,7 +159,7 @@ def evaluate(
 
 def _evaluate_exported(
     path: Path,
-    source: CocoDataset,
+    test_set: DetectionDataset,
     *,
     out: Path,
     overwrite: bool,
@@ -174,7 +169,6 @@ def _evaluate_exported(
     threads: int | None,
 ) -> EvalResult:
     """`evaluate` for an exported file (its docstring)."""
-    test_set = build_test_dataset(source, key="--dataset")
     exported = open_exported(path, trust_code=trust_code, threads=threads)
     meta = exported.metadata
     if meta.network_only:
@@ -223,17 +217,3 @@ def _refuse_leaving_link(folder: Path, out: Path) -> None:
             f"{folder}: leads outside the output folder {out} (a link); nothing was written there; "
             "remove the link, or choose another --output-dir"
         ) from None
-
-
-def _given_dataset(dataset: Path, images: Path) -> CocoDataset:
-    """The dataset of --dataset/--images; a value the schema refuses (an unset ${VAR} in it) is
-    a UsageError naming the flag, not a pydantic traceback."""
-    try:
-        return CocoDataset(annotations=str(dataset), images=str(images))
-    except ValidationError as exc:
-        given = {"annotations": ("--dataset", dataset), "images": ("--images", images)}
-        problems = []
-        for error in exc.errors():
-            flag, value = given.get(str(error["loc"][0]) if error["loc"] else "", ("--dataset", dataset))
-            problems.append(f"{flag} {value}: {str(error['msg']).removeprefix('Value error, ')}")
-        raise UsageError("; ".join(problems)) from None

@@ -11,7 +11,6 @@ with the unfolded model.
 from __future__ import annotations
 
 import copy
-import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,9 +22,10 @@ import numpy as np
 import torch
 
 from retinacli import __version__
-from retinacli.build import build_test_dataset, inference_resize
+from retinacli.build import DatasetFiles, build_given_dataset, build_test_dataset, inference_resize
 from retinacli.commands.model_files import LoadedDetector, load_detector
 from retinacli.data.augment.resize_flip import resize_for_inference, to_chw_tensor
+from retinacli.data.calibration import calibration_images as calibration_images_of
 from retinacli.data.formats.coco import DetectionDataset
 from retinacli.data.images import read_image, rgb_to_input_format
 from retinacli.data.shapes import ShapesSpec, generate_shapes_image
@@ -35,38 +35,28 @@ from retinacli.evaluation.ap_check import ApCheck, check_ap
 from retinacli.evaluation.classes import ClassInfo, match_classes
 from retinacli.export.exporters import (
     DEFAULT_OPSET,
-    METADATA_KEY,
     MIN_SIDE,
     ExportMetadata,
     export_model,
 )
-from retinacli.export.parity import Parity, compare
-from retinacli.export.quantize import (
-    QuantizationRecord,
-    QuantizationSettings,
-    float_node_names,
-    quantize_onnx,
-    quantize_openvino,
+from retinacli.export.formats import (
+    INT8_RUNTIMES,
+    DeployFormat,
+    restamp,
+    suffix_of,
+    write_deploy_file,
 )
+from retinacli.export.parity import Parity, compare
+from retinacli.export.quantize import QuantizationRecord, QuantizationSettings
 from retinacli.export.runtime import ExportedDetector, open_exported
-from retinacli.files import atomic_write, prepare_output_file
+from retinacli.files import prepare_output_file
 from retinacli.recipe import Override
-from retinacli.recipe.schema import CocoDataset
 
 FileFormat = Literal["onnx", "openvino", "torchscript"]
 SUFFIXES: dict[str, str] = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".ts"}
 CHECK_IMAGES = 4
 DEFAULT_CALIBRATION_IMAGES = 32
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class DatasetFiles:
-    """A COCO json and the folder its file names are relative to, as given on the command line
-    (`--dataset/--images`, `--check-dataset/--check-images`)."""
-
-    annotations: Path
-    images: Path
 
 
 @dataclass(frozen=True)
@@ -168,30 +158,28 @@ def export(
     if int8:
         calibration_set, calibration_name = _calibration_dataset(loaded, calibration)
         check_set, check_name = (
-            (calibration_set, calibration_name) if check is None else (_dataset(check, "--check-dataset"), str(check.annotations))
+            (calibration_set, calibration_name) if check is None else (build_given_dataset(check, flags=("--check-dataset", "--check-images")), str(check.annotations))
         )
         for dataset in {id(calibration_set): calibration_set, id(check_set): check_set}.values():
             match_classes(ClassInfo(metadata.class_names, metadata.class_dataset_ids), dataset, model_path=model_path)
     folded = copy.deepcopy(model)
     fold_batch_norms(folded)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="retinacli-export-") as scratch:
-        float_file = target if not int8 and export_format != "openvino" else Path(scratch) / "float.onnx"
+    with tempfile.TemporaryDirectory(prefix="retinacli-export-") as folder:
+        scratch = Path(folder)
         say("exporting")
-        export_model(
-            folded,
-            float_file,
-            export_format="torchscript" if export_format == "torchscript" else "onnx",
-            metadata=metadata,
-            example=images[0],
-            opset=opset,
-        )
-        if export_format == "openvino":
-            from retinacli.export.openvino import convert_onnx, write_ir
-
-            float_ir = Path(scratch) / "float.xml" if int8 else target
-            write_ir(convert_onnx(float_file), float_ir, metadata)
-            float_file = float_ir
+        if export_format == "torchscript":
+            float_file = export_model(folded, target, export_format="torchscript", metadata=metadata, example=images[0])
+            float_onnx = None
+        else:
+            in_place = export_format == "onnx" and not int8
+            float_onnx = export_model(
+                folded, target if in_place else scratch / "float.onnx", export_format="onnx", metadata=metadata, example=images[0], opset=opset
+            )
+            float_file = float_onnx
+            if export_format == "openvino":
+                ir = scratch / "float.xml" if int8 else target
+                float_file = write_deploy_file(float_onnx, ir, deploy_format="openvino", metadata=metadata)
         seconds = time.perf_counter() - start
         parity = None
         if verify or int8:
@@ -206,12 +194,13 @@ def export(
                     f"difference {parity.max_box_difference:.4g} px, score {parity.max_score_difference:.3g});"
                     f"{kept} report this with the model file"
                 )
-        if not int8:
+        if not int8 or float_onnx is None:
             return ExportResult(target, metadata, parity, source, seconds)
         return _export_int8(
+            float_onnx,
             float_file,
             target,
-            export_format=export_format,
+            deploy_format="onnx-int8" if export_format == "onnx" else "openvino-int8",
             metadata=metadata,
             calibration_set=calibration_set,
             calibration_name=calibration_name,
@@ -240,19 +229,10 @@ def _check_int8_arguments(export_format: str, network_only: bool, calibration_im
         raise UsageError(f"--max-ap-drop {max_ap_drop:g}: a relative drop, from 0 to 1 (0.01: 1 %)")
 
 
-def _dataset(files: DatasetFiles, flag: str) -> DetectionDataset:
-    images_flag = flag.replace("dataset", "images")
-    try:
-        source = CocoDataset(annotations=str(files.annotations), images=str(files.images))
-    except ValueError as exc:
-        raise UsageError(f"{flag} {files.annotations} / {images_flag} {files.images}: {exc}") from None
-    return build_test_dataset(source, key=f"{flag}/{images_flag}")
-
-
 def _calibration_dataset(loaded: LoadedDetector, given: DatasetFiles | None) -> tuple[DetectionDataset, str]:
     """The calibration dataset: the one given, else the recipe's data.train.dataset."""
     if given is not None:
-        return _dataset(given, "--dataset"), str(given.annotations)
+        return build_given_dataset(given), str(given.annotations)
     train = loaded.recipe.data.train.dataset
     if train is None:
         raise UsageError("--int8 needs images to calibrate on: pass --dataset JSON --images DIR (its training split is best)")
@@ -263,20 +243,6 @@ def _calibration_dataset(loaded: LoadedDetector, given: DatasetFiles | None) -> 
             f"--int8: the recipe's training set cannot be read to calibrate on ({exc}); pass --dataset JSON --images DIR"
         ) from None
     return dataset, f"data.train.dataset ({dataset.annotations})"
-
-
-def calibration_images_of(dataset: DetectionDataset, count: int, metadata: ExportMetadata) -> list[np.ndarray]:
-    """`count` images spread evenly over `dataset` (all when it has fewer), as the exported file
-    takes them: (3, H, W) uint8 in its channel order, resized as its metadata says."""
-    records = dataset.records
-    picks = sorted({round(i * (len(records) - 1) / max(count - 1, 1)) for i in range(min(count, len(records)))})
-    arrays = []
-    for index in picks:
-        record = records[index]
-        picture = read_image(record.file_name, input_format=metadata.input_format, image_id=record.image_id)
-        resized = resize_for_inference(picture, short_size=metadata.short_size, max_size=metadata.max_size, min_side=MIN_SIDE)
-        arrays.append(to_chw_tensor(resized).numpy())
-    return arrays
 
 
 def _ap(detector: ExportedDetector, dataset: DetectionDataset) -> ApCheck:
@@ -293,10 +259,11 @@ def _ap(detector: ExportedDetector, dataset: DetectionDataset) -> ApCheck:
 
 
 def _export_int8(
+    float_onnx: Path,
     float_file: Path,
     target: Path,
     *,
-    export_format: str,
+    deploy_format: DeployFormat,
     metadata: ExportMetadata,
     calibration_set: DetectionDataset,
     calibration_name: str,
@@ -312,25 +279,27 @@ def _export_int8(
     source: str,
     say: Progress,
 ) -> ExportResult:
-    """Quantize, check by AP and write the INT8 file (`export`'s docstring)."""
+    """Quantize, check by AP and write the INT8 file (`export`'s docstring). `float_onnx` is
+    the float ONNX export, `float_file` the float file of the target's format (the same file
+    for ONNX, its IR for OpenVINO)."""
     say(f"reading {calibration_images} calibration images")
-    arrays = calibration_images_of(calibration_set, calibration_images, metadata)
-    scratch = float_file.parent
+    arrays = calibration_images_of(
+        calibration_set,
+        calibration_images,
+        input_format=metadata.input_format,
+        short_size=metadata.short_size,
+        max_size=metadata.max_size,
+        min_side=MIN_SIDE,
+    )
     say(f"quantizing on {len(arrays)} images")
-    if export_format == "onnx":
-        int8_file = scratch / "int8.onnx"
-        quantize_onnx(float_file, int8_file, arrays, settings=settings)
-        runtime = "onnxruntime"
-    else:
-        import onnx
-
-        from retinacli.export.openvino import convert_onnx, write_ir
-
-        onnx_file = float_file.with_suffix(".onnx")
-        floats = float_node_names(onnx.load(str(onnx_file)), keep_float=settings.keep_float)
-        int8_file = scratch / "int8.xml"
-        write_ir(quantize_openvino(convert_onnx(onnx_file), arrays, float_nodes=floats), int8_file, metadata)
-        runtime = "openvino"
+    int8_file = write_deploy_file(
+        float_onnx,
+        float_onnx.with_name("int8" + suffix_of(deploy_format)),
+        deploy_format=deploy_format,
+        metadata=metadata,
+        calibration=arrays,
+        settings=settings,
+    )
     seconds = time.perf_counter() - start
     say(f"checking the float file's AP on {len(check_set)} images")
     float_check = _ap(open_exported(float_file, threads=threads), check_set)
@@ -339,7 +308,7 @@ def _export_int8(
     float_ap, int8_ap = float_check.ap, int8_check.ap
     drop = (float_ap - int8_ap) / float_ap if float_ap > 0 else 0.0
     record = QuantizationRecord(
-        runtime=runtime,
+        runtime=INT8_RUNTIMES[deploy_format],
         settings=settings.to_json(),
         calibration_images=len(arrays),
         calibration_source=calibration_name,
@@ -365,21 +334,7 @@ def _export_int8(
     if problem is not None and not force:
         raise ExportError(f"{target}: not written: {problem} (--force keeps the file anyway)")
     final = replace(metadata, precision="int8", quantization=record.to_json())
-    if export_format == "onnx":
-        import onnx
-
-        proto = onnx.load(str(int8_file))
-        for entry in proto.metadata_props:
-            if entry.key == METADATA_KEY:
-                entry.value = json.dumps(final.to_json())
-        with atomic_write(target) as handle:
-            handle.write(proto.SerializeToString())
-    else:
-        import openvino
-
-        from retinacli.export.openvino import write_ir
-
-        write_ir(openvino.Core().read_model(str(int8_file)), target, final)
+    restamp(int8_file, target, final)
     return ExportResult(target, final, parity, source, seconds, quantization=record, kept_despite=problem)
 
 

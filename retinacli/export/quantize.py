@@ -26,6 +26,7 @@ resized as the file's test resize says (`calibration_images`).
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -152,7 +153,7 @@ def quantize_onnx(
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }[settings.calibration_method]
-    with tempfile.TemporaryDirectory(prefix="retinacli-quantize-") as folder:
+    with tempfile.TemporaryDirectory(prefix="retinacli-quantize-") as folder, _quiet_root_warnings():
         staged = Path(folder) / "int8.onnx"
         quantize_static(
             str(float_file),
@@ -192,10 +193,42 @@ def quantize_openvino(model: Any, calibration: Sequence[np.ndarray], *, float_no
     names = {op.get_friendly_name() for op in model.get_ordered_ops()}
     ignored = sorted(names.intersection(float_nodes))
     dataset = nncf.Dataset(list(calibration), lambda image: np.ascontiguousarray(image, dtype=np.uint8))
-    return nncf.quantize(
-        model,
-        dataset,
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
-    )
+    with _quiet_nncf(nncf):
+        return nncf.quantize(
+            model,
+            dataset,
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(calibration),
+            ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
+        )
+
+
+@contextlib.contextmanager
+def _quiet_root_warnings() -> Iterator[None]:
+    """onnxruntime's quantizer logs advice ("consider pre-processing") on the root logger; the
+    graph it is given is already shape-inferred and optimised by the exporter."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet_nncf(nncf: Any) -> Iterator[None]:
+    """NNCF logs every operation it leaves unquantized and draws its own progress bars; a command
+    shows its own progress instead."""
+    import logging
+
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    nncf.set_log_level(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+            yield
+    finally:
+        logger.setLevel(level)

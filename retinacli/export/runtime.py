@@ -242,7 +242,8 @@ def _open_openvino(file: Path, *, threads: int | None) -> ExportedDetector:
         raise CheckpointError(f"{file}: OpenVINO cannot read it ({str(exc).splitlines()[0]}); export it again") from None
     if not model.has_rt_info(OPENVINO_METADATA):
         raise CheckpointError(f"{file}: an OpenVINO IR without retinacli's metadata; export it with retina export")
-    text = str(model.get_rt_info(OPENVINO_METADATA))
+    value = model.get_rt_info(OPENVINO_METADATA)  # an OVAny: str() of it is its class name
+    text = value.astype(str) if hasattr(value, "astype") else str(value)
     metadata = _metadata(file, text)
     try:
         compiled = core.compile_model(model, "CPU", openvino_config(threads))
