@@ -291,6 +291,8 @@ def build_dataset(
             annotations=annotations, images=images, filter_empty=filter_empty, fix_bad_boxes=fix_bad_boxes
         )
     except DatasetError as exc:
+        if key.startswith("-"):  # named on the command line (build_given_dataset): no recipe key to change
+            raise
         hint = (
             f"\n(set by {key} in the recipe; change it with --set {key}.annotations=... and "
             f"--set {key}.images=..., or set the environment variable the recipe's path uses)"

@@ -146,10 +146,12 @@ def export_command(
             soft_wrap=True,
         )
     if record is not None:
+        drop = record.relative_ap_drop
+        change = f"relative drop {100 * drop:.2f} %" if drop >= 0 else f"INT8 {100 * -drop:.2f} % higher"
         console.print(
             f"INT8 ({record.runtime}), calibrated on {record.calibration_images} images of {shown(record.calibration_source)}; "
             f"on {record.check_images} images of {shown(record.check_source)}: AP {record.float_ap:.2f} float, "
-            f"{record.int8_ap:.2f} INT8 (relative drop {100 * record.relative_ap_drop:.2f} %); INT8 time "
+            f"{record.int8_ap:.2f} INT8 ({change}); INT8 time "
             f"{record.speed_ratio:.2f}x the float file's",
             highlight=False,
             soft_wrap=True,

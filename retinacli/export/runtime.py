@@ -38,6 +38,7 @@ from retinacli.export.exporters import METADATA_KEY, TORCHSCRIPT_METADATA, Expor
 ONNX_SUFFIXES = frozenset({".onnx"})
 TORCHSCRIPT_SUFFIXES = frozenset({".ts", ".torchscript"})
 OPENVINO_SUFFIXES = frozenset({".xml"})
+MAX_IR_BYTES = 4 << 30  # an IR's .xml or .bin; R101-FPN fp32 weights are about 0.2 GiB
 EXPORTED_SUFFIXES = ONNX_SUFFIXES | TORCHSCRIPT_SUFFIXES | OPENVINO_SUFFIXES
 ONNX_MISSING = (
     "onnxruntime is not installed; install it with pip install onnxruntime "
@@ -235,9 +236,21 @@ def _open_openvino(file: Path, *, threads: int | None) -> ExportedDetector:
             f"{file}: its weights {weights.name} are not beside it; an OpenVINO IR is the .xml and the "
             ".bin of the same name, in one folder"
         )
+    for part in (file, weights):
+        if part.stat().st_size > MAX_IR_BYTES:
+            raise CheckpointError(f"{part}: larger than {MAX_IR_BYTES >> 30} GiB, more than any RetinaNet IR; not read")
+    # Only OpenVINO's IR reader: `Core.read_model` picks a reader by the file's contents, and the
+    # others (TensorFlow, PaddlePaddle, ...) are no business of an .xml.
+    from openvino.frontend import FrontEndManager
+
     core = openvino.Core()
     try:
-        model = core.read_model(str(file), str(weights))
+        reader = FrontEndManager().load_by_framework("ir")
+        if not reader.supported(str(file)):
+            raise CheckpointError(f"{file}: not an OpenVINO IR; pass the .xml written by retina export --format openvino")
+        model = reader.convert(reader.load(str(file)))
+    except CheckpointError:
+        raise
     except Exception as exc:  # OpenVINO raises its own exception types for bad files
         raise CheckpointError(f"{file}: OpenVINO cannot read it ({str(exc).splitlines()[0]}); export it again") from None
     if not model.has_rt_info(OPENVINO_METADATA):

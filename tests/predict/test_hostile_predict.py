@@ -311,3 +311,44 @@ def test_a_picture_name_cannot_leave_the_output_folder(tiny_raccoon_model, racco
     assert "a link to outside the folder" in result.stderr
     assert changed_outside(before, tmp_path) == []
     assert list(elsewhere.iterdir()) == []
+
+
+_ENTITY_IR = """<?xml version="1.0"?>
+<!DOCTYPE net [<!ENTITY secret SYSTEM "file://{secret}"><!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>
+<net name="&secret;&b;" version="11"><layers></layers><edges></edges></net>
+"""
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+@pytest.mark.parametrize(
+    ("xml", "message"),
+    [
+        (_ENTITY_IR, "without retinacli's metadata"),  # entities are not expanded: no read of the secret
+        ("name: not xml at all\n", "not an OpenVINO IR"),
+        ('<?xml version="1.0"?><net name="x" version="11"><layers><layer id="0" type="Nope"/></layers></net>', "OpenVINO cannot read it"),
+    ],
+    ids=["external-entity", "not-xml", "unknown-layer"],
+)
+def test_a_hostile_openvino_ir_is_refused_without_reading_elsewhere(command, xml, message, tmp_path, capsys, monkeypatch):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-TOKEN\n")
+    ir = tmp_path / "model.xml"
+    ir.write_text(xml.format(secret=secret))
+    (tmp_path / "model.bin").write_bytes(b"")
+    image = _image(tmp_path / "in" / "a.png")
+    if command == "predict":
+        args = ["predict", str(ir), str(image), "--output-dir", str(tmp_path / "out")]
+    else:
+        dataset = tmp_path / "a.json"
+        dataset.write_text(json.dumps({
+            "images": [{"id": 1, "file_name": "a.png", "width": 96, "height": 72}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "thing"}],
+        }))
+        args = ["eval", str(ir), "--dataset", str(dataset), "--images", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out")]
+    before = snapshot(tmp_path)
+    result = run_cli(args, capsys, monkeypatch)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.stderr.split()) and "Traceback" not in result.output
+    assert "SECRET-TOKEN" not in result.output
+    assert snapshot(tmp_path) == before  # nothing written, nothing changed
