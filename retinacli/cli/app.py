@@ -33,6 +33,13 @@ _state = {"debug": False}
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
 ModelArg = Annotated[Path, typer.Argument(help="Model file or training checkpoint.", show_default=False)]
+DetectorArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Model file, training checkpoint, or file of retina export (.onnx, OpenVINO .xml; .ts with --trust-code).",
+        show_default=False,
+    ),
+]
 SetOption = Annotated[
     list[str] | None,
     typer.Option(

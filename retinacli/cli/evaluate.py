@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 
 from retinacli.cli.app import (
+    DetectorArg,
     DeviceOption,
     JsonOption,
-    ModelArg,
     SetOption,
     TrustCodeOption,
     app,
@@ -24,7 +24,7 @@ from retinacli.cli.app import (
 
 @app.command("eval")
 def eval_command(
-    model: ModelArg,
+    model: DetectorArg,
     dataset: Annotated[
         Path | None,
         typer.Option(

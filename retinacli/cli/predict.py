@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from retinacli.cli.app import (
+    DetectorArg,
     DeviceOption,
-    ModelArg,
     SetOption,
     TrustCodeOption,
     app,
@@ -29,7 +29,7 @@ FormatChoice = Enum("FormatChoice", {name: name for name in PREDICTION_FORMATS},
 
 @app.command("predict")
 def predict_command(
-    model: ModelArg,
+    model: DetectorArg,
     inputs: Annotated[
         list[Path],
         typer.Argument(help="Image files or folders (walked recursively, sorted).", show_default=False),
@@ -77,7 +77,8 @@ def predict_command(
     ] = False,
     trust_code: TrustCodeOption = False,
 ) -> None:
-    """Detect objects in images, folders and videos with a model file or an exported .onnx/.ts file:
+    """Detect objects in images, folders and videos with a model file or an exported file
+    (.onnx, OpenVINO .xml, .ts):
     pictures (or an annotated video) and predictions. An input that cannot be read is skipped and
     named (exit 0 while any input succeeded; exit 2 when none did)."""
     from rich.table import Table
