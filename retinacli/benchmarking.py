@@ -13,10 +13,13 @@ reports what a phase adds to the resident set it starts from (loading a file and
 after returning freed memory to the system (glibc's `malloc_trim`), so that formats measured
 one after the other in one process are compared on what each one needs.
 
-The machine's peak (`matmul_flops_per_second`): the FLOP/s of a large fp32 matrix product
-(2048 x 2048, `torch.mm`, torch's thread count), the best this CPU does on dense fp32 work in
-practice; a detector's FLOPs per image over its latency, divided by this, is the fraction of
-that limit it reaches.
+The machine's peak (`fp32_peak`): the best FLOP/s of three large dense fp32 kernels, measured
+with torch's thread count: a 2048 x 2048 matrix product (`torch.mm`, MKL), the same product as a
+1 x 1 convolution, and a 3 x 3 convolution of 256 channels on 64 x 64 (both oneDNN, the library
+that runs the detector's convolutions). On this project's AMD CPU MKL's product is not the
+fastest of them (oneDNN's 3 x 3 convolution reached 1.2x its FLOP/s, docs/engine.md), so a
+product alone understates the limit and a detector could appear to pass it. A detector's FLOPs
+per image over its latency, divided by the peak, is the fraction of that limit it reaches.
 """
 
 from __future__ import annotations
@@ -111,14 +114,66 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def matmul_flops_per_second(*, size: int = 2048, device: torch.device | None = None) -> float:
-    """FLOP/s of a (size x size) fp32 matrix product on `device` (module docstring)."""
+@dataclass(frozen=True)
+class Peak:
+    """FLOP/s of each dense fp32 kernel `fp32_peak` measured, and the best of them."""
+
+    kernels: dict[str, float]
+
+    @property
+    def flops_per_second(self) -> float:
+        return max(self.kernels.values())
+
+    @property
+    def best_kernel(self) -> str:
+        return max(self.kernels, key=self.kernels.__getitem__)
+
+
+def nominal_fp32_peak(threads: int) -> float | None:
+    """`threads` x the clock Linux reports (`cpu MHz` of /proc/cpuinfo) x 32 FLOP per cycle (two
+    8-wide fp32 FMA units, AVX2 + FMA), in FLOP/s; None where /proc/cpuinfo, the clock or AVX2
+    and FMA are not there. The reported clock is the nominal one: a core boosting above it
+    does more, so a measured kernel may pass this figure."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    clock = flags = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "cpu MHz" and clock is None:
+            with contextlib.suppress(ValueError):
+                clock = float(value) * 1e6
+        elif key.strip() == "flags" and flags is None:
+            flags = set(value.split())
+    if clock is None or flags is None or not {"avx2", "fma"} <= flags:
+        return None
+    return threads * clock * 32
+
+
+def fp32_peak(*, device: torch.device | None = None) -> Peak:
+    """The FLOP/s of the dense fp32 kernels of the module docstring on `device`."""
     device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
+    size = 2048
     a = torch.randn(size, size, generator=gen).to(device)
     b = torch.randn(size, size, generator=gen).to(device)
-    timing = time_calls(lambda: torch.mm(a, b), device=device, warmup=2, min_repeats=5, min_seconds=1.0)
-    return 2.0 * size**3 / timing.median
+    pixels = a.T.reshape(1, size, size // 32, 32)  # (1, C, H, W), H * W = size
+    kernel = b.T.reshape(size, size, 1, 1)  # (K, C, 1, 1)
+    features = torch.randn(1, 256, 64, 64, generator=gen).to(device)
+    weights3 = torch.randn(256, 256, 3, 3, generator=gen).to(device)
+    conv = torch.nn.functional.conv2d
+    kernels = {
+        "matmul 2048": (lambda: torch.mm(a, b), 2.0 * size**3),
+        "conv 1x1 2048": (lambda: conv(pixels, kernel), 2.0 * size**3),
+        "conv 3x3 256x64x64": (lambda: conv(features, weights3, padding=1), 2.0 * 256 * 256 * 9 * 64 * 64),
+    }
+    rates = {}
+    with torch.no_grad():
+        for name, (fn, flops) in kernels.items():
+            timing = time_calls(fn, device=device, warmup=2, min_repeats=5, min_seconds=1.0)
+            rates[name] = flops / timing.median
+    return Peak(rates)
 
 
 def peak_memory(fn: Callable[[], object], *, device: torch.device) -> Memory:

@@ -156,7 +156,14 @@ def _formats(
         title=f"{shown(source)}: {h}x{w}, batch 1, CPU, {result.threads} threads",
         caption=(
             f"{result.flops_per_image / 1e9:.1f} GFLOPs per image; this CPU's fp32 peak, measured now "
-            f"(2048x2048 matrix product): {result.peak_flops_per_second / 1e9:.1f} GFLOP/s; memory: what loading the file "
+            f"(the best of {', '.join(f'{name} {rate / 1e9:.0f}' for name, rate in result.peak_kernels.items())}): "
+            f"{result.peak_flops_per_second / 1e9:.1f} GFLOP/s"
+            + (
+                f" (nominal: threads x reported clock x 32 = {result.nominal_peak_flops_per_second / 1e9:.0f})"
+                if result.nominal_peak_flops_per_second
+                else ""
+            )
+            + "; memory: what loading the file "
             "and running one image add to the process"
             + (f"; INT8 calibrated on {shown(result.calibration)}" if result.calibration else "")
         ),

@@ -30,7 +30,8 @@ from retinacli.benchmarking import (
     added_peak_memory,
     count_parameters,
     flops_per_image,
-    matmul_flops_per_second,
+    fp32_peak,
+    nominal_fp32_peak,
     peak_memory,
     random_batch,
     time_calls,
@@ -285,13 +286,17 @@ class FormatRow:
 class BenchmarkFormats:
     """Everything `retina benchmark --formats` measured: the rows in the order asked, the input
     size, threads, FLOPs of one image (the model's, fp32), the machine's measured fp32 peak
-    (FLOP/s of a large matrix product in this run), and where AP and calibration images came from."""
+    (`benchmarking.fp32_peak` in this run: the best FLOP/s and each kernel's), the nominal peak
+    (`benchmarking.nominal_fp32_peak`, None where unknown), and where AP and
+    calibration images came from."""
 
     source: str
     image_size: tuple[int, int]
     threads: int
     flops_per_image: int
     peak_flops_per_second: float
+    peak_kernels: dict[str, float]
+    nominal_peak_flops_per_second: float | None
     dataset: str | None
     calibration: str | None
     rows: list[FormatRow]
@@ -303,6 +308,8 @@ class BenchmarkFormats:
             "threads": self.threads,
             "flops_per_image": self.flops_per_image,
             "peak_flops_per_second": self.peak_flops_per_second,
+            "peak_kernels": dict(self.peak_kernels),
+            "nominal_peak_flops_per_second": self.nominal_peak_flops_per_second,
             "dataset": self.dataset,
             "calibration": self.calibration,
             "formats": [row.to_json() for row in self.rows],
@@ -367,7 +374,7 @@ def benchmark_formats(
         match_classes(classes, test_set, model_path=source)
 
     say("measuring the machine's fp32 peak")
-    peak = matmul_flops_per_second()
+    peak = fp32_peak()
     flops = flops_per_image(model, image)
     metadata = ExportMetadata.of_model(
         model,
@@ -408,7 +415,7 @@ def benchmark_formats(
             rows.append(
                 _measure_format(
                     name, source=source, file=files.get(name), model=model, image=image, test_set=test_set,
-                    classes=classes, metadata=metadata, threads=threads, flops=flops, peak=peak, overrides=overrides, say=say,
+                    classes=classes, metadata=metadata, threads=threads, flops=flops, peak=peak.flops_per_second, overrides=overrides, say=say,
                 )
             )
     return BenchmarkFormats(
@@ -416,7 +423,9 @@ def benchmark_formats(
         image_size=(height, width),
         threads=threads,
         flops_per_image=flops,
-        peak_flops_per_second=peak,
+        peak_flops_per_second=peak.flops_per_second,
+        peak_kernels=peak.kernels,
+        nominal_peak_flops_per_second=nominal_fp32_peak(threads),
         dataset=None if dataset is None else str(dataset.annotations),
         calibration=calibration_name,
         rows=rows,

@@ -17,18 +17,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from retinacli.errors import UsageError
 from retinacli.export.exporters import ExportMetadata
-from retinacli.export.runtime import OPENVINO_METADATA, OPENVINO_MISSING
+from retinacli.export.runtime import OPENVINO_METADATA, import_openvino
 
 
 def require_openvino() -> Any:
-    """The `openvino` module, or a UsageError saying how to install it."""
-    try:
-        import openvino
-    except ImportError:
-        raise UsageError(OPENVINO_MISSING) from None
-    return openvino
+    """The `openvino` module without its telemetry (`runtime.import_openvino`), or a UsageError
+    saying how to install it."""
+    return import_openvino()
 
 
 def weights_path(xml: Path) -> Path:

@@ -41,17 +41,18 @@ from retinacli.errors import UsageError
 QUANTIZED_SCOPES = ("backbone", "head")
 """Top-level module scopes whose nodes are quantized (module docstring)."""
 ONNX_QUANTIZED_OPS = ("Conv", "Add", "MaxPool", "Resize", "Relu")
-CalibrationMethod = Literal["minmax", "percentile", "entropy"]
+CalibrationMethod = Literal["minmax"]
 
 
 @dataclass(frozen=True)
 class QuantizationSettings:
     """How a file is quantized (module docstring).
 
-    calibration_method: how activation ranges are taken from the calibration images: "minmax"
-        (the observed range), "percentile" (the 99.999th percentile of magnitudes) or "entropy"
-        (the range minimising the KL divergence of the histogram); onnxruntime only: NNCF
-        uses its own range estimators.
+    calibration_method: how activation ranges are taken from the calibration images: "minmax",
+        the observed range (onnxruntime; NNCF uses its own range estimators). onnxruntime's
+        histogram methods (percentile, entropy) cannot calibrate this graph: they stack each
+        tensor over the calibration images, and the postprocessing's tensors differ in length
+        from one image to the next (docs/engine.md "INT8").
     keep_float: module scopes (as in the model: "head.cls_score") whose nodes stay float.
     """
 
@@ -148,11 +149,7 @@ def quantize_onnx(
             image = next(self.items, None)
             return None if image is None else {"image": np.ascontiguousarray(image, dtype=np.uint8)}
 
-    method = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }[settings.calibration_method]
+    method = {"minmax": CalibrationMethod.MinMax}[settings.calibration_method]
     with tempfile.TemporaryDirectory(prefix="retinacli-quantize-") as folder, _quiet_root_warnings():
         staged = Path(folder) / "int8.onnx"
         quantize_static(
@@ -186,6 +183,9 @@ def quantize_openvino(model: Any, calibration: Sequence[np.ndarray], *, float_no
     Raises:
         UsageError: nncf is missing.
     """
+    from retinacli.export.runtime import import_openvino
+
+    import_openvino()  # first: NNCF's telemetry goes with OpenVINO's
     try:
         import nncf
     except ImportError:

@@ -21,6 +21,7 @@ explicitly, and retinacli loads none).
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -50,6 +51,23 @@ OPENVINO_MISSING = (
 )
 OPENVINO_METADATA = [METADATA_KEY]
 """Where an OpenVINO IR keeps the metadata: its rt_info entry "retinacli" (a JSON string)."""
+
+
+def import_openvino() -> Any:
+    """The `openvino` module, imported without its telemetry; a UsageError saying how to
+    install it when it is missing.
+
+    OpenVINO's converter and NNCF send usage events to Google Analytics unless the user opted
+    out, and write a client id into ~/intel on first use. retinacli never phones home and writes
+    nothing outside its outputs: with `openvino_telemetry` unimportable (None in
+    `sys.modules`), both fall back to their own no-op stubs. Call this before importing
+    `openvino` or `nncf` anywhere."""
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    try:
+        import openvino
+    except ImportError:
+        raise UsageError(OPENVINO_MISSING) from None
+    return openvino
 
 
 def is_exported(path: Path | str) -> bool:
@@ -227,8 +245,8 @@ def openvino_config(threads: int | None) -> dict[str, Any]:
 
 def _open_openvino(file: Path, *, threads: int | None) -> ExportedDetector:
     try:
-        import openvino
-    except ImportError:
+        openvino = import_openvino()
+    except UsageError:
         raise UsageError(f"{file}: {OPENVINO_MISSING}") from None
     weights = file.with_suffix(".bin")
     if not weights.is_file():

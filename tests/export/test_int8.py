@@ -174,3 +174,22 @@ def test_an_ir_without_its_weights_is_a_clear_error(tiny_raccoon_ir, raccoon_dir
     result = run_cli(["predict", str(lonely), str(images), "--output-dir", str(tmp_path / "out")], capsys, monkeypatch)
     assert result.exit_code == 2 and "m.bin are not beside it" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_openvino_and_nncf_send_no_telemetry_and_write_nothing_at_home(tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path):
+    # Left alone, OpenVINO's converter and NNCF write a client id into ~/intel and send usage
+    # events; retinacli imports them with their telemetry off. A process of its own, so that no
+    # earlier import of openvino in this one decides the outcome.
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    out = tmp_path / "m.int8.xml"
+    args = ["export", str(tiny_raccoon_model), "--format", "openvino", "--int8", "--out", str(out), "--dataset", str(raccoon_subset),
+            "--images", _images(raccoon_dir), "--calibration-images", "1", "--force"]
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NNCF_CI", "NNCF_DEV")}
+    done = subprocess.run([sys.executable, "-m", "retinacli", *args], env={**env, "HOME": str(home)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert out.exists() and list(home.iterdir()) == []
