@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calibration", type=int, default=4, help="noise images to calibrate INT8 on")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (needs a C++ compiler)")
+    parser.add_argument("--only", nargs="+", help="time only the variants whose names contain one of these words (and the two references)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -96,6 +97,9 @@ def main() -> None:
         write_deploy_file(tmp / "folded.onnx", tmp / "int8.onnx", deploy_format="onnx-int8", metadata=metadata, calibration=calibration)
         seconds["onnxruntime quantize_static"] = time.perf_counter() - start
         variants["onnxruntime INT8 QDQ, network"] = _run(open_exported(tmp / "int8.onnx", threads=args.threads), array, size)
+        outputs_float = quantize.QuantizationSettings(keep_float=quantize.HEAD_OUTPUTS)
+        write_deploy_file(tmp / "folded.onnx", tmp / "int8h.onnx", deploy_format="onnx-int8", metadata=metadata, calibration=calibration, settings=outputs_float)
+        variants["onnxruntime INT8 QDQ, head outputs float"] = _run(open_exported(tmp / "int8h.onnx", threads=args.threads), array, size)
         saved = quantize.ONNX_QUANTIZED_OPS
         quantize.ONNX_QUANTIZED_OPS = ("Conv",)
         write_deploy_file(tmp / "folded.onnx", tmp / "conv.onnx", deploy_format="onnx-int8", metadata=metadata, calibration=calibration)
@@ -125,6 +129,9 @@ def main() -> None:
                     compiled([image])
                 seconds[name + " first call"] = time.perf_counter() - start
                 variants[name] = lambda compiled=compiled: compiled([image])
+        if args.only:
+            keep = {"torchvision eager", "onnxruntime fp32"}
+            variants = {k: v for k, v in variants.items() if k in keep or any(word in k for word in args.only)}
         times = _interleaved_medians(variants, args.repeats)
     flops = flops_per_image(copy.deepcopy(ours), image)
     peak = fp32_peak()

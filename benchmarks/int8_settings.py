@@ -73,6 +73,7 @@ def main() -> None:
                 ("onnxruntime: network, per-channel, min-max (default)", lambda: write("onnx-int8", "default"), base),
                 ("onnxruntime: calibration images cropped to one size", lambda: write("onnx-int8", "cropped", cropped), base),
                 ("onnxruntime: per-tensor weights", lambda: _with_kwargs("onnxruntime.quantization", "quantize_static", per_channel=False)(lambda: write("onnx-int8", "tensor")), base),
+                ("onnxruntime: 7-bit weights (reduce_range)", lambda: _with_kwargs("onnxruntime.quantization", "quantize_static", reduce_range=True)(lambda: write("onnx-int8", "reduce")), base),
                 ("onnxruntime: head's output convolutions float", lambda: write("onnx-int8", "head", settings=head_outputs), base),
                 ("onnxruntime: convolutions only", lambda: _conv_only(lambda: write("onnx-int8", "conv")), base),
             ]

@@ -78,6 +78,14 @@ def export_command(
         typer.Option("--max-ap-drop", min=0.0, max=1.0, help="Largest relative AP drop of the INT8 file (0.01: 1 %)."),
     ] = 0.01,
     force: Annotated[bool, typer.Option("--force", help="Keep the INT8 file even when it fails the AP check.")] = False,
+    keep_float: Annotated[
+        str | None,
+        typer.Option(
+            "--keep-float",
+            help="With --int8: modules of the network to keep float, comma-separated, e.g. head.cls_score,head.bbox_pred.",
+            show_default=False,
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option("--threads", min=1, help="CPU threads of the runtimes during the AP check \\[default: the runtime's].", show_default=False),
@@ -89,6 +97,7 @@ def export_command(
     classes out; --int8 quantizes it and checks its AP."""
     from retinacli.commands.export import DatasetFiles, export
     from retinacli.errors import UsageError
+    from retinacli.export.quantize import QuantizationSettings
 
     pairs = {"--dataset/--images": (dataset, images), "--check-dataset/--check-images": (check_dataset, check_images)}
     for flags, (json_file, folder) in pairs.items():
@@ -110,6 +119,7 @@ def export_command(
             check=DatasetFiles(check_dataset, check_images) if check_dataset is not None and check_images is not None else None,
             max_ap_drop=max_ap_drop,
             force=force,
+            settings=QuantizationSettings(keep_float=tuple(p.strip() for p in (keep_float or "").split(",") if p.strip())),
             threads=threads,
             progress=lambda text: status.update(text),
         )

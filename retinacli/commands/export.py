@@ -47,7 +47,7 @@ from retinacli.export.formats import (
     write_deploy_file,
 )
 from retinacli.export.parity import Parity, compare
-from retinacli.export.quantize import QuantizationRecord, QuantizationSettings
+from retinacli.export.quantize import HEAD_OUTPUTS, QuantizationRecord, QuantizationSettings
 from retinacli.export.runtime import ExportedDetector, open_exported
 from retinacli.files import prepare_output_file
 from retinacli.recipe import Override
@@ -132,6 +132,8 @@ def export(
         raise UsageError(f"--opset {opset}: the ONNX exporter writes opset 18 or newer; pass --opset 18 or more")
     if int8:
         _check_int8_arguments(export_format, network_only, calibration_images, max_ap_drop)
+    elif settings.keep_float:
+        raise UsageError("--keep-float chooses what INT8 leaves float; it goes with --int8")
     elif calibration is not None or check is not None:
         raise UsageError("--dataset/--images and --check-dataset/--check-images go with --int8")
     target = out if out is not None else default_output(model_path, export_format, int8=int8)
@@ -326,10 +328,15 @@ def _export_int8(
             "INT8 lost accuracy; check on a dataset the model detects (--check-dataset/--check-images)"
         )
     elif drop > max_ap_drop:
+        other = ""
+        if deploy_format == "onnx-int8":
+            if not settings.keep_float:
+                other = f"keep the head's last convolutions float (--keep-float {','.join(HEAD_OUTPUTS)}: slower), "
+            other += "try --format openvino (its quantizer kept the AP where onnxruntime's did not: docs/engine.md), "
         problem = (
             f"the INT8 file loses {100 * drop:.2f} % of the AP ({float_ap:.2f} -> {int8_ap:.2f} on {check_name}), "
             f"more than --max-ap-drop {max_ap_drop:g} ({100 * max_ap_drop:g} %); calibrate on more or more typical "
-            "images (--calibration-images, --dataset: the training split), or keep the float file"
+            f"images (--calibration-images, --dataset: the training split), {other}or keep the float file"
         )
     if problem is not None and not force:
         raise ExportError(f"{target}: not written: {problem} (--force keeps the file anyway)")

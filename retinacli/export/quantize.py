@@ -40,6 +40,9 @@ from retinacli.errors import UsageError
 
 QUANTIZED_SCOPES = ("backbone", "head")
 """Top-level module scopes whose nodes are quantized (module docstring)."""
+HEAD_OUTPUTS = ("head.cls_score", "head.bbox_pred")
+"""The head's last convolutions, whose outputs are the logits and the box deltas: the scopes to
+keep float (`--keep-float`) when onnxruntime's INT8 loses too much AP (docs/engine.md "INT8")."""
 ONNX_QUANTIZED_OPS = ("Conv", "Add", "MaxPool", "Resize", "Relu")
 CalibrationMethod = Literal["minmax"]
 
@@ -53,7 +56,8 @@ class QuantizationSettings:
         histogram methods (percentile, entropy) cannot calibrate this graph: they stack each
         tensor over the calibration images, and the postprocessing's tensors differ in length
         from one image to the next (docs/engine.md "INT8").
-    keep_float: module scopes (as in the model: "head.cls_score") whose nodes stay float.
+    keep_float: module scopes (as in the model: "head.cls_score") whose nodes stay float; a
+        scope that names no module of the network is a UsageError.
     """
 
     calibration_method: CalibrationMethod = "minmax"
@@ -89,14 +93,23 @@ def network_node_names(model: Any, *, keep_float: Sequence[str] = ()) -> list[st
     """Names of the nodes of an ONNX `model` (ModelProto) that belong to the network: their
     innermost module scope starts with one of QUANTIZED_SCOPES and with none of `keep_float`."""
     names = []
+    used: set[str] = set()
     for node in model.graph.node:
         scopes = _name_scopes(node)
         inside = [s for s in scopes if s.split(".")[0] in QUANTIZED_SCOPES]
         if not inside:
             continue
-        if any(s == kept or s.startswith(kept + ".") for s in inside for kept in keep_float):
+        kept = {k for k in keep_float for s in inside if s == k or s.startswith(k + ".")}
+        if kept:
+            used |= kept
             continue
         names.append(node.name)
+    unknown = [k for k in keep_float if k not in used]
+    if unknown:
+        raise UsageError(
+            f"--keep-float {','.join(unknown)}: no module of the network is called that; name modules as the model "
+            f"does, e.g. {','.join(HEAD_OUTPUTS)} (the head's last convolutions) or backbone.body.conv1"
+        )
     return names
 
 

@@ -13,7 +13,8 @@ import json
 import onnx
 import pytest
 
-from retinacli.export.quantize import float_node_names, network_node_names
+from retinacli.errors import UsageError
+from retinacli.export.quantize import HEAD_OUTPUTS, float_node_names, network_node_names
 from retinacli.export.runtime import open_exported
 from tests.cli_helpers import run_cli
 from tests.snapshots import snapshot
@@ -87,9 +88,13 @@ def test_int8_onnx_quantizes_the_network_and_leaves_the_postprocessing_float(tin
     quantized_convs = [n for n in quantized.graph.node if n.op_type == "Conv" and any(
         p.op_type == "DequantizeLinear" for p in quantized.graph.node if set(p.output) & set(n.input))]
     assert len(quantized_convs) == sum(1 for n in network if ops[n] == "Conv")
-    # keep_float leaves a scope out
+    # keep_float leaves a scope out; a scope that names no module is a usage error
     kept = network_node_names(float_model, keep_float=("head",))
     assert kept and all(not n.startswith("node_head") for n in kept) and len(kept) < len(network)
+    outputs = set(network) - set(network_node_names(float_model, keep_float=HEAD_OUTPUTS))
+    assert {ops[name] for name in outputs} == {"Conv"} and len(outputs) == 2 * 5  # cls_score, bbox_pred on 5 levels
+    with pytest.raises(UsageError, match="--keep-float head.nope: no module"):
+        network_node_names(float_model, keep_float=("head.nope",))
 
 
 def test_an_int8_file_whose_float_model_finds_nothing_is_refused_and_not_written(tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path, capsys, monkeypatch):
@@ -120,6 +125,7 @@ def test_an_int8_file_whose_float_model_finds_nothing_is_refused_and_not_written
         (["--int8", "--calibration-images", "0"], "calibration-images"),
         (["--int8", "--max-ap-drop", "2"], "--max-ap-drop"),
         (["--format", "openvino", "--out", "model.onnx"], "NAME.xml"),
+        (["--keep-float", "head.cls_score"], "goes with --int8"),
     ],
 )
 def test_int8_and_openvino_usage_errors(extra, message, tiny_raccoon_model, tmp_path, capsys, monkeypatch):
