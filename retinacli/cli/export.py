@@ -97,7 +97,6 @@ def export_command(
     classes out; --int8 quantizes it and checks its AP."""
     from retinacli.commands.export import DatasetFiles, export
     from retinacli.errors import UsageError
-    from retinacli.export.quantize import QuantizationSettings
 
     pairs = {"--dataset/--images": (dataset, images), "--check-dataset/--check-images": (check_dataset, check_images)}
     for flags, (json_file, folder) in pairs.items():
@@ -119,7 +118,7 @@ def export_command(
             check=DatasetFiles(check_dataset, check_images) if check_dataset is not None and check_images is not None else None,
             max_ap_drop=max_ap_drop,
             force=force,
-            settings=QuantizationSettings(keep_float=tuple(p.strip() for p in (keep_float or "").split(",") if p.strip())),
+            keep_float=tuple(part.strip() for part in (keep_float or "").split(",") if part.strip()),
             threads=threads,
             progress=lambda text: status.update(text),
         )

@@ -102,7 +102,7 @@ def export(
     check: DatasetFiles | None = None,
     max_ap_drop: float = 0.01,
     force: bool = False,
-    settings: QuantizationSettings = QuantizationSettings(),
+    keep_float: Sequence[str] = (),
     threads: int | None = None,
     progress: Progress | None = None,
 ) -> ExportResult:
@@ -115,7 +115,8 @@ def export(
     (default: the calibration dataset) and compare their COCO AP. A relative drop
     ``(AP_float - AP_int8) / AP_float`` above `max_ap_drop`, or a float AP of 0 (nothing to
     compare), refuses the file: nothing is written, unless `force`. The INT8 file's metadata
-    records the calibration, the settings and the figures (`QuantizationRecord`); `threads`
+    records the calibration, the settings and the figures (`QuantizationRecord`); `keep_float`
+    names modules of the network left float (`QuantizationSettings.keep_float`); `threads`
     is the runtimes' thread count for the check.
 
     Raises:
@@ -128,6 +129,7 @@ def export(
             more AP than allowed (no file is kept).
     """
     say = progress or (lambda _: None)
+    settings = QuantizationSettings(keep_float=tuple(keep_float))
     if export_format == "onnx" and opset < 18:
         raise UsageError(f"--opset {opset}: the ONNX exporter writes opset 18 or newer; pass --opset 18 or more")
     if int8:
