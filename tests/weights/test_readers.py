@@ -286,3 +286,26 @@ def test_bad_weight_files(tmp_path, name, content, message):
         read_weights_file(path)
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("opcode", [b"r", b"j"])  # LONG_BINPUT, LONG_BINGET
+def test_a_pickle_naming_a_huge_memo_index_is_refused_before_unpickling(tmp_path, opcode, monkeypatch):
+    # Python's C unpickler grows its memo table to the index a PUT names: 0x7fffffff would ask for
+    # gigabytes (a 451-byte damaged zoo .pkl took 15 s and several GB before this check).
+    path = tmp_path / "w.pkl"
+    path.write_bytes(b"\x80\x02}q\x00" + opcode + struct.pack("<I", 0x7FFFFFFF) + b".")
+    from retinacli.weights.pickles import NumpyOnlyUnpickler
+
+    loads = []
+    real = NumpyOnlyUnpickler.load
+    monkeypatch.setattr(NumpyOnlyUnpickler, "load", lambda self: loads.append(1) or real(self))
+    with pytest.raises(CheckpointError, match=r"memo index 2147483647 at byte 5, after only 3 opcodes"):
+        read_weights_file(path)
+    assert loads == []  # refused from the opcodes alone
+
+
+def test_an_empty_pkl_is_a_clear_error(tmp_path):
+    path = tmp_path / "empty.pkl"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="not a readable pickle.*the file is empty"):
+        read_weights_file(path)
