@@ -1,1 +1,2 @@
-"""Exporting a detector to ONNX and TorchScript, and running the exported files."""
+"""Exporting a detector to ONNX, OpenVINO and TorchScript, INT8 quantization of its network, and
+running the exported files."""
