@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import tempfile
 import time
@@ -33,20 +32,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_vs_torchvision import (  # noqa: E402
-    FRACTION_ABOVE_THRESHOLD,
-    HEIGHT,
-    WIDTH,
-    build_ours,
-    build_torchvision,
-    copy_weights_to_torchvision,
-    set_score_fraction,
-)
+from engine_vs_torchvision import HEIGHT, WIDTH  # noqa: E402
+from inference_vs_torchvision import export_metadata, inference_pair, interleaved_medians  # noqa: E402
 
 from retinacli.benchmarking import flops_per_image, fp32_peak, nominal_fp32_peak  # noqa: E402
 from retinacli.engine.fuse import fold_batch_norms, prepare_for_inference  # noqa: E402
 from retinacli.export import quantize  # noqa: E402
-from retinacli.export.exporters import ExportMetadata, export_model  # noqa: E402
+from retinacli.export.exporters import export_model  # noqa: E402
 from retinacli.export.formats import write_deploy_file  # noqa: E402
 from retinacli.export.runtime import open_exported, openvino_config  # noqa: E402
 
@@ -60,24 +52,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="time only the variants whose names contain one of these words (and the two references)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    ours = build_ours(80)
-    theirs = build_torchvision(80)
-    gen = torch.Generator().manual_seed(0)
-    image = torch.randint(0, 256, (3, HEIGHT, WIDTH), generator=gen, dtype=torch.uint8)
-    set_score_fraction(ours, [image], FRACTION_ABOVE_THRESHOLD)
-    copy_weights_to_torchvision(ours, theirs)
-    ours.eval()
-    theirs.eval()
+    ours, theirs, image = inference_pair(80)
     prepared = prepare_for_inference(copy.deepcopy(ours))
     folded = copy.deepcopy(ours)
     fold_batch_norms(folded)
-    metadata = ExportMetadata(
-        class_names=tuple(f"c{i}" for i in range(80)), class_dataset_ids=tuple(range(1, 81)),
-        input_format="RGB", short_size=HEIGHT, max_size=WIDTH, score_thresh=ours.score_thresh,
-        nms_thresh=ours.nms_thresh, detections_per_image=ours.detections_per_image, network_only=False,
-        num_levels=ours.anchor_generator.num_levels, source="benchmark", retinacli_version="",
-    )
+    metadata = export_metadata(ours, 80)
+    gen = torch.Generator().manual_seed(1)
     calibration = [torch.randint(0, 256, (3, HEIGHT, WIDTH), generator=gen, dtype=torch.uint8).numpy() for _ in range(args.calibration)]
     array = image.numpy()
     size = [(HEIGHT, WIDTH)]
@@ -132,7 +112,7 @@ def main() -> None:
         if args.only:
             keep = {"torchvision eager", "onnxruntime fp32"}
             variants = {k: v for k, v in variants.items() if k in keep or any(word in k for word in args.only)}
-        times = _interleaved_medians(variants, args.repeats)
+        times = interleaved_medians(variants, args.repeats, warmup=2)
     flops = flops_per_image(copy.deepcopy(ours), image)
     peak = fp32_peak()
     nominal = nominal_fp32_peak(args.threads)
@@ -153,21 +133,6 @@ def main() -> None:
 def _run(detector, array: np.ndarray, size: list[tuple[int, int]]) -> Callable[[], object]:
     tensor = torch.from_numpy(array)
     return lambda: detector.detect([tensor], size)
-
-
-def _interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each variant: all warmed up, then one timed call of each in turn."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    with torch.inference_mode():
-        for fn in variants.values():
-            fn()
-            fn()
-        for _ in range(repeats):
-            for name, fn in variants.items():
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from engine_vs_torchvision import (  # noqa: E402
     set_score_fraction,
 )
 
+from retinacli.engine.detector import RetinaNet  # noqa: E402
 from retinacli.engine.fuse import prepare_for_inference  # noqa: E402
 from retinacli.export.exporters import ExportMetadata, export_model  # noqa: E402
 from retinacli.export.runtime import open_exported  # noqa: E402
@@ -46,23 +47,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--classes", type=int, default=80)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    ours = build_ours(args.classes)
-    theirs = build_torchvision(args.classes)
-    gen = torch.Generator().manual_seed(0)
-    image = torch.randint(0, 256, (3, HEIGHT, WIDTH), generator=gen, dtype=torch.uint8)
-    set_score_fraction(ours, [image], FRACTION_ABOVE_THRESHOLD)
-    copy_weights_to_torchvision(ours, theirs)
-    ours.eval()
-    theirs.eval()
+    ours, theirs, image = inference_pair(args.classes)
     prepared = prepare_for_inference(copy.deepcopy(ours))
     tv_image = [image.float() / 255]
-    metadata = ExportMetadata(
-        class_names=tuple(f"c{i}" for i in range(args.classes)), class_dataset_ids=tuple(range(1, args.classes + 1)),
-        input_format="RGB", short_size=HEIGHT, max_size=WIDTH, score_thresh=ours.score_thresh,
-        nms_thresh=ours.nms_thresh, detections_per_image=ours.detections_per_image, network_only=False,
-        num_levels=ours.anchor_generator.num_levels, source="benchmark", retinacli_version="",
-    )
+    metadata = export_metadata(ours, args.classes)
     with tempfile.TemporaryDirectory() as folder:
         path = export_model(ours, Path(folder) / "r50.onnx", export_format="onnx", metadata=metadata, example=image)
         array = image.numpy()
@@ -76,14 +64,36 @@ def main() -> None:
                 "retinacli eager, as retina eval": lambda: prepared([image]),
                 "retinacli onnxruntime": lambda session=session: session.run(array),
             }
-            times = _interleaved_medians(variants, args.repeats, args.warmup)
+            times = interleaved_medians(variants, args.repeats, args.warmup)
             base = times["torchvision eager"]
             print(f"threads {threads}:")
             for name, seconds in times.items():
                 print(f"  {name:<34} {seconds * 1e3:8.1f} ms  ratio {seconds / base:5.2f}")
 
 
-def _interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
+def inference_pair(num_classes: int) -> tuple[RetinaNet, torch.nn.Module, torch.Tensor]:
+    """Our R50-FPN and torchvision's with the same weights, in eval mode, and the (3, H, W)
+    uint8 image they are timed on (its scores set so that FRACTION_ABOVE_THRESHOLD pass 0.05)."""
+    torch.manual_seed(0)
+    ours = build_ours(num_classes)
+    theirs = build_torchvision(num_classes)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, HEIGHT, WIDTH), generator=gen, dtype=torch.uint8)
+    set_score_fraction(ours, [image], FRACTION_ABOVE_THRESHOLD)
+    copy_weights_to_torchvision(ours, theirs)
+    return ours.eval(), theirs.eval(), image
+
+
+def export_metadata(model: RetinaNet, num_classes: int) -> ExportMetadata:
+    """The metadata of the benchmark model's export: RGB input, test resize HEIGHT x WIDTH."""
+    return ExportMetadata.of_model(
+        model, class_names=[f"c{i}" for i in range(num_classes)], class_dataset_ids=range(1, num_classes + 1),
+        input_format="RGB", short_size=HEIGHT, max_size=WIDTH, network_only=False, source="benchmark",
+        retinacli_version="",
+    )
+
+
+def interleaved_medians(variants: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
     """Median seconds of each variant: all warmed up, then one timed call of each in turn."""
     times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.inference_mode():

@@ -124,10 +124,6 @@ class Peak:
     def flops_per_second(self) -> float:
         return max(self.kernels.values())
 
-    @property
-    def best_kernel(self) -> str:
-        return max(self.kernels, key=self.kernels.__getitem__)
-
 
 def nominal_fp32_peak(threads: int) -> float | None:
     """`threads` x the clock Linux reports (`cpu MHz` of /proc/cpuinfo) x 32 FLOP per cycle (two

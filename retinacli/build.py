@@ -275,8 +275,11 @@ def build_dataset(
     key: str,
     filter_empty: bool,
     fix_bad_boxes: bool,
+    from_recipe: bool = True,
 ) -> tuple[DetectionDataset, DatasetReport]:
     """Load and check a dataset section (`key` names it in errors, e.g. "data.train.dataset").
+    With `from_recipe` an error also says how to change the recipe key; without it (a dataset
+    named by command-line flags, `key` the flag) the error stands alone.
 
     Every problem in the data is found here, before any training or inference starts.
     """
@@ -291,7 +294,7 @@ def build_dataset(
             annotations=annotations, images=images, filter_empty=filter_empty, fix_bad_boxes=fix_bad_boxes
         )
     except DatasetError as exc:
-        if key.startswith("-"):  # named on the command line (build_given_dataset): no recipe key to change
+        if not from_recipe:
             raise
         hint = (
             f"\n(set by {key} in the recipe; change it with --set {key}.annotations=... and "
@@ -328,13 +331,17 @@ def build_given_dataset(files: DatasetFiles, *, flags: tuple[str, str] = ("--dat
             flag, value = given.get(str(error["loc"][0]) if error["loc"] else "", given["annotations"])
             problems.append(f"{flag} {value}: {str(error['msg']).removeprefix('Value error, ')}")
         raise UsageError("; ".join(problems)) from None
-    return build_test_dataset(spec, key=flags[0])
+    if not Path(spec.images).is_dir():
+        raise DatasetError(f"{flags[1]} {spec.images}: image folder not found; pass the folder the json's file_name entries are relative to")
+    return build_test_dataset(spec, key=flags[0], from_recipe=False)
 
 
-def build_test_dataset(dataset: CocoDataset | ShapesDataset | None, *, key: str) -> DetectionDataset:
+def build_test_dataset(dataset: CocoDataset | ShapesDataset | None, *, key: str, from_recipe: bool = True) -> DetectionDataset:
     """An evaluation dataset: every image kept (with or without boxes), boxes reaching outside
     their image clipped in the records, which only feed the loader (the ground truth of the
     metrics is the json itself, as in detectron2).
+
+    `key` and `from_recipe` as `build_dataset`.
 
     Raises:
         DatasetError: the json or an image file is missing or malformed, or there is no image.
@@ -344,7 +351,7 @@ def build_test_dataset(dataset: CocoDataset | ShapesDataset | None, *, key: str)
             f"{dataset.images}: image folder not found; pass the folder the json's file_name "
             f"entries are relative to (set by {key})"
         )
-    loaded, _ = build_dataset(dataset, key=key, filter_empty=False, fix_bad_boxes=True)
+    loaded, _ = build_dataset(dataset, key=key, filter_empty=False, fix_bad_boxes=True, from_recipe=from_recipe)
     if len(loaded) == 0:
         raise DatasetError(f"{loaded.annotations}: the json has no images; nothing to evaluate")
     return loaded

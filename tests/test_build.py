@@ -124,3 +124,14 @@ def test_box_augment_is_none_by_default_and_carries_every_key():
     assert (spec.crop.prob, spec.crop.min_box_overlap, spec.scale_jitter.prob, spec.scale_jitter.max_scale) == (
         0.4, 0.7, 0.5, 2.0)
     assert (spec.vertical_flip, spec.mosaic, spec.min_visible, spec.fill) == (0.5, 0.25, 0.3, 0)
+
+
+def test_a_dataset_named_by_flags_is_named_by_its_flags_not_recipe_keys(tmp_path):
+    from retinacli.build import DatasetFiles, build_given_dataset
+    from retinacli.errors import DatasetError
+
+    with pytest.raises(DatasetError, match=r"^--check-images .*nowhere: image folder not found"):
+        build_given_dataset(DatasetFiles(tmp_path / "a.json", tmp_path / "nowhere"), flags=("--check-dataset", "--check-images"))
+    with pytest.raises(DatasetError, match="a.json") as info:
+        build_given_dataset(DatasetFiles(tmp_path / "a.json", tmp_path))  # no json there
+    assert "--set" not in str(info.value) and "in the recipe" not in str(info.value)

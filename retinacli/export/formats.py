@@ -84,9 +84,10 @@ def restamp(source: Path, target: Path, metadata: ExportMetadata) -> Path:
     """Write the exported file `source` (ONNX or an IR's .xml) to `target` with `metadata` in
     place of the metadata it holds; `target` may be `source`. Returns `target`."""
     if is_openvino(source):
-        from retinacli.export.openvino import require_openvino, write_ir
+        from retinacli.export.openvino import write_ir
+        from retinacli.export.runtime import import_openvino
 
-        return write_ir(require_openvino().Core().read_model(str(source)), target, metadata)
+        return write_ir(import_openvino().Core().read_model(str(source)), target, metadata)
     import onnx
 
     proto = onnx.load(str(source))

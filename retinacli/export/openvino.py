@@ -21,12 +21,6 @@ from retinacli.export.exporters import ExportMetadata
 from retinacli.export.runtime import OPENVINO_METADATA, import_openvino
 
 
-def require_openvino() -> Any:
-    """The `openvino` module without its telemetry (`runtime.import_openvino`), or a UsageError
-    saying how to install it."""
-    return import_openvino()
-
-
 def weights_path(xml: Path) -> Path:
     """The `.bin` that goes with an IR's `.xml`."""
     return xml.with_suffix(".bin")
@@ -34,14 +28,14 @@ def weights_path(xml: Path) -> Path:
 
 def convert_onnx(onnx_file: Path) -> Any:
     """The `openvino.Model` of an exported ONNX file (its dynamic height and width kept)."""
-    openvino = require_openvino()
+    openvino = import_openvino()
     return openvino.convert_model(str(onnx_file))
 
 
 def write_ir(model: Any, target: Path, metadata: ExportMetadata) -> Path:
     """Write `model` (an `openvino.Model`) with `metadata` as the IR `target` (.xml) and its
     `.bin` (module docstring); returns `target`."""
-    openvino = require_openvino()
+    openvino = import_openvino()
     model.set_rt_info(json.dumps(metadata.to_json()), OPENVINO_METADATA)
     folder = Path(tempfile.mkdtemp(prefix=f".{target.stem}.", dir=target.parent))
     try:

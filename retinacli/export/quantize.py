@@ -162,7 +162,6 @@ def quantize_onnx(
             image = next(self.items, None)
             return None if image is None else {"image": np.ascontiguousarray(image, dtype=np.uint8)}
 
-    method = {"minmax": CalibrationMethod.MinMax}[settings.calibration_method]
     with tempfile.TemporaryDirectory(prefix="retinacli-quantize-") as folder, _quiet_root_warnings():
         staged = Path(folder) / "int8.onnx"
         quantize_static(
@@ -175,7 +174,7 @@ def quantize_onnx(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=method,
+            calibrate_method=CalibrationMethod.MinMax,  # settings.calibration_method, the only one
             extra_options={"CalibTensorRangeSymmetric": False, "CalibMovingAverage": False},
         )
         os.replace(staged, target)

@@ -74,7 +74,7 @@ def test_formats_json_has_every_field_for_every_format(tiny_raccoon_model, racco
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["image_size"] == [160, 213] and data["threads"] == 1 and data["dataset"] == str(raccoon_subset)
-    assert "raccoon" in data["calibration"] or "--dataset" in data["calibration"]
+    assert data["calibration"].startswith("2 images of data.train.dataset (") and "raccoon" in data["calibration"]
     kernels = data["peak_kernels"]
     assert set(kernels) == {"matmul 2048", "conv 1x1 2048", "conv 3x3 256x64x64"}
     assert data["peak_flops_per_second"] == max(kernels.values()) > 1e9

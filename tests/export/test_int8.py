@@ -53,8 +53,8 @@ def test_int8_file_records_what_eval_measures(file_format, request, tiny_raccoon
     assert int8_ap == pytest.approx(record["int8_ap"], abs=1e-6)
     float_ap = _eval_ap(tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path / "eval_pth", capsys, monkeypatch)
     assert float_ap == pytest.approx(record["float_ap"], abs=0.01)
-    if record["float_ap"] > 0:
-        assert record["relative_ap_drop"] == pytest.approx((record["float_ap"] - record["int8_ap"]) / record["float_ap"])
+    assert record["float_ap"] > 0  # the untrained model (score_thresh 0) still finds something: the drop is defined
+    assert record["relative_ap_drop"] == pytest.approx((record["float_ap"] - record["int8_ap"]) / record["float_ap"])
     fp32 = tiny_raccoon_onnx if file_format == "onnx" else request.getfixturevalue("tiny_raccoon_ir")
     size = sum(p.stat().st_size for p in (out, out.with_suffix(".bin")) if p.exists())
     fp32_size = sum(p.stat().st_size for p in (fp32, fp32.with_suffix(".bin")) if p.exists())
