@@ -136,8 +136,11 @@ def load_numpy_pickle(path: str | os.PathLike[str]) -> Any:
 
 
 def check_file(target: Path) -> None:
-    """CheckpointError unless `target` is an existing file."""
+    """CheckpointError unless `target` is an existing regular file (a FIFO or device would block
+    the read, or never end)."""
     if not target.exists():
         raise CheckpointError(f"{target}: no such file; check the path")
     if target.is_dir():
         raise CheckpointError(f"{target}: is a directory, not a weights file; name the file")
+    if not target.is_file():
+        raise CheckpointError(f"{target}: not a regular file (a pipe, socket or device); name a weights file")

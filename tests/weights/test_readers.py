@@ -309,3 +309,11 @@ def test_an_empty_pkl_is_a_clear_error(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(CheckpointError, match="not a readable pickle.*the file is empty"):
         read_weights_file(path)
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_a_fifo_named_as_weights_is_refused_without_blocking(tmp_path, suffix):
+    path = tmp_path / f"w{suffix}"
+    os.mkfifo(path)  # opening it for reading would wait for a writer forever
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        read_weights_file(path)
