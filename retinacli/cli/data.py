@@ -8,9 +8,11 @@ from typing import Annotated, Literal, Protocol
 import typer
 
 from retinacli.cli.app import (
+    DeviceOption,
     OverwriteOption,
     RecipeArg,
     SetOption,
+    TrustCodeOption,
     app,
     console,
     error_console,
@@ -289,3 +291,158 @@ def data_make_shapes(
         else:
             where = f"annotations {output_dir / f'{name}.json'}, images {output_dir}"
         console.print(_shown(f"{name}: {count} images, {where}"), highlight=False, soft_wrap=True)
+
+
+@data_app.command("audit")
+def data_audit(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A recipe (K-fold: fold models trained on the other folds judge each image), or a model "
+            "file or exported file (its own detections judge --dataset).",
+            show_default=False,
+        ),
+    ],
+    output_dir: Annotated[
+        Path,
+        output_dir_option(
+            "Folder for issues.json, issues.csv, summary.json, pictures/ and the fold runs "
+            "(new or empty; an earlier audit with --resume or --overwrite)."
+        ),
+    ],
+    dataset: Annotated[
+        Path | None,
+        typer.Option(
+            "--dataset",
+            help="COCO json to audit \\[default: a recipe's data.train.dataset, a model file's data.test.dataset].",
+            show_default=False,
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option("--images", help="Folder the --dataset json's file_names are relative to.", show_default=False),
+    ] = None,
+    set_: SetOption = None,
+    folds: Annotated[int, typer.Option("--folds", min=2, max=20, help="K of the K-fold cross-fitting (recipe).")] = 4,
+    iters: Annotated[
+        int | None,
+        typer.Option(
+            "--iters",
+            min=1,
+            help="Train each fold model this many iterations, the schedule scaled to it \\[default: the recipe's max_iter].",
+            show_default=False,
+        ),
+    ] = None,
+    score_thresh: Annotated[
+        float, typer.Option("--score-thresh", min=0.0, max=1.0, help="A detection at or above this score is confident.")
+    ] = 0.5,
+    match_iou: Annotated[
+        float, typer.Option("--match-iou", min=0.0, max=1.0, help="IoU at which a detection covers a label well.")
+    ] = 0.5,
+    overlap_iou: Annotated[
+        float, typer.Option("--overlap-iou", min=0.0, max=1.0, help="IoU at which boxes overlap at all.")
+    ] = 0.1,
+    duplicate_iou: Annotated[
+        float,
+        typer.Option("--duplicate-iou", min=0.0, max=1.0, help="IoU at which two labels of one class are one box twice."),
+    ] = 0.9,
+    pictures: Annotated[int, typer.Option("--pictures", min=0, help="Draw the top N issues.")] = 50,
+    write_fixed: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-fixed",
+            help="Also write a suggested corrected COCO json here: duplicates removed, confident missing boxes "
+            "added (flagged), nothing else changed; never the audited json itself.",
+            show_default=False,
+        ),
+    ] = None,
+    fix_score: Annotated[
+        float,
+        typer.Option("--fix-score", min=0.0, max=1.0, help="--write-fixed adds missing boxes of at least this score."),
+    ] = 0.8,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the audit in --output-dir: finished folds are kept, the others trained (same plan "
+            "only); other thresholds just rescore.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start afresh in an earlier audit's --output-dir (its fold runs are removed).")
+    ] = False,
+    device: DeviceOption = None,
+    trust_code: TrustCodeOption = False,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help=r"CPU threads of an exported file's runtime \[default: the runtime's].", show_default=False),
+    ] = None,
+) -> None:
+    """Rank the likely mistakes in a dataset's labels (missing, spurious, wrong_class, poor_box,
+    duplicate), judged by models that never saw them."""
+    from rich.table import Table
+
+    from retinacli.audit.scoring import KINDS, AuditThresholds
+    from retinacli.cli.progress import ConsoleReporter, progress_bar
+    from retinacli.commands.audit import audit
+    from retinacli.errors import UsageError
+
+    try:
+        thresholds = AuditThresholds(
+            score_thresh=score_thresh, match_iou=match_iou, overlap_iou=overlap_iou, duplicate_iou=duplicate_iou
+        )
+    except ValueError as exc:
+        raise UsageError(f"thresholds: {exc}") from None
+    with progress_bar(error_console, "detecting") as progress:
+        result = audit(
+            source,
+            output_dir=output_dir,
+            dataset=dataset,
+            images=images,
+            overrides=set_ or [],
+            folds=folds,
+            iters=iters,
+            thresholds=thresholds,
+            pictures=pictures,
+            write_fixed=write_fixed,
+            fix_score=fix_score,
+            resume=resume,
+            overwrite=overwrite,
+            device=device,
+            trust_code=trust_code,
+            threads=threads,
+            reporter=ConsoleReporter(console),
+            progress=progress,
+        )
+    summary = result.summary
+    counts = Table("kind", "issues", *(_shown(name) for name in summary["per_class"]), title="issues per kind and class")
+    for kind in KINDS:
+        counts.add_row(kind, str(summary["per_kind"][kind]), *(str(c[kind]) for c in summary["per_class"].values()))
+    console.print(counts)
+    top = Table("rank", "kind", "score", "image", "class", "box (x, y, w, h)", "detection", title="most suspicious")
+    for rank, issue in enumerate(result.issues[:15], start=1):
+        det = issue.detection
+        top.add_row(
+            str(rank), issue.kind, f"{issue.score:.3f}", _shown(f"{issue.file_name} ({issue.image_id})"), _shown(issue.category),
+            ", ".join(f"{v:.0f}" for v in issue.bbox), _shown(f"{det['category']} {det['score']:.2f}") if det else "-",
+        )
+    console.print(top)
+    console.print(
+        f"{summary['num_issues']} issues in {summary['images_with_issues']} of {summary['num_images']} images "
+        f"({100 * summary['share_of_images_with_issues']:.1f}%), {summary['num_labels']} labels",
+        highlight=False,
+    )
+    if result.folds_trained or result.folds_reused:
+        console.print(f"folds trained now: {result.folds_trained or 'none'}; reused: {result.folds_reused or 'none'}", highlight=False)
+    console.print(
+        _shown(f"wrote {result.output_dir}/issues.json, issues.csv, summary.json and {len(result.pictures)} pictures"),
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.fixed is not None:
+        removed, added = result.fixed_counts
+        console.print(
+            _shown(f"wrote {result.fixed}: {removed} duplicate labels removed, {added} missing boxes added (flagged)"),
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from retinacli.audit.outputs import ISSUES_JSON, PICTURES_DIR, SUMMARY_JSON
 from retinacli.build import build_test_dataset
 from retinacli.errors import RetinaError, UsageError
 from retinacli.evaluation import coco_eval
@@ -48,12 +49,14 @@ from retinacli.files import (
     contained_path,
     format_bytes,
     load_torch,
+    output_owner,
     prepare_output_file,
     write_text,
 )
 from retinacli.recipe import recipe_to_dict, validate_recipe
 from retinacli.recipe.loading import BASE_KEY, read_yaml_file
 from retinacli.recipe.schema import Recipe
+from retinacli.report.audit_page import AuditPageData, AuditPicture, render_audit
 from retinacli.report.page import Evaluation, Picture, ReportData, render_report
 from retinacli.train.checkpoints import BEST_NAME, FINAL_NAME
 from retinacli.train.metrics import METRICS_FILE
@@ -79,6 +82,9 @@ WORST_IMAGE_SIDE = 1600  # their longer side on the page, in pixels
 MAX_METRIC_CURVES = 24  # evaluation curves ("split/metric") drawn
 MAX_ITERATION = 10**12
 MAX_CURVE_VALUE = 1e100
+MAX_AUDIT_PICTURES = 200  # pictures of an audit shown
+AUDIT_COMMAND = "data audit"
+_AUDIT_PICTURE = re.compile(r"(\d{1,6})_([a-z_]{1,20})_(-?\d{1,19})\.jpg")
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,64}(/[A-Za-z0-9_.:\-]{1,64})?")
 
 
@@ -103,6 +109,9 @@ def report(run_dir: Path, *, out: Path | None = None, overwrite: bool = False, g
     gallery: how many evaluation images to draw (0: none).
     """
     run = Path(run_dir)
+    if _is_audit_folder(run):
+        target = prepare_output_file(out if out is not None else run / REPORT_NAME, overwrite=overwrite, flag="--out")
+        return _audit_report(run, target)
     _check_run_folder(run)
     target = prepare_output_file(out if out is not None else run / REPORT_NAME, overwrite=overwrite, flag="--out")
     folder = RunFolderReader(run)
@@ -203,6 +212,51 @@ class RunFolderReader:
             return json.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             return None
+
+
+def _is_audit_folder(run: Path) -> bool:
+    """A folder `retina data audit` wrote (its output marker, or its summary.json and issues.json)."""
+    return run.is_dir() and (
+        output_owner(run) == AUDIT_COMMAND or ((run / SUMMARY_JSON).is_file() and (run / ISSUES_JSON).is_file())
+    )
+
+
+def _audit_report(run: Path, target: Path) -> ReportResult:
+    """The page of an audit folder: summary.json, issues.json and the pictures named
+    `NNNN_<kind>_<image id>.jpg` in pictures/, read through `RunFolderReader` like a run's files."""
+    folder = RunFolderReader(run)
+    missing: dict[str, str] = {}
+    summary = folder.read_json(SUMMARY_JSON)
+    if not isinstance(summary, dict):
+        missing["summary"] = f"{run / SUMMARY_JSON}: missing or not a JSON object (the audit has not finished?)"
+        summary = {}
+    data = folder.read_json(ISSUES_JSON)
+    issues = data.get("issues") if isinstance(data, dict) else None
+    if not isinstance(issues, list):
+        missing["issues"] = f"{run / ISSUES_JSON}: missing or not {{\"issues\": [...]}}"
+        issues = []
+    pictures = []
+    directory = folder.path(PICTURES_DIR)
+    if directory is not None and directory.is_dir():
+        names = sorted(p.name for p in directory.iterdir() if _AUDIT_PICTURE.fullmatch(p.name))
+        for name in names[:MAX_AUDIT_PICTURES]:
+            raw = folder.read_bytes(f"{PICTURES_DIR}/{name}", limit=PICTURE_BYTES)
+            if raw is None:
+                continue
+            rank, kind, image_id = _AUDIT_PICTURE.fullmatch(name).groups()  # type: ignore[union-attr]
+            pictures.append(AuditPicture(kind, Picture(raw, f"#{int(rank)} {kind}, image {image_id}", mime="image/jpeg")))
+    page = AuditPageData(
+        title=f"retina data audit: {run.resolve()}",
+        generated_at=datetime.now().astimezone().isoformat(timespec="seconds"),
+        summary=summary,
+        issues=issues,
+        pictures=pictures,
+        left_out=folder.left_out,
+        missing=missing,
+    )
+    write_text(target, render_audit(page))
+    status = f"label audit: {len(issues)} issues, {len(pictures)} pictures"
+    return ReportResult(target, status, 0, missing, list(folder.left_out), None)
 
 
 def _check_run_folder(run: Path) -> None:

@@ -78,10 +78,10 @@ def render_report(data: ReportData) -> str:
         _log(data),
     ]
     nav = "".join(f'<a href="#{h.text(key)}">{h.text(label)}</a>' for key, label in _SECTIONS)
-    return _PAGE.format(
+    return PAGE.format(
         title=h.text(data.title),
         generator=h.text(GENERATOR),
-        style=_STYLE,
+        style=STYLE,
         nav=nav,
         body="\n".join(sections),
         generated=h.text(data.generated_at),
@@ -286,7 +286,7 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 0; color: #1d2330; background: #fafbfc; }
 header { background: #1d2330; color: #fff; padding: 12px 24px; }
 header h1 { margin: 0; font-size: 20px; }
@@ -311,7 +311,7 @@ pre { background: #f0f2f5; padding: 8px; overflow-x: auto; font-size: 12px; }
 footer { color: #777; font-size: 12px; padding: 12px 24px; }
 """
 
-_PAGE = """<!DOCTYPE html>
+PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
