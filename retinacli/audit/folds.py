@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from retinacli.data.formats.coco import DetectionDataset
-from retinacli.data.formats.split import assign_splits, split_sizes
+from retinacli.data.formats.split import assign_splits
 
 MAX_FOLDS = 20
 
@@ -29,7 +29,8 @@ def assign_folds(dataset: DetectionDataset, *, folds: int, seed: int) -> dict[in
     if len(dataset.records) < folds:
         raise ValueError(f"{len(dataset.records)} images are too few for {folds} folds")
     names = [f"fold{k}" for k in range(folds)]
-    sizes = split_sizes(len(dataset.records), {name: 1.0 / folds for name in names})
+    base, extra = divmod(len(dataset.records), folds)
+    sizes = {name: base + (1 if k < extra else 0) for k, name in enumerate(names)}
     image_classes = {r.image_id: frozenset(r.labels.tolist()) for r in dataset.records}
     assignment = assign_splits(image_classes, sizes=sizes, seed=seed)
     return {image_id: names.index(name) for image_id, name in assignment.items()}

@@ -63,8 +63,9 @@ COMMAND = "data audit"
 PLAN_NAME = "audit_plan.json"
 FOLDS_DIR = "folds"
 DETECTIONS_NAME = "detections.json"
+FOLDS_NAME = "folds.json"
 RECIPE_SUFFIXES = (".yaml", ".yml")
-_OWN_ENTRIES = (FOLDS_DIR, "pictures", PLAN_NAME, DETECTIONS_NAME, "issues.json", "issues.csv", "summary.json")
+_OWN_ENTRIES = (FOLDS_DIR, FOLDS_NAME, "pictures", PLAN_NAME, DETECTIONS_NAME, "issues.json", "issues.csv", "summary.json")
 
 
 @dataclass
@@ -285,14 +286,16 @@ def _cross_fit(
     """Train one model per fold on the other folds and collect its detections on the fold."""
     from retinacli.commands.train import train_from_recipe
 
-    try:
-        fold_of = assign_folds(audited, folds=folds, seed=int(recipe["seed"]))
-    except ValueError as exc:
-        raise UsageError(f"--folds {folds}: {exc}") from None
+    fold_of = _stored_folds(out / FOLDS_NAME, audited, folds)
+    if fold_of is None:
+        try:
+            fold_of = assign_folds(audited, folds=folds, seed=int(recipe["seed"]))
+        except ValueError as exc:
+            raise UsageError(f"--folds {folds}: {exc}") from None
+        write_json(out / FOLDS_NAME, {"folds": folds, "fold_of_image": [[i, k] for i, k in sorted(fold_of.items())]})
     data = read_coco_json(files.annotations)
     root = out / FOLDS_DIR
     root.mkdir(exist_ok=True)
-    write_json(out / "folds.json", {"folds": folds, "fold_of_image": [[i, k] for i, k in sorted(fold_of.items())]})
     results: list[dict[str, Any]] = []
     for k in range(folds):
         folder = root / f"fold{k}"
@@ -322,6 +325,22 @@ def _cross_fit(
         results += fold_results
     write_json(out / DETECTIONS_NAME, results)
     return results
+
+
+def _stored_folds(path: Path, audited: DetectionDataset, folds: int) -> dict[int, int] | None:
+    """The folds an earlier call of this audit chose (folds.json), so that a resumed audit holds
+    out the same images; None when there is no such file. Raises UsageError when the file does
+    not give every image of the dataset one of the `folds` folds."""
+    if not path.is_file():
+        return None
+    try:
+        pairs = json.loads(path.read_text(encoding="utf-8"))["fold_of_image"]
+        fold_of = {int(i): int(k) for i, k in pairs}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: unreadable ({exc!r}); start the audit afresh with --overwrite") from None
+    if set(fold_of) != {r.image_id for r in audited.records} or not set(fold_of.values()) <= set(range(folds)):
+        raise UsageError(f"{path}: does not fit the dataset's images and {folds} folds; start afresh with --overwrite")
+    return fold_of
 
 
 def _fold_recipe(recipe: dict[str, Any], train_json: Path, images: Path, run: Path, iters: int | None) -> dict[str, Any]:
