@@ -371,6 +371,14 @@ def data_audit(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Start afresh in an earlier audit's --output-dir (its fold runs are removed).")
     ] = False,
+    cleanlab: Annotated[
+        bool,
+        typer.Option(
+            "--cleanlab",
+            help="Also write cleanlab.json: cleanlab's per-image label quality and overlooked/swap/badloc box "
+            "scores of the same detections (pip install 'retinacli[audit]').",
+        ),
+    ] = False,
     device: DeviceOption = None,
     trust_code: TrustCodeOption = False,
     threads: Annotated[
@@ -408,6 +416,7 @@ def data_audit(
             fix_score=fix_score,
             resume=resume,
             overwrite=overwrite,
+            cleanlab=cleanlab,
             device=device,
             trust_code=trust_code,
             threads=threads,
@@ -439,6 +448,8 @@ def data_audit(
         highlight=False,
         soft_wrap=True,
     )
+    if result.cleanlab is not None:
+        console.print(_shown(f"wrote {result.cleanlab} (cleanlab's scores of the same detections)"), highlight=False, soft_wrap=True)
     if result.fixed is not None:
         removed, added = result.fixed_counts
         console.print(

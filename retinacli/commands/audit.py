@@ -14,7 +14,7 @@ Two ways to get the detections the labels are compared with (`audit.scoring`):
   file's recipe's `data.test.dataset` by default), for a dataset the model never trained on.
 
 DIR then gets issues.json, issues.csv, summary.json and pictures of the top issues
-(`audit.outputs`); `detections.json` (all folds together) and `audit_plan.json` (what the
+(`audit.outputs`), and with `--cleanlab` cleanlab.json (`audit.cleanlab_scores`); `detections.json` (all folds together) and `audit_plan.json` (what the
 detections depend on) stay, so a rerun with `--resume` and other thresholds only rescores.
 """
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retinacli.audit.cleanlab_scores import cleanlab_scores, import_cleanlab
 from retinacli.audit.folds import assign_folds, fold_jsons
 from retinacli.audit.issues import Issue, find_issues, predictions_from_results, summarize
 from retinacli.audit.outputs import draw_issues, fixed_json, write_issues
@@ -64,8 +65,9 @@ PLAN_NAME = "audit_plan.json"
 FOLDS_DIR = "folds"
 DETECTIONS_NAME = "detections.json"
 FOLDS_NAME = "folds.json"
+CLEANLAB_NAME = "cleanlab.json"
 RECIPE_SUFFIXES = (".yaml", ".yml")
-_OWN_ENTRIES = (FOLDS_DIR, FOLDS_NAME, "pictures", PLAN_NAME, DETECTIONS_NAME, "issues.json", "issues.csv", "summary.json")
+_OWN_ENTRIES = (FOLDS_DIR, FOLDS_NAME, CLEANLAB_NAME, "pictures", PLAN_NAME, DETECTIONS_NAME, "issues.json", "issues.csv", "summary.json")
 
 
 @dataclass
@@ -82,6 +84,7 @@ class AuditResult:
     fixed_counts: tuple[int, int] = (0, 0)
     folds_trained: list[int] = field(default_factory=list)
     folds_reused: list[int] = field(default_factory=list)
+    cleanlab: Path | None = None
 
 
 def audit(
@@ -99,6 +102,7 @@ def audit(
     fix_score: float = 0.8,
     resume: bool = False,
     overwrite: bool = False,
+    cleanlab: bool = False,
     device: str | None = None,
     trust_code: bool = False,
     threads: int | None = None,
@@ -130,6 +134,8 @@ def audit(
         raise UsageError(f"--iters {iters}: at least 1")
     if not is_recipe:
         refuse_untrusted_code(source, trust_code=trust_code, command="data audit")
+    if cleanlab:
+        import_cleanlab()  # missing: said before anything runs
     out = Path(output_dir)
     if not resume:
         check_output_dir(out, command=COMMAND, overwrite=overwrite)
@@ -166,6 +172,9 @@ def audit(
     write_issues(out, issues, summary=summary)
     result.issues, result.summary = issues, summary
     result.pictures = [path for _, path in draw_issues(out, issues, audited, limit=pictures)]
+    if cleanlab:
+        write_json(out / CLEANLAB_NAME, cleanlab_scores(audited, predictions, confident=thresholds.score_thresh))
+        result.cleanlab = out / CLEANLAB_NAME
     if write_fixed is not None:
         fixed, removed, added = fixed_json(read_coco_json(files.annotations), issues, audited, add_score=fix_score)
         result.fixed, result.fixed_counts = write_json(write_fixed, fixed), (removed, added)

@@ -21,43 +21,7 @@ from retinacli.audit.issues import (
 from retinacli.audit.outputs import FIXED_FLAG, draw_issues, fixed_json, write_issues
 from retinacli.audit.scoring import AuditThresholds
 from retinacli.build import DatasetFiles, build_given_dataset
-
-# image 1: a circle (ann 1, well detected), a square labelled as triangle (ann 2), a duplicate
-#          of the circle (ann 3); image 2: a square (ann 4), an unlabelled circle (detected),
-#          a triangle label on background (ann 5); image 3: nothing.
-COCO = {
-    "images": [
-        {"id": 1, "file_name": "sub/one.png", "width": 200, "height": 160},
-        {"id": 2, "file_name": "two.png", "width": 200, "height": 160},
-        {"id": 3, "file_name": "three.png", "width": 200, "height": 160},
-    ],
-    "categories": [{"id": 7, "name": "circle"}, {"id": 8, "name": "square"}, {"id": 9, "name": "triangle"}],
-    "annotations": [
-        {"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0},
-        {"id": 2, "image_id": 1, "category_id": 9, "bbox": [100, 20, 50, 50], "area": 2500, "iscrowd": 0},
-        {"id": 3, "image_id": 1, "category_id": 7, "bbox": [11, 10, 40, 40], "area": 1600, "iscrowd": 0},
-        {"id": 4, "image_id": 2, "category_id": 8, "bbox": [20, 20, 60, 60], "area": 3600, "iscrowd": 0},
-        {"id": 5, "image_id": 2, "category_id": 9, "bbox": [150, 110, 30, 30], "area": 900, "iscrowd": 0},
-    ],
-}
-RESULTS = [
-    {"image_id": 1, "category_id": 7, "bbox": [10, 11, 40, 40], "score": 0.9},
-    {"image_id": 1, "category_id": 8, "bbox": [101, 20, 50, 50], "score": 0.8},
-    {"image_id": 2, "category_id": 8, "bbox": [20, 21, 60, 60], "score": 0.95},
-    {"image_id": 2, "category_id": 7, "bbox": [100, 30, 40, 40], "score": 0.85},
-    {"image_id": 2, "category_id": 99, "bbox": [150, 110, 30, 30], "score": 0.99},  # not a category
-]
-
-
-@pytest.fixture
-def dataset(tmp_path: Path):
-    images = tmp_path / "images"
-    (images / "sub").mkdir(parents=True)
-    for img in COCO["images"]:
-        Image.new("RGB", (img["width"], img["height"]), (90, 120, 150)).save(images / img["file_name"])
-    annotations = tmp_path / "data.json"
-    annotations.write_text(json.dumps(COCO))
-    return build_given_dataset(DatasetFiles(annotations, images))
+from tests.audit.handmade import COCO, RESULTS
 
 
 def test_issues_are_found_ranked_and_named(dataset) -> None:

@@ -159,7 +159,7 @@ def test_model_file_mode_with_write_fixed(finished_run: Path, tmp_path: Path, ca
     before = snapshot(tmp_path)
     result = run_cli(
         ["data", "audit", str(finished_run / "model_final.pth"), "--dataset", str(annotations), "--images", str(images),
-         "--output-dir", str(out), "--write-fixed", str(fixed), "--fix-score", "0.0", "--score-thresh", "0.05"],
+         "--output-dir", str(out), "--write-fixed", str(fixed), "--fix-score", "0.0", "--score-thresh", "0.05", "--cleanlab"],
         capsys, monkeypatch,
     )
     assert result.exit_code == 0, result.output
@@ -176,6 +176,8 @@ def test_model_file_mode_with_write_fixed(finished_run: Path, tmp_path: Path, ca
     assert unflagged == [a for a in source["annotations"] if a["id"] not in duplicates]
     assert written["images"] == source["images"] and written["categories"] == source["categories"]
     assert f"wrote {fixed}" in result.stdout.replace("\n", "")
+    cleanlab = json.loads((out / "cleanlab.json").read_text())
+    assert sorted(q["image_id"] for q in cleanlab["image_quality"]) == sorted(img["id"] for img in source["images"])
 
     again = run_cli(
         ["data", "audit", str(finished_run / "model_final.pth"), "--dataset", str(annotations), "--images", str(images),

@@ -13,7 +13,7 @@ from retinacli.audit.scoring import AuditThresholds
 from retinacli.build import DatasetFiles, build_given_dataset
 from retinacli.commands.report import report
 from retinacli.files import prepare_output_dir
-from tests.audit.test_issues_and_outputs import COCO, RESULTS
+from tests.audit.handmade import COCO, RESULTS
 
 
 def _audit_folder(tmp_path):
