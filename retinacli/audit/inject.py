@@ -54,7 +54,8 @@ def inject_errors(
 ) -> Injected:
     """Change round(fraction x boxes) boxes for each kind of `kinds` (see the module docstring).
 
-    Only non-crowd boxes are changed; a box is changed at most once; an added box lies inside
+    Only non-crowd boxes are changed; a box is changed at most once; nothing is swapped in a
+    dataset of one class; an added box lies inside
     its image, overlaps no box, and takes the size and class of a random existing box.
     """
     rng = random.Random(seed)
@@ -69,6 +70,8 @@ def inject_errors(
     next_id = max((a["id"] for a in annotations), default=0) + 1
     result = Injected(out)
     for kind in kinds:
+        if kind == "swapped" and len(category_ids) < 2:
+            continue  # one class: no other class to swap to
         for _ in range(count):
             ann = next(chosen, None)
             if ann is None:

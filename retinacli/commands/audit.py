@@ -31,7 +31,7 @@ from typing import Any
 from retinacli.audit.cleanlab_scores import cleanlab_scores, import_cleanlab
 from retinacli.audit.folds import assign_folds, fold_jsons
 from retinacli.audit.issues import Issue, find_issues, predictions_from_results, summarize
-from retinacli.audit.outputs import draw_issues, fixed_json, write_issues
+from retinacli.audit.outputs import PICTURES_DIR, draw_issues, fixed_json, write_issues
 from retinacli.audit.scoring import AuditThresholds
 from retinacli.build import (
     DatasetFiles,
@@ -67,7 +67,7 @@ DETECTIONS_NAME = "detections.json"
 FOLDS_NAME = "folds.json"
 CLEANLAB_NAME = "cleanlab.json"
 RECIPE_SUFFIXES = (".yaml", ".yml")
-_OWN_ENTRIES = (FOLDS_DIR, FOLDS_NAME, CLEANLAB_NAME, "pictures", PLAN_NAME, DETECTIONS_NAME, "issues.json", "issues.csv", "summary.json")
+_OWN_ENTRIES = (FOLDS_DIR, FOLDS_NAME, CLEANLAB_NAME, PICTURES_DIR, PLAN_NAME, DETECTIONS_NAME, "issues.json", "issues.csv", "summary.json")
 
 
 @dataclass
@@ -134,6 +134,12 @@ def audit(
         raise UsageError(f"--iters {iters}: at least 1")
     if not is_recipe:
         refuse_untrusted_code(source, trust_code=trust_code, command="data audit")
+        given = [flag for flag, value in (("--set", list(overrides)), ("--device", device)) if value]
+        if is_exported(source) and given:
+            raise UsageError(
+                f"{source}: an exported file has its thresholds and device built in; {', '.join(given)} "
+                "apply to recipes and model files only"
+            )
     if cleanlab:
         import_cleanlab()  # missing: said before anything runs
     out = Path(output_dir)
@@ -171,6 +177,7 @@ def audit(
     }
     write_issues(out, issues, summary=summary)
     result.issues, result.summary = issues, summary
+    _remove_own(out, (PICTURES_DIR, CLEANLAB_NAME))  # a rescored audit's earlier ones
     result.pictures = [path for _, path in draw_issues(out, issues, audited, limit=pictures)]
     if cleanlab:
         write_json(out / CLEANLAB_NAME, cleanlab_scores(audited, predictions, confident=thresholds.score_thresh))
@@ -267,14 +274,19 @@ def _open_output(out: Path, plan: dict[str, Any], *, resume: bool, overwrite: bo
             )
         return
     if overwrite and output_owner(out) == COMMAND:
-        for name in _OWN_ENTRIES:
-            entry = out / name
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            elif entry.exists() or entry.is_symlink():
-                entry.unlink()
+        _remove_own(out, _OWN_ENTRIES)
     prepare_output_dir(out, command=COMMAND, overwrite=overwrite)
     write_json(plan_file, plan)
+
+
+def _remove_own(out: Path, names: Sequence[str]) -> None:
+    """Remove the audit's own entries `names` of `out` (a link is removed, never followed)."""
+    for name in names:
+        entry = out / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif entry.exists() or entry.is_symlink():
+            entry.unlink()
 
 
 # ----------------------------------------------------------------------------- detections

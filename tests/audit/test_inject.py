@@ -57,3 +57,12 @@ def test_found_injected_counts_hits_in_the_top_k() -> None:
     assert table["wrong_class"] == {"injected": 2, "reported": 3, "precision_at_k": 0.5, "recall_at_k": 0.5, "recall": 1.0}
     assert table["missing"]["precision_at_k"] == 1.0 and table["missing"]["recall"] == 1.0
     assert table["spurious"] == {"injected": 0, "reported": 0, "precision_at_k": 0.0, "recall_at_k": 0.0, "recall": 0.0}
+
+
+def test_a_dataset_of_one_class_gets_no_swapped_boxes() -> None:
+    data = _data()
+    data["categories"] = data["categories"][:1]
+    for a in data["annotations"]:
+        a["category_id"] = 1
+    injected = inject_errors(data, fraction=0.1, seed=0)
+    assert injected.counts()["swapped"] == 0 and injected.counts()["removed"] == 6

@@ -99,13 +99,15 @@ def test_resume_with_other_thresholds_rescores_without_training(kfold_audit, cap
     tmp, out = kfold_audit
     runs = {k: (out / "folds" / f"fold{k}" / "run" / "model_final.pth").stat().st_mtime_ns for k in range(3)}
     before = json.loads((out / "issues.json").read_text())["issues"]
-    result = run_cli([*_audit_args(tmp, out), "--resume", "--score-thresh", "0.9", "--pictures", "0"], capsys, monkeypatch)
+    assert len(list((out / "pictures").iterdir())) == min(4, len(before))
+    result = run_cli([*_audit_args(tmp, out), "--resume", "--score-thresh", "0.9", "--pictures", "2"], capsys, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "folds trained now: none; reused: [0, 1, 2]" in result.stdout
     assert {k: (out / "folds" / f"fold{k}" / "run" / "model_final.pth").stat().st_mtime_ns for k in range(3)} == runs
     after = json.loads((out / "issues.json").read_text())["issues"]
     assert json.loads((out / "summary.json").read_text())["thresholds"]["score_thresh"] == 0.9
     assert len(after) >= len([i for i in before if i["kind"] == "spurious"])  # fewer confident detections
+    assert len(list((out / "pictures").iterdir())) == min(2, len(after))  # the earlier pictures are gone
 
 
 def test_resume_of_another_plan_is_refused_and_changes_nothing(kfold_audit, capsys, monkeypatch) -> None:
@@ -236,6 +238,18 @@ def test_a_folder_of_the_users_files_is_refused(finished_run: Path, tmp_path: Pa
     assert result.exit_code == 2
     assert "holds files retinacli did not write (notes.txt)" in result.stderr
     assert changed_outside(before, tmp_path) == []
+
+
+def test_an_exported_file_refuses_recipe_flags(tmp_path: Path, capsys, monkeypatch) -> None:
+    exported = tmp_path / "model.onnx"
+    exported.write_bytes(b"not read")
+    result = run_cli(
+        ["data", "audit", str(exported), "--dataset", "d.json", "--images", ".", "--device", "cpu", "--output-dir", str(tmp_path / "a")],
+        capsys, monkeypatch,
+    )
+    assert result.exit_code == 2
+    assert "--device apply to recipes and model files only" in result.stderr
+    assert not (tmp_path / "a").exists()
 
 
 def test_a_torchscript_file_is_refused_before_it_is_opened(tmp_path: Path, capsys, monkeypatch) -> None:
