@@ -36,6 +36,12 @@ class CheckpointError(RetinaError):
     exit_code = 2
 
 
+class DownloadError(CheckpointError):
+    """Pretrained weights could not be fetched (offline, an HTTP error, a proxy failure, a
+    response larger than the published file) or are not the published file (a hash mismatch).
+    The message names the URL and the path to put the file at by hand."""
+
+
 class TrainingError(RetinaError):
     """Training cannot go on (for example the loss became infinite or NaN)."""
 

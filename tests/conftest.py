@@ -10,7 +10,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-pytest_plugins = ["tests.raccoon_fixtures", "tests.fuzzing"]
+pytest_plugins = ["tests.raccoon_fixtures", "tests.fuzzing", "tests.weights_server"]
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +46,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from retinacli.commands.train import train_from_recipe
-    from tests.train.tiny import tiny_recipe
+    from tests.training.tiny import tiny_recipe
 
     tmp = tmp_path_factory.mktemp("report_run")
     threads = torch.get_num_threads()

@@ -28,6 +28,7 @@ from retinacli.errors import RecipeError
 from retinacli.recipe.anchor_sizes import format_compact
 from retinacli.recipe.safe_expr import UnsafeExpressionError, evaluate
 from retinacli.recipe.schema import Recipe
+from retinacli.recipe.zoo_settings import zoo_settings
 from retinacli.yaml_files import (
     MAX_YAML_DEPTH,
     MAX_YAML_NODES,
@@ -131,11 +132,19 @@ def upgrade_stored_recipe(raw: Mapping[str, Any], *, format_version: int) -> dic
 def validate_recipe(
     raw: Mapping[str, Any], *, source: str = "recipe", origins: _Origins | None = None
 ) -> Recipe:
-    """Validate an already-merged mapping; RecipeError lists every problem found."""
+    """Validate an already-merged mapping; RecipeError lists every problem found.
+
+    A `model.weights: zoo:NAME` fills in the keys that belong to those weights and refuses a
+    recipe that sets them otherwise (`zoo_settings`)."""
+    origins = origins or _Origins()
+    zoo = zoo_settings(raw, source=source, where=origins.find)
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(zoo.filled(raw) if zoo else raw)
     except ValidationError as exc:
-        raise RecipeError(_format_validation_error(exc, source, origins or _Origins())) from None
+        raise RecipeError(_format_validation_error(exc, source, origins)) from None
+    if zoo:
+        zoo.check(recipe)
+    return recipe
 
 
 def parse_override(text: str) -> Override:

@@ -369,8 +369,11 @@ class ModelConfig(Section):
         None,
         description="File to initialise from: a retinacli checkpoint, a detectron2 .pth or "
         "model-zoo .pkl, or ImageNet backbone weights (torchvision resnet*.pth or detectron2's "
-        "MSRA R-50.pkl). Initialising is not resuming: the iteration starts at 0. "
-        "${VAR} and ${VAR:-default} are expanded.",
+        "MSRA R-50.pkl); or zoo:NAME (`retina weights list`), downloaded and verified into "
+        "torch's hub cache when training starts, which also sets input_format, pixel_mean, "
+        "pixel_std and the backbone's depth, res2_out_channels and stride_in_1x1 to the weights' "
+        "values (a recipe that sets one otherwise is refused). Initialising is not resuming: the "
+        "iteration starts at 0. ${VAR} and ${VAR:-default} are expanded.",
     )
     freeze: list[Literal["fpn", "head.cls_subnet", "head.bbox_subnet", "head.cls_score", "head.bbox_pred"]] = Field(
         default_factory=list,

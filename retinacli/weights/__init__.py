@@ -6,4 +6,7 @@
   torchvision -> retinacli.
 - `loading`: `init_from_weights` (what fits, reported) and `load_exactly` (every key, or an
   error), both into an already built model.
+- `zoo`: pretrained weights by name (`zoo.json`: URL, size, hashes, the recipe keys that belong to
+  the weights, where each fact comes from); the standard library only.
+- `download`: fetching a zoo file into torch's hub cache: resumable, bounded, verified.
 """

@@ -13,8 +13,8 @@ import torch
 import torchvision
 
 from retinacli.errors import CheckpointError
-from retinacli.train.checkpoints import save_checkpoint
-from retinacli.train.rng import capture_rng_state
+from retinacli.training.checkpoints import save_checkpoint
+from retinacli.training.rng import capture_rng_state
 from retinacli.weights.names import (
     caffe2_resnet_to_detectron2,
     detectron2_to_retinacli,

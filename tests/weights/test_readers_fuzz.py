@@ -16,7 +16,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retinacli.train.checkpoints import load_checkpoint
+from retinacli.training.checkpoints import load_checkpoint
 from retinacli.weights.readers import read_weights_file
 from tests.fuzzing import FUZZ, expect_clean
 
