@@ -40,9 +40,9 @@ from retinacli.recipe.schema import (
     TestDataConfig,
     TrainDataConfig,
 )
-from retinacli.train.loop import ClipSettings, NonFinitePolicy
-from retinacli.train.schedules import Schedule, WarmupScheduler
-from retinacli.train.solver import build_optimizer
+from retinacli.training.loop import ClipSettings, NonFinitePolicy
+from retinacli.training.schedules import Schedule, WarmupScheduler
+from retinacli.training.solver import build_optimizer
 
 # ----------------------------------------------------------------------------- model
 

@@ -19,11 +19,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "retinacli"
 # What each part may import from retinacli (besides itself). Listed top to bottom.
 ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
-    "cli": {"commands", "recipe", "errors", "text", "predict", "evaluation", "anchors_tool", "train", "audit", "__init__"},
-    "commands": {"build", "recipe", "engine", "data", "train", "evaluation", "predict", "report", "export",
+    "cli": {"commands", "recipe", "errors", "text", "predict", "evaluation", "anchors_tool", "training", "audit", "__init__"},
+    "commands": {"build", "recipe", "engine", "data", "training", "evaluation", "predict", "report", "export",
                  "benchmarking", "anchors_tool", "weights", "audit", "files", "devices", "errors", "text", "yaml_files", "levels", "__init__"},
-    "build": {"recipe", "engine", "data", "train", "anchors_tool", "errors", "levels"},
-    "recipe": {"errors", "yaml_files", "levels"},
+    "build": {"recipe", "engine", "data", "training", "anchors_tool", "errors", "levels"},
+    "recipe": {"errors", "yaml_files", "levels", "weights"},  # weights: only its zoo table (below)
     "anchors_tool": {"engine", "data", "files", "errors", "text"},
     "report": {"text"},
     "audit": {"data", "files", "errors", "text"},
@@ -31,7 +31,7 @@ ALLOWED: dict[str, set[str]] = {
     "benchmarking": {"engine"},
     "predict": {"engine", "data", "evaluation", "files", "errors", "text"},
     "evaluation": {"engine", "data", "files", "errors", "text"},
-    "train": {"engine", "data", "files", "devices", "errors", "text"},
+    "training": {"engine", "data", "files", "devices", "errors", "text"},
     "data": {"engine", "files", "errors", "text", "yaml_files"},
     "weights": {"files", "errors"},
     "engine": {"levels"},
@@ -41,7 +41,9 @@ ALLOWED: dict[str, set[str]] = {
     "text": set(),
     "levels": set(),
     "yaml_files": set(),
-    "__init__": set(),
+    "__init__": {"api"},
+    "api": {"commands", "build", "recipe", "data", "predict", "evaluation", "engine", "export", "training",
+            "devices", "errors"},
 }
 ENGINE_THIRD_PARTY = {"torch", "torchvision"}
 
@@ -104,7 +106,7 @@ def test_engine_imports_only_torch_torchvision_and_the_standard_library(path: Pa
 
 def test_lower_layers_never_name_the_recipe_the_commands_or_the_cli() -> None:
     # The issue's grep, done on the source text: not even a docstring import example.
-    for part in ("engine", "data", "train", "evaluation", "weights", "anchors_tool"):
+    for part in ("engine", "data", "training", "evaluation", "weights", "anchors_tool"):
         for path in (PACKAGE / part).rglob("*.py"):
             text = path.read_text(encoding="utf-8")
             for name in ("retinacli.recipe", "retinacli.cli", "retinacli.commands", "retinacli.build"):
@@ -116,7 +118,7 @@ SHARED_BY_COMMANDS = {"retinacli.commands.model_files", "retinacli.commands.trai
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "commands").glob("*.py")), ids=lambda p: p.name)
 def test_no_command_imports_another_command(path: Path) -> None:
-    """A concept two commands need lives below them (the run folder in train/, the test resize in
+    """A concept two commands need lives below them (the run folder in training/, the test resize in
     data/), never in one command imported by another; only model_files.py (a model file) and
     train.py's train_from_recipe (training a recipe, which the audit does once per fold) are shared."""
     own = f"retinacli.commands.{path.stem}"
@@ -126,3 +128,28 @@ def test_no_command_imports_another_command(path: Path) -> None:
         if module.startswith("retinacli.commands.") and module not in SHARED_BY_COMMANDS | {own}
     ]
     assert wrong == [], f"{path.name} imports other commands: {wrong}"
+
+
+# Narrower than a layer: the recipe reads the zoo table (which recipe keys belong to a
+# `model.weights: zoo:NAME`), and nothing else of the weights package; the table module uses the
+# standard library only, so validating a recipe never imports torch.
+NARROW_IMPORTS = {"recipe": {"retinacli.weights": {"retinacli.weights.zoo"}}}
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "recipe").rglob("*.py")), ids=lambda p: p.name)
+def test_the_recipe_reads_only_the_zoo_table_of_the_weights_package(path: Path) -> None:
+    allowed = NARROW_IMPORTS["recipe"]["retinacli.weights"]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    wrong = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "retinacli.weights" and node.level == 0:
+            wrong += [f"line {node.lineno}: retinacli.weights.{a.name}" for a in node.names
+                      if f"retinacli.weights.{a.name}" not in allowed]
+    wrong += [f"line {line}: {module}" for line, module in _imports(path)
+              if module.startswith("retinacli.weights.") and module not in allowed]
+    assert not wrong, f"the recipe may import only {sorted(allowed)} from weights: {wrong}"
+
+
+def test_the_zoo_table_module_imports_only_the_standard_library() -> None:
+    for line, module in _imports(PACKAGE / "weights" / "zoo.py"):
+        assert module.split(".")[0] in sys.stdlib_module_names, f"weights/zoo.py line {line}: {module}"

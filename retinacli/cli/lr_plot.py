@@ -27,7 +27,7 @@ def lr_plot(
     from rich.table import Table
 
     from retinacli.commands.lr_plot import plot_learning_rate
-    from retinacli.train import lr_plot as chart
+    from retinacli.training import lr_plot as chart
 
     result = plot_learning_rate(recipe, set_ or [], out=out, overwrite=overwrite)
     if as_json:
@@ -46,7 +46,7 @@ def lr_plot(
     for point in result.points:
         table.add_row(point.label, str(point.iteration), f"{point.lr:.6g}")
     console.print(table)
-    from retinacli.train.schedules import ignored_steps_note
+    from retinacli.training.schedules import ignored_steps_note
 
     if note := ignored_steps_note(schedule):
         console.print(f"[yellow]{note}[/]", highlight=False)

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from retinacli.train.run_log import format_scalars
+from retinacli.training.run_log import format_scalars
 
 
 class ConsoleReporter:

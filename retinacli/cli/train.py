@@ -43,7 +43,8 @@ def train(
     how: command.Resume = "auto" if auto_resume else resume
     if num_processes > 1:
         code = command.train_in_processes(
-            recipe, set_ or [], num_processes=num_processes, output_dir=output_dir, resume=how
+            recipe, set_ or [], num_processes=num_processes, output_dir=output_dir, resume=how,
+            message=lambda text: console.print(shown(text), highlight=False, soft_wrap=True),
         )
         raise typer.Exit(code)
     try:

@@ -58,7 +58,7 @@ from retinacli.files import (
     write_json,
 )
 from retinacli.recipe import Override, key_override, load_recipe, recipe_from_dict, recipe_to_dict
-from retinacli.train.loop import Reporter, SilentReporter
+from retinacli.training.loop import Reporter, SilentReporter
 
 COMMAND = "data audit"
 PLAN_NAME = "audit_plan.json"

@@ -9,8 +9,8 @@ from pathlib import Path
 from retinacli.build import build_schedule
 from retinacli.files import prepare_output_file
 from retinacli.recipe import Override, load_recipe
-from retinacli.train import lr_plot
-from retinacli.train.schedules import Schedule
+from retinacli.training import lr_plot
+from retinacli.training.schedules import Schedule
 
 
 @dataclass(frozen=True)

@@ -58,10 +58,16 @@ from retinacli.recipe.loading import BASE_KEY, read_yaml_file
 from retinacli.recipe.schema import Recipe
 from retinacli.report.audit_page import AuditPageData, AuditPicture, render_audit
 from retinacli.report.page import Evaluation, Picture, ReportData, render_report
-from retinacli.train.checkpoints import BEST_NAME, FINAL_NAME
-from retinacli.train.metrics import METRICS_FILE
-from retinacli.train.results_plot import TRAINING_PANELS, results_png
-from retinacli.train.run_folder import CONFIG_NAME, EVAL_DIR, LOG_NAME, REPORT_NAME, TEST_EVAL_DIR
+from retinacli.training.checkpoints import BEST_NAME, FINAL_NAME
+from retinacli.training.metrics import METRICS_FILE
+from retinacli.training.results_plot import TRAINING_PANELS, results_png
+from retinacli.training.run_folder import (
+    CONFIG_NAME,
+    EVAL_DIR,
+    LOG_NAME,
+    REPORT_NAME,
+    TEST_EVAL_DIR,
+)
 
 LOG_LINES = 80
 DIAGNOSTICS_PICTURES = (

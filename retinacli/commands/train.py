@@ -43,9 +43,9 @@ from retinacli.evaluation.classes import ClassInfo
 from retinacli.files import write_text
 from retinacli.recipe import Override, Recipe, dump_recipe, load_recipe, recipe_to_dict
 from retinacli.recipe.schema import TestDataConfig
-from retinacli.train.best import BestTracker
-from retinacli.train.checkpoints import CheckpointManager, load_checkpoint
-from retinacli.train.distributed import (
+from retinacli.training.best import BestTracker
+from retinacli.training.checkpoints import CheckpointManager, load_checkpoint
+from retinacli.training.distributed import (
     ProcessContext,
     broadcast_object,
     init_process,
@@ -53,21 +53,23 @@ from retinacli.train.distributed import (
     shutdown_process,
     wrap_for_processes,
 )
-from retinacli.train.ema import ModelEma
-from retinacli.train.loop import Reporter, SilentReporter, Trainer
-from retinacli.train.metrics import MetricsWriter
-from retinacli.train.results_plot import save_results_png
-from retinacli.train.rng import seed_everything
-from retinacli.train.run_folder import (
+from retinacli.training.ema import ModelEma
+from retinacli.training.loop import Reporter, SilentReporter, Trainer
+from retinacli.training.metrics import MetricsWriter
+from retinacli.training.results_plot import save_results_png
+from retinacli.training.rng import seed_everything
+from retinacli.training.run_folder import (
     Resume,
     RunFolder,
     plan_run,
     resume_command,
 )
-from retinacli.train.run_lock import RunLock
-from retinacli.train.run_log import TeeReporter, TextLog
-from retinacli.train.schedules import ignored_steps_note
+from retinacli.training.run_lock import RunLock
+from retinacli.training.run_log import TeeReporter, TextLog
+from retinacli.training.schedules import ignored_steps_note
+from retinacli.weights.download import cached_file, download, download_url
 from retinacli.weights.loading import init_from_weights
+from retinacli.weights.zoo import UnknownZooName, find_entry, zoo_name
 
 SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -107,10 +109,15 @@ def train_in_processes(
     num_processes: int,
     output_dir: Path | None = None,
     resume: Resume = False,
+    message: Callable[[str], None] | None = None,
 ) -> int:
     """The same training in `num_processes` local processes (torch.distributed, as torchrun
-    starts them); the recipe is checked here first. Returns the exit code of the group."""
-    load_recipe(recipe_path, _with_output_dir(overrides, output_dir))
+    starts them); the recipe is checked here first, and `zoo:` weights are fetched (`message`
+    hears how). Returns the exit code of the group."""
+    recipe = load_recipe(recipe_path, _with_output_dir(overrides, output_dir))
+    if recipe.model.weights and zoo_name(recipe.model.weights) is not None:
+        # Fetched once here, so that the processes find the file instead of each downloading it.
+        zoo_weights_file(recipe.model.weights, message=message or (lambda _text: None))
     argv = ["train", str(recipe_path), *[a for o in overrides for a in ("--set", o)]]
     if output_dir is not None:
         argv += ["--output-dir", str(output_dir)]
@@ -260,7 +267,7 @@ def _run(
     data = _datasets(recipe, reporter)
     model = build_model(recipe.model)
     if recipe.model.weights and last is None:
-        reporter.message(_init_weights(model, recipe.model.weights))
+        reporter.message(_init_weights(model, recipe.model.weights, message=reporter.message))
     # Channels-last weights: convolutions (forward and backward) about 10% faster on the CPU
     # (benchmarks/engine_vs_torchvision.py); the same numbers up to float rounding.
     model.to(ctx.device, memory_format=torch.channels_last)
@@ -421,18 +428,51 @@ def _datasets(recipe: Recipe, reporter: Reporter) -> _Datasets:
     return _Datasets(train_set, val, test)
 
 
-def _init_weights(model: torch.nn.Module, weights: str) -> str:
-    """Initialise from `model.weights`; the summary for the log."""
-    if not Path(weights).exists():
+def _init_weights(model: torch.nn.Module, weights: str, *, message: Callable[[str], None]) -> str:
+    """Initialise from `model.weights` (a path, or `zoo:NAME`, fetched first); the summary for
+    the log."""
+    if zoo_name(weights) is not None:
+        weights = str(zoo_weights_file(weights, message=message))
+    elif not Path(weights).exists():
         raise CheckpointError(
             f"model.weights: {weights} not found; download it (e.g. detectron2's ImageNet "
-            "R-50.pkl or a torchvision resnet50-*.pth) and put it there, or set "
-            "--set model.weights=PATH (null trains from scratch)"
+            "R-50.pkl or a torchvision resnet50-*.pth) and put it there, name pretrained weights "
+            "as zoo:NAME (`retina weights list`), or set --set model.weights=PATH (null trains "
+            "from scratch)"
         )
     try:
         return init_from_weights(model, weights).summary()
     except CheckpointError as exc:
         raise CheckpointError(f"model.weights: {exc}") from None
+
+
+def zoo_weights_file(weights: str, *, message: Callable[[str], None]) -> Path:
+    """The cached, verified file of `model.weights: zoo:NAME`, downloaded first when missing
+    (`weights.download`); `message` hears what happens (the start of a transfer, each quarter of
+    it, what was verified)."""
+    name = zoo_name(weights) or ""
+    try:
+        entry = find_entry(name)
+    except UnknownZooName as exc:  # validated recipes name known entries; a stored one may not
+        raise RecipeError(f"model.weights: {weights!r} names no pretrained weights retina knows; {exc.hint()}") from None
+    next_quarter = [0]  # 0 until the transfer starts; then the next quarter to report
+
+    def progress(done: int, total: int | None) -> None:
+        if next_quarter[0] == 0:
+            size = f" ({total / 2**20:.1f} MiB)" if total else ""
+            resumed = f", continuing after {done / 2**20:.1f} MiB" if done else ""
+            message(f"model.weights zoo:{name}: downloading {download_url(entry)}{size} into {cached_file(entry)}{resumed}")
+            next_quarter[0] = 1 + (4 * done // total if total else 0)
+        while total and next_quarter[0] < 4 and done >= total * next_quarter[0] / 4:
+            message(f"model.weights zoo:{name}: {25 * next_quarter[0]}% ({done / 2**20:.1f} of {total / 2**20:.1f} MiB)")
+            next_quarter[0] += 1
+
+    fetched = download(entry, progress=progress)
+    how = "downloaded" if fetched.downloaded else "cached"
+    message(f"model.weights zoo:{name}: {how} {fetched.path}; {fetched.check_text()}")
+    if fetched.note:
+        message(f"model.weights zoo:{name}: {fetched.note}")
+    return fetched.path
 
 
 def _evaluator(

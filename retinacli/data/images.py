@@ -90,13 +90,19 @@ def read_image(
         raise ValueError(f"input_format must be 'BGR' or 'RGB', got {input_format!r}")
     where = _where(path, image_id)
     with _open(path, where=where, action="decode") as opened:
-        array = np.asarray(_to_rgb(ImageOps.exif_transpose(opened)), dtype=np.uint8)
+        array = pil_to_rgb(opened)
     if expected_hw is not None:
         _check_size(where, actual_hw=(array.shape[0], array.shape[1]), expected_hw=expected_hw)
     if input_format == "BGR":
         array = array[:, :, ::-1]
     # np.asarray of a PIL image is read-only; torch.from_numpy wants a writable array.
     return np.array(array, order="C")
+
+
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8 RGB pixels, EXIF orientation applied and any mode converted
+    as `read_image` does (alpha dropped, 16-bit gray scaled down); read-only (np.asarray)."""
+    return np.asarray(_to_rgb(ImageOps.exif_transpose(image)), dtype=np.uint8)
 
 
 def rgb_to_input_format(rgb: np.ndarray, *, input_format: InputFormat) -> np.ndarray:

@@ -40,7 +40,7 @@ from PIL import Image
 from torch import Tensor
 
 from retinacli.data.augment.resize_flip import resize_for_inference, to_chw_tensor
-from retinacli.data.images import InputFormat, input_format_to_rgb, read_image
+from retinacli.data.images import InputFormat, input_format_to_rgb, read_image, rgb_to_input_format
 from retinacli.engine.structures import Detections
 from retinacli.errors import RetinaError, UsageError
 from retinacli.evaluation.detectors import ImageDetector
@@ -94,21 +94,7 @@ def find_images(inputs: Sequence[Path | str], *, out_dir: Path | str) -> list[Im
             leave `out_dir` (`files.output_file`).
     """
     suffixes = image_suffixes()
-    found: list[tuple[Path, Path]] = []
-    for given in inputs:
-        path = Path(given)
-        if path.is_dir():
-            inside = []
-            for root, dirs, files in os.walk(path):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                for name in files:
-                    if not name.startswith(".") and Path(name).suffix.lower() in suffixes:
-                        inside.append((Path(root) / name).relative_to(path))
-            found.extend((path / relative, relative) for relative in sorted(inside, key=_sort_key))
-        elif path.exists():
-            found.append((path, Path(path.name)))
-        else:
-            raise UsageError(f"{path}: no such file or folder; pass image files or folders")
+    found = list_image_files(inputs)
     out = Path(out_dir)
     seen: set[Path] = set()
     taken: set[Path] = set()
@@ -132,6 +118,33 @@ def find_images(inputs: Sequence[Path | str], *, out_dir: Path | str) -> list[Im
             "--output-dir that holds no input image"
         )
     return images
+
+
+def list_image_files(inputs: Sequence[Path | str]) -> list[tuple[Path, Path]]:
+    """(path, path relative to the folder it was found in) of each image of `inputs`, in order:
+    a folder's images (by suffix, hidden entries skipped) walked recursively in sorted order, a
+    file as given. Duplicates are kept.
+
+    Raises:
+        UsageError: an input does not exist.
+    """
+    suffixes = image_suffixes()
+    found: list[tuple[Path, Path]] = []
+    for given in inputs:
+        path = Path(given)
+        if path.is_dir():
+            inside = []
+            for root, dirs, files in os.walk(path):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                for name in files:
+                    if not name.startswith(".") and Path(name).suffix.lower() in suffixes:
+                        inside.append((Path(root) / name).relative_to(path))
+            found.extend((path / relative, relative) for relative in sorted(inside, key=_sort_key))
+        elif path.exists():
+            found.append((path, Path(path.name)))
+        else:
+            raise UsageError(f"{path}: no such file or folder; pass image files or folders")
+    return found
 
 
 def _sort_key(relative: Path) -> tuple[str, ...]:
@@ -259,6 +272,35 @@ def predict_images(
         score_thresh=detector.score_thresh,
         written=written,
     )
+
+
+def detect_images(
+    detector: ImageDetector,
+    images: Sequence[np.ndarray],
+    *,
+    input_format: InputFormat,
+    short_size: int,
+    max_size: int,
+    images_per_batch: int = 1,
+) -> list[Detections]:
+    """The detections of in-memory (H, W, 3) uint8 RGB images, `images_per_batch` at a time,
+    resized and converted as `predict_images` does for files; boxes in each image's pixels.
+
+    Unlike `predict_images`, nothing is skipped: an image the detector cannot take raises.
+    """
+    found: list[Detections] = []
+    for start in range(0, len(images), max(images_per_batch, 1)):
+        batch = images[start : start + max(images_per_batch, 1)]
+        resized = [
+            to_chw_tensor(
+                resize_for_inference(
+                    rgb_to_input_format(rgb, input_format=input_format), short_size=short_size, max_size=max_size
+                )
+            )
+            for rgb in batch
+        ]
+        found += detector.detect(resized, [(int(rgb.shape[0]), int(rgb.shape[1])) for rgb in batch])
+    return found
 
 
 def _detect_each(detector: ImageDetector, batch: Sequence[_Loaded]) -> list[tuple[_Loaded, Detections | str]]:

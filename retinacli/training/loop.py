@@ -31,20 +31,20 @@ from retinacli.errors import (
     TrainingInterrupted,
 )
 from retinacli.files import FORMAT_MARKER, FORMAT_VERSION
-from retinacli.train.best import BestTracker
-from retinacli.train.checkpoints import CheckpointManager, checkpoints_due
-from retinacli.train.distributed import (
+from retinacli.training.best import BestTracker
+from retinacli.training.checkpoints import CheckpointManager, checkpoints_due
+from retinacli.training.distributed import (
     all_gather_floats,
     any_process,
     broadcast_object,
     reduce_scalars,
 )
-from retinacli.train.ema import ModelEma
-from retinacli.train.interrupts import StopRequests, exit_code_of, signal_name
-from retinacli.train.metrics import MetricsWriter
-from retinacli.train.rng import capture_rng_state, restore_rng_state
-from retinacli.train.schedules import WarmupScheduler
-from retinacli.train.solver import clip_gradients
+from retinacli.training.ema import ModelEma
+from retinacli.training.interrupts import StopRequests, exit_code_of, signal_name
+from retinacli.training.metrics import MetricsWriter
+from retinacli.training.rng import capture_rng_state, restore_rng_state
+from retinacli.training.schedules import WarmupScheduler
+from retinacli.training.solver import clip_gradients
 
 LOSS_KEYS = ("loss_cls", "loss_box_reg")
 # Logged scalars averaged over processes; the timings are the slowest process's.

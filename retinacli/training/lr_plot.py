@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from retinacli.files import atomic_write
-from retinacli.train.schedules import Schedule
+from retinacli.training.schedules import Schedule
 
 KeyPointKind = Literal["start", "warmup_end", "step", "end"]
 

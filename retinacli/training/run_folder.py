@@ -31,9 +31,9 @@ from typing import Literal
 
 from retinacli.errors import UsageError
 from retinacli.files import FORMAT_MARKER, OUTPUT_MARKER, output_owner, write_json
-from retinacli.train.checkpoints import BEST_NAME, FINAL_NAME, POINTER_NAME, CheckpointManager
-from retinacli.train.metrics import METRICS_FILE
-from retinacli.train.run_lock import LOCK_NAME
+from retinacli.training.checkpoints import BEST_NAME, FINAL_NAME, POINTER_NAME, CheckpointManager
+from retinacli.training.metrics import METRICS_FILE
+from retinacli.training.run_lock import LOCK_NAME
 
 COMMAND = "train"
 CONFIG_NAME = "config.yaml"

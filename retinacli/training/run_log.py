@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from retinacli.train.loop import Reporter
+from retinacli.training.loop import Reporter
 
 METRIC_ORDER = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 

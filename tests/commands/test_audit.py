@@ -19,7 +19,7 @@ from PIL import Image
 from retinacli.audit.outputs import FIXED_FLAG
 from tests.cli_helpers import run_cli
 from tests.snapshots import changed_outside, snapshot
-from tests.train.tiny import REPO, tiny_overrides
+from tests.training.tiny import REPO, tiny_overrides
 
 SHAPES = str(REPO / "recipes" / "shapes.yaml")
 

@@ -10,7 +10,7 @@ import torch
 from retinacli.benchmarking import count_parameters, flops_per_image, time_calls
 from retinacli.build import build_model
 from tests.cli_helpers import run_cli
-from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
+from tests.training.tiny import REPO, tiny_overrides, tiny_recipe
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tests.cli_helpers import run_cli
 from tests.snapshots import changed_outside, snapshot
-from tests.train.tiny import REPO
+from tests.training.tiny import REPO
 
 SHAPES = str(REPO / "recipes" / "shapes.yaml")
 

@@ -12,9 +12,9 @@ from retinacli.commands import train as train_module
 from retinacli.commands.model_files import load_detector
 from retinacli.commands.train import train_from_recipe
 from retinacli.errors import RecipeError
-from retinacli.train import loop as loop_module
-from retinacli.train.checkpoints import load_checkpoint
-from tests.train.tiny import tiny_recipe
+from retinacli.training import loop as loop_module
+from retinacli.training.checkpoints import load_checkpoint
+from tests.training.tiny import tiny_recipe
 
 VAL = "data.val.dataset={kind: shapes, split: test, num_images: 2, seed: 5, image_size: [64, 96], cache_dir: '%s'}"
 

@@ -17,11 +17,11 @@ import torch
 from retinacli import files
 from retinacli.commands.train import train_from_recipe
 from retinacli.errors import DatasetError, StorageError, UsageError
-from retinacli.train import loop as loop_module
-from retinacli.train.checkpoints import load_checkpoint
-from retinacli.train.run_lock import LOCK_NAME
+from retinacli.training import loop as loop_module
+from retinacli.training.checkpoints import load_checkpoint
+from retinacli.training.run_lock import LOCK_NAME
 from tests.cli_helpers import run_cli
-from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
+from tests.training.tiny import REPO, tiny_overrides, tiny_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -162,7 +162,7 @@ def test_a_second_run_on_a_live_runs_folder_is_refused_with_its_pid(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from retinacli.train.run_lock import RunLock; "
+         "import sys, time; from retinacli.training.run_lock import RunLock; "
          "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)", str(out)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )

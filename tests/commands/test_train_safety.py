@@ -17,7 +17,7 @@ from retinacli.files import OUTPUT_MARKER
 from retinacli.recipe import dump_recipe
 from tests.cli_helpers import run_cli
 from tests.snapshots import changed_outside, snapshot
-from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
+from tests.training.tiny import REPO, tiny_overrides, tiny_recipe
 
 
 def _users_files(folder: Path) -> None:

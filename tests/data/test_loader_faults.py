@@ -116,7 +116,7 @@ def test_a_stream_of_good_images_is_unchanged_by_the_fault_handling(shapes):
 def test_an_unreadable_image_during_evaluation_is_its_dataset_error(shapes):
     from retinacli.data.loader import build_test_loader
     from retinacli.evaluation.inference import run_inference
-    from tests.train.tiny import tiny_recipe
+    from tests.training.tiny import tiny_recipe
 
     damaged = shapes.records[1]
     with open(damaged.file_name, "r+b") as handle:

@@ -25,7 +25,7 @@ from retinacli.recipe.loading import (
     MAX_YAML_NODES,
 )
 from retinacli.recipe.schema import MAX_ITERATIONS
-from retinacli.train.lr_plot import MAX_CURVE_POINTS, lr_curve
+from retinacli.training.lr_plot import MAX_CURVE_POINTS, lr_curve
 from tests.cli_helpers import run_cli
 from tests.snapshots import changed_outside, snapshot
 

@@ -1,4 +1,4 @@
-"""Run under torchrun by tests/train/test_distributed.py: train, then save this rank's weights."""
+"""Run under torchrun by tests/training/test_distributed.py: train, then save this rank's weights."""
 
 from __future__ import annotations
 

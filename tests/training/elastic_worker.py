@@ -1,4 +1,4 @@
-"""Run by torchrun in tests/train/test_distributed_elastic.py: `retina train ARGS...` as
+"""Run by torchrun in tests/training/test_distributed_elastic.py: `retina train ARGS...` as
 `python -m retinacli` runs it, with two test hooks set through the environment:
 
 - RETINA_TEST_KILL_AT_STEP=k: in the first attempt (TORCHELASTIC_RESTART_COUNT 0), the rank-1
@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from retinacli.train import loop
+from retinacli.training import loop
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from retinacli.train.best import BestTracker
-from retinacli.train.ema import ModelEma
+from retinacli.training.best import BestTracker
+from retinacli.training.ema import ModelEma
 
 
 def test_best_tracker_keeps_the_best_and_counts_evaluations_since():

@@ -12,15 +12,15 @@ from torch import nn
 
 from retinacli.errors import CheckpointError
 from retinacli.files import FORMAT_MARKER, FORMAT_VERSION
-from retinacli.train import checkpoints
-from retinacli.train.checkpoints import (
+from retinacli.training import checkpoints
+from retinacli.training.checkpoints import (
     CheckpointManager,
     checkpoints_due,
     load_checkpoint,
     save_checkpoint,
 )
-from retinacli.train.rng import capture_rng_state, restore_rng_state
-from retinacli.train.schedules import Schedule, WarmupScheduler
+from retinacli.training.rng import capture_rng_state, restore_rng_state
+from retinacli.training.schedules import Schedule, WarmupScheduler
 
 RECIPE = {"solver": {"base_lr": 0.01, "steps": [6, 9], "weights": None}, "seed": 0, "amp": False}
 

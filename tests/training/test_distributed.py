@@ -14,8 +14,8 @@ import torch
 
 from retinacli.build import build_dataset, build_model, build_solver, build_train_augmentation
 from retinacli.data.loader import build_train_loader
-from retinacli.train.rng import seed_everything
-from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
+from retinacli.training.rng import seed_everything
+from tests.training.tiny import REPO, tiny_overrides, tiny_recipe
 
 WORKER = REPO / "tests" / "train" / "ddp_worker.py"
 

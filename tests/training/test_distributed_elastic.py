@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from retinacli.train.checkpoints import load_checkpoint
-from tests.train.tiny import REPO, tiny_overrides
+from retinacli.training.checkpoints import load_checkpoint
+from tests.training.tiny import REPO, tiny_overrides
 
 pytestmark = [
     pytest.mark.slow,

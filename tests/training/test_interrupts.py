@@ -15,11 +15,11 @@ import torch
 
 from retinacli.commands.train import train_from_recipe
 from retinacli.errors import TrainingInterrupted
-from retinacli.train import loop as loop_module
-from retinacli.train.checkpoints import load_checkpoint
-from retinacli.train.interrupts import StopRequests, exit_code_of
+from retinacli.training import loop as loop_module
+from retinacli.training.checkpoints import load_checkpoint
+from retinacli.training.interrupts import StopRequests, exit_code_of
 from tests.cli_helpers import run_cli
-from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
+from tests.training.tiny import REPO, tiny_overrides, tiny_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,10 +14,10 @@ from retinacli.commands.train import train_from_recipe
 from retinacli.engine.detector import RetinaNet
 from retinacli.errors import TrainingError, UsageError
 from retinacli.recipe import load_recipe
-from retinacli.train import loop as loop_module
-from retinacli.train.checkpoints import load_checkpoint
+from retinacli.training import loop as loop_module
+from retinacli.training.checkpoints import load_checkpoint
 from tests.cli_helpers import run_cli
-from tests.train.tiny import REPO, tiny_overrides, tiny_recipe
+from tests.training.tiny import REPO, tiny_overrides, tiny_recipe
 
 
 @pytest.fixture(autouse=True)
@@ -220,10 +220,10 @@ def test_rollback_recovers_from_one_bad_iteration(tmp_path, monkeypatch):
 
 
 def _bare_trainer(tmp_path, *, amp_scaler: bool):
-    from retinacli.train.checkpoints import CheckpointManager
-    from retinacli.train.loop import Trainer
-    from retinacli.train.metrics import MetricsWriter
-    from retinacli.train.schedules import Schedule, WarmupScheduler
+    from retinacli.training.checkpoints import CheckpointManager
+    from retinacli.training.loop import Trainer
+    from retinacli.training.metrics import MetricsWriter
+    from retinacli.training.schedules import Schedule, WarmupScheduler
 
     model = torch.nn.Linear(2, 1)
     model.loss_normalizer = 100.0
@@ -266,7 +266,7 @@ def test_the_amp_loss_scale_is_saved_and_restored(tmp_path):
 def test_several_processes_keep_their_own_buffers(tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    from retinacli.train.distributed import wrap_for_processes
+    from retinacli.training.distributed import wrap_for_processes
 
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     with socket.socket() as free:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from retinacli.train.lr_plot import (
+from retinacli.training.lr_plot import (
     KeyPoint,
     chart_marks,
     curve_json,
@@ -16,8 +16,8 @@ from retinacli.train.lr_plot import (
     render_terminal_chart,
     save_png,
 )
-from retinacli.train.schedules import Schedule
-from tests.train.test_schedules import MULTISTEP
+from retinacli.training.schedules import Schedule
+from tests.training.test_schedules import MULTISTEP
 
 TINY = Schedule(**MULTISTEP)  # 12 iterations, 4 of linear warmup from 0.1x, steps at 6 and 9
 

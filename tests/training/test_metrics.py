@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from retinacli.train.metrics import MetricsWriter
+from retinacli.training.metrics import MetricsWriter
 
 
 def test_jsonl_and_tensorboard_hold_the_same_scalars(tmp_path):

@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from retinacli.train.results_plot import metric_panels, results_png
+from retinacli.training.results_plot import metric_panels, results_png
 
 
 def test_splits_of_one_metric_share_a_panel_in_coco_order():

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from retinacli.errors import UsageError
-from retinacli.train.run_lock import LOCK_NAME, RunLock
+from retinacli.training.run_lock import LOCK_NAME, RunLock
 
 
 def test_a_held_lock_refuses_a_second_holder_until_released(tmp_path):
@@ -26,7 +26,7 @@ def test_a_held_lock_refuses_a_second_holder_until_released(tmp_path):
 
 def test_the_lock_of_a_process_that_is_gone_is_taken_over(tmp_path):
     dead = subprocess.run(
-        [sys.executable, "-c", "import sys, os; from retinacli.train.run_lock import RunLock; "
+        [sys.executable, "-c", "import sys, os; from retinacli.training.run_lock import RunLock; "
          "RunLock(sys.argv[1]).acquire(); os._exit(9)", str(tmp_path)],
         check=False,
     )

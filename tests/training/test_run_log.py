@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from retinacli.train.run_log import format_scalars
+from retinacli.training.run_log import format_scalars
 
 
 def test_progress_line_shows_the_dropped_boxes_only_when_counted():

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retinacli.train.schedules import Schedule, WarmupScheduler
+from retinacli.training.schedules import Schedule, WarmupScheduler
 
 # A tiny schedule: 12 iterations, 4 of linear warmup from 0.1x, steps at 6 and 9.
 MULTISTEP = dict(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from retinacli.train.solver import build_optimizer, clip_gradients, default_param_groups
+from retinacli.training.solver import build_optimizer, clip_gradients, default_param_groups
 
 
 class Toy(nn.Module):
