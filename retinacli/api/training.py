@@ -26,7 +26,7 @@ def train(
     keys; `resume=True` continues the run's last checkpoint, "auto" only when there is one.
 
     Returns `TrainResult`: `.output_dir` (the run folder: model_final.pth,
-    metrics.jsonl, log.txt, ...), `.last_metrics` (the last evaluation, or None), `.final_checkpoint`.
+    metrics.jsonl, log.txt, ...), `.last_metrics` (the last evaluation, or None), `.final_model`.
     Progress goes to the run's log.txt, and to `reporter` when given (a `retinacli.training.loop.Reporter`).
 
     Raises:

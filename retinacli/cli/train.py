@@ -59,6 +59,6 @@ def train(
         raise typer.Exit(stopped.exit_code) from None
     console.print(
         f"done: {result.iterations_run} iterations in this run; outputs in {shown(result.output_dir)}"
-        + (f"; final model {shown(result.final_checkpoint)}" if result.final_checkpoint else ""),
+        + (f"; final model {shown(result.final_model)}" if result.final_model else ""),
         highlight=False,
     )

@@ -80,7 +80,7 @@ class TrainResult:
 
     output_dir: Path
     iterations_run: int
-    final_checkpoint: Path | None
+    final_model: Path | None
     last_metrics: Mapping[str, Any] | None
     model: torch.nn.Module | None = None
 
@@ -329,7 +329,11 @@ def _run(
     )
     start = _resume_or_start(trainer, recipe, ctx, last=last, resume=resume, reporter=reporter)
     if start >= recipe.solver.max_iter:
-        reporter.message(f"{last} is already at the end ({recipe.solver.max_iter} iterations): nothing to do")
+        written = trainer.finish_model_file(start)
+        reporter.message(
+            f"{last} is already at the end ({recipe.solver.max_iter} iterations): "
+            + (f"wrote {written.name}, which was missing" if written else "nothing to do")
+        )
         metrics.close()
         return TrainResult(out, 0, run.final_model, None)
     try:

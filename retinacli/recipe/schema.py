@@ -886,7 +886,7 @@ class SolverConfig(Section):
         description="Save a checkpoint every this many iterations (and at the end).",
     )
     keep_checkpoints: int = Field(
-        3, ge=1, le=10_000, description="Periodic checkpoints kept on disk (model_final.pth always stays)."
+        3, ge=1, le=10_000, description="Periodic checkpoints kept on disk (the one last_checkpoint names, and model_final.pth, always stay)."
     )
     early_stop_patience: int | None = Field(
         None,

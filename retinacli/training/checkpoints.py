@@ -20,11 +20,15 @@ only):
 | `ema` | `{"updates", "model"}`: the weights' moving average (empty without EMA) |
 | `best` | the best evaluation so far: metric, value, iteration, evaluations since (empty without data.val) |
 
-Files in an output directory (`CheckpointManager`): `model_{iteration:07d}.pth` every period,
-`model_final.pth` at the end, `last_checkpoint`, a text file naming the newest complete
-checkpoint (as detectron2 does), and with a validation set `model_best.pth`, a model file of the
-weights that scored best. When the last iteration is also a periodic one, the periodic
-name is a hard link to `model_final.pth`: the same bytes are never written twice.
+Files in an output directory (`CheckpointManager`): `model_{iteration:07d}.pth` every period
+and after the last iteration, `last_checkpoint`, a text file naming the newest complete
+checkpoint (as detectron2 does), and the model files deployment needs: `model_final.pth` at the
+end and, with a validation set, `model_best.pth`. A model file holds what predicting needs and
+nothing for resuming (`MODEL_FILE_KEYS`: the evaluated weights, the EMA's where used, the
+recipe, the classes, the iteration; no optimizer, scheduler or random state), so it is about a
+third of a checkpoint of an AdamW or momentum run. `--resume` reads the checkpoint
+`last_checkpoint` names; a run folder of an earlier version, whose `last_checkpoint` names
+a full `model_final.pth`, still resumes from it.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from retinacli.errors import CheckpointError
 from retinacli.files import (
     FORMAT_MARKER,
     FORMAT_VERSION,
-    hard_link,
     read_retinacli_file,
     save_torch,
     write_text,
@@ -55,6 +58,8 @@ REQUIRED_KEYS: tuple[str, ...] = (
     "loss_normalizer",
     "recipe",
 )
+MODEL_FILE_KEYS: tuple[str, ...] = ("model", "recipe")
+"""Keys every model file (`model_final.pth`, `model_best.pth`, an imported model) holds."""
 POINTER_NAME = "last_checkpoint"
 FINAL_NAME = "model_final.pth"
 BEST_NAME = "model_best.pth"
@@ -118,6 +123,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_retinacli_file(path, required=REQUIRED_KEYS)
 
 
+def load_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a model file or a checkpoint (both hold `MODEL_FILE_KEYS`) on CPU, safely; errors as
+    `load_checkpoint`'s."""
+    return read_retinacli_file(path, required=MODEL_FILE_KEYS)
+
+
 # ----------------------------------------------------------------------------- manager
 
 
@@ -173,16 +184,23 @@ class CheckpointManager:
     def best_path(self) -> Path:
         return self.output_dir / BEST_NAME
 
+    @property
+    def final_path(self) -> Path:
+        return self.output_dir / FINAL_NAME
+
     def save_best(self, model_file: Mapping[str, Any]) -> Path:
         """Write `model_best.pth` (a model file, not a resumable checkpoint) atomically."""
         return save_torch(self.best_path, dict(model_file))
 
-    def save(self, payload: Mapping[str, Any], *, final: bool = False) -> Path:
-        """Save `payload` as `model_{payload['iteration']:07d}.pth` (or `model_final.pth`),
-        point `last_checkpoint` at it, then prune old periodic checkpoints. Returns the path."""
-        name = FINAL_NAME if final else periodic_name(int(payload["iteration"]))
-        path = save_checkpoint(self.output_dir / name, payload)
-        self._point_to(name)
+    def save_final(self, model_file: Mapping[str, Any]) -> Path:
+        """Write `model_final.pth` (a model file, not a resumable checkpoint) atomically."""
+        return save_torch(self.final_path, dict(model_file))
+
+    def save(self, payload: Mapping[str, Any]) -> Path:
+        """Save `payload` as `model_{payload['iteration']:07d}.pth`, point `last_checkpoint` at
+        it, then prune old periodic checkpoints. Returns the path."""
+        path = save_checkpoint(self.output_dir / periodic_name(int(payload["iteration"])), payload)
+        self._point_to(path.name)
         return path
 
     def _point_to(self, name: str) -> None:
@@ -196,24 +214,21 @@ class CheckpointManager:
         period: int,
         max_iter: int,
         make_payload: Callable[[], dict[str, Any]],
+        make_model_file: Callable[[], dict[str, Any]],
     ) -> list[Path]:
-        """Save what `checkpoints_due` says after `iteration`; `make_payload` is called only then.
+        """Save what `checkpoints_due` says after `iteration`; the makers are called only then.
 
-        When both are due, `model_final.pth` is written once and the periodic name becomes a hard
-        link to it (left out where the filesystem has no hard links). Returns the paths, periodic
-        first.
+        Either due save writes the checkpoint `model_{iteration:07d}.pth` (once); "final" also
+        writes `model_final.pth` from `make_model_file`, after the checkpoint, so a run killed
+        between the two resumes and writes it then. Returns the paths, checkpoint first.
         """
         due = checkpoints_due(iteration, period=period, max_iter=max_iter)
         if not due:
             return []
-        payload = make_payload()
-        if due != ["periodic", "final"]:
-            return [self.save(payload, final=due == ["final"])]
-        final = save_checkpoint(self.output_dir / FINAL_NAME, payload)
-        periodic = self.output_dir / periodic_name(iteration)
-        linked = hard_link(final, periodic)
-        self._point_to(FINAL_NAME)
-        return [periodic, final] if linked else [final]
+        saved = [self.save(make_payload())]
+        if "final" in due:
+            saved.append(self.save_final(make_model_file()))
+        return saved
 
     def periodic_checkpoints(self) -> list[Path]:
         """The `model_NNNNNNN.pth` files of the directory, oldest iteration first."""

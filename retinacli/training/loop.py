@@ -203,6 +203,14 @@ class Trainer:
             **self.checkpoint_extra,
         }
 
+    def finish_model_file(self, start_iteration: int) -> Path | None:
+        """For a run resumed at its end (`start_iteration` >= max_iter): write `model_final.pth`
+        when the run was stopped after its last checkpoint but before that file (rank 0; the
+        path, or None when there was nothing to write)."""
+        if start_iteration < self.max_iter or not self.is_main or self.checkpoints.final_path.exists():
+            return None
+        return self.checkpoints.save_final(self.model_file(start_iteration - 1))
+
     def load_state(self, state: Mapping[str, Any]) -> int:
         """Restore a `state()`; returns the first iteration still to run."""
         self.model.load_state_dict(state["model"])
@@ -325,6 +333,7 @@ class Trainer:
                 period=self.checkpoint_period,
                 max_iter=self.max_iter,
                 make_payload=lambda: self.state(iteration, normalizers),
+                make_model_file=lambda: self.model_file(iteration),
             )
             if saved:
                 self._saved_at = iteration
@@ -351,7 +360,7 @@ class Trainer:
         if not self.is_main:
             return None
         if saved:
-            return saved[-1]
+            return saved[0]  # the checkpoint (a model_final.pth written beside it cannot resume)
         if iteration < self._start or self._saved_at == iteration:  # nothing new to write
             return self._last_checkpoint()
         path = self.checkpoints.save(self.state(iteration, normalizers))
@@ -402,7 +411,8 @@ class Trainer:
     def _stop_early(self, best: BestTracker, iteration: int) -> None:
         normalizers = self._normalizers()
         if self.is_main:
-            final = self.checkpoints.save(self.state(iteration, normalizers), final=True)
+            self.checkpoints.save(self.state(iteration, normalizers))
+            final = self.checkpoints.save_final(self.model_file(iteration))
             self.reporter.message(
                 f"early stop after iteration {iteration}: {best.metric} did not improve for "
                 f"{best.evaluations_since_best} evaluations (solver.early_stop_patience "

@@ -2,14 +2,14 @@
 
     OUTPUT_DIR/
       .retinacli-output.json   the marker: this folder is a `retina train` run (files.OUTPUT_MARKER)
-      .retina-train.lock       one run at a time (train/run_lock.py)
+      .retina-train.lock       one run at a time (training/run_lock.py)
       config.yaml              the resolved recipe
       log.txt                  everything the run showed
       metrics.jsonl            one JSON line per logged iteration and evaluation
       results.png              the curves of metrics.jsonl
       last_checkpoint          the name of the newest checkpoint
-      model_NNNNNNN.pth        periodic checkpoints (the newest `solver.keep_checkpoints`)
-      model_final.pth          the last checkpoint; model_best.pth the best by data.val
+      model_NNNNNNN.pth        checkpoints for --resume (the newest `solver.keep_checkpoints`, and the last)
+      model_final.pth          a model file of the last weights; model_best.pth of the best by data.val
       eval/<iteration>/        each periodic evaluation (metrics.json, coco_results.json, ...)
       eval_test/               the final test-set evaluation when data.val is set
       report.html              `retina report`'s page, by default

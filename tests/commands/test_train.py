@@ -13,7 +13,7 @@ from retinacli.commands.model_files import load_detector
 from retinacli.commands.train import train_from_recipe
 from retinacli.errors import RecipeError
 from retinacli.training import loop as loop_module
-from retinacli.training.checkpoints import load_checkpoint
+from retinacli.training.checkpoints import load_checkpoint, load_model_file
 from tests.training.tiny import tiny_recipe
 
 VAL = "data.val.dataset={kind: shapes, split: test, num_images: 2, seed: 5, image_size: [64, 96], cache_dir: '%s'}"
@@ -87,7 +87,7 @@ def test_early_stopping_stops_at_the_expected_evaluation(tmp_path, scripted_ap):
     stop = next(line for line in reporter_lines if line.startswith("early stop"))
     assert "AP did not improve for 2 evaluations" in stop and "AP 10.000 at iteration 1" in stop
     assert "model_best.pth" in stop
-    assert load_checkpoint(result.output_dir / "model_final.pth")["iteration"] == 5
+    assert load_model_file(result.output_dir / "model_final.pth")["iteration"] == 5
 
 
 def test_early_stopping_needs_a_validation_set(tmp_path):
@@ -110,8 +110,10 @@ def test_ema_weights_are_evaluated_and_saved(tmp_path, scripted_ap):
     assert not torch.equal(at_3["ema"]["model"]["head.cls_score.weight"], trained)
     loaded = load_detector(out / "model_final.pth")
     assert loaded.uses_ema
-    final = load_checkpoint(out / "model_final.pth")
-    torch.testing.assert_close(loaded.model.state_dict()["head.cls_score.weight"], final["ema"]["model"]["head.cls_score.weight"])
+    final = load_model_file(out / "model_final.pth")
+    # model_final.pth holds the average as its weights (and no separate copy of the trained ones)
+    assert "ema" not in final and "optimizer" not in final
+    torch.testing.assert_close(loaded.model.state_dict()["head.cls_score.weight"], final["model"]["head.cls_score.weight"])
 
 
 def test_resume_keeps_best_patience_and_ema_bit_identical(tmp_path, monkeypatch, scripted_ap):
@@ -140,8 +142,8 @@ def test_resume_keeps_best_patience_and_ema_bit_identical(tmp_path, monkeypatch,
     scripted_ap["seen"][:] = scripted_ap["seen"][:2]  # the resumed run evaluates after 5 and 7
     train_from_recipe(_recipe(crashed_dir, *extra), resume=True)
 
-    a = load_checkpoint(straight_dir / "run" / "model_final.pth")
-    b = load_checkpoint(crashed_dir / "run" / "model_final.pth")
+    a = load_checkpoint(straight_dir / "run" / "model_0000007.pth")
+    b = load_checkpoint(crashed_dir / "run" / "model_0000007.pth")
     for part in ("model", "ema"):
         state_a = a[part] if part == "model" else a[part]["model"]
         state_b = b[part] if part == "model" else b[part]["model"]
@@ -167,13 +169,13 @@ def test_fine_tuning_on_other_classes_reinitialises_only_the_classifier(tmp_path
     target.mkdir()
     recipe = tiny_recipe(
         target, f"data.train.dataset={one_class}", "data.test.dataset=null", "model.head.num_classes=1",
-        f"model.weights={source.final_checkpoint}", "model.freeze=[fpn]", "solver.max_iter=2",
+        f"model.weights={source.final_model}", "model.freeze=[fpn]", "solver.max_iter=2",
     )
     result = train_from_recipe(recipe, reporter=Collect())
     summary = next(m for m in messages if m.startswith("initialised"))
     assert "re-initialised, the file's shape differs" in summary and "head.cls_score.weight" in summary
-    before = load_checkpoint(source.final_checkpoint)["model"]
-    after = load_checkpoint(result.final_checkpoint)["model"]
+    before = load_model_file(source.final_model)["model"]
+    after = load_model_file(result.final_model)["model"]
     # frozen: the FPN is exactly the source's; the classifier has one class now
     for key in (k for k in before if k.startswith("backbone.fpn.")):
         torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=key)

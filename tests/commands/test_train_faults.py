@@ -47,8 +47,14 @@ class Collect(loop_module.SilentReporter):
         self.messages.append(text)
 
 
+def _last_state(model_final):
+    run = Path(model_final).parent
+    return load_checkpoint(run / (run / "last_checkpoint").read_text())
+
+
 def _same_weights(a_path, b_path) -> None:
-    a, b = load_checkpoint(a_path), load_checkpoint(b_path)
+    # the run's last checkpoint (model_final.pth beside it holds the same weights, no optimizer)
+    a, b = _last_state(a_path), _last_state(b_path)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
     assert a["loss_normalizer"] == b["loss_normalizer"]

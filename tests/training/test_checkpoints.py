@@ -17,6 +17,7 @@ from retinacli.training.checkpoints import (
     CheckpointManager,
     checkpoints_due,
     load_checkpoint,
+    load_model_file,
     save_checkpoint,
 )
 from retinacli.training.rng import capture_rng_state, restore_rng_state
@@ -137,13 +138,20 @@ def test_checkpoints_due_follows_detectron2():
     assert checkpoints_due(9, period=5, max_iter=10) == ["periodic", "final"]
 
 
+def make_model_file(iteration: int) -> dict:
+    payload = make_payload(iteration)
+    return {"format": FORMAT_MARKER, "format_version": FORMAT_VERSION, "model": payload["model"],
+            "recipe": payload["recipe"], "iteration": iteration}
+
+
 def test_manager_rotates_and_points_to_newest(tmp_path):
     manager = CheckpointManager(tmp_path, keep_checkpoints=2)
     assert manager.find_last() is None
     made = []
     for iteration in range(20):
         saved = manager.step(
-            iteration, period=5, max_iter=20, make_payload=lambda i=iteration: make_payload(i)
+            iteration, period=5, max_iter=20, make_payload=lambda i=iteration: make_payload(i),
+            make_model_file=lambda i=iteration: make_model_file(i),
         )
         made.extend(p.name for p in saved)
     assert made == [
@@ -159,11 +167,32 @@ def test_manager_rotates_and_points_to_newest(tmp_path):
         "model_0000019.pth",
         "model_final.pth",
     ]
-    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    # --resume reads the last checkpoint; model_final.pth is a model file: weights, no optimizer.
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000019.pth"
+    assert manager.find_last() == tmp_path / "model_0000019.pth"
+    assert load_checkpoint(manager.find_last())["iteration"] == 19
+    final = load_model_file(tmp_path / "model_final.pth")
+    assert "optimizer" not in final and "rng" not in final and final["iteration"] == 19
+    torch.testing.assert_close(final["model"], load_checkpoint(manager.find_last())["model"], rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="model_final.pth: checkpoint lacks optimizer"):
+        load_checkpoint(tmp_path / "model_final.pth")
+
+
+def test_a_final_iteration_off_the_period_is_still_checkpointed(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_checkpoints=1)
+    names = [p.name for i in range(12) for p in manager.step(
+        i, period=5, max_iter=12, make_payload=lambda i=i: make_payload(i), make_model_file=lambda i=i: make_model_file(i))]
+    assert names == ["model_0000004.pth", "model_0000009.pth", "model_0000011.pth", "model_final.pth"]
+    assert sorted(p.name for p in tmp_path.glob("model_*")) == ["model_0000011.pth", "model_final.pth"]
+
+
+def test_a_run_folder_of_an_earlier_version_resumes_from_its_full_model_final(tmp_path):
+    # Earlier versions wrote the last checkpoint as model_final.pth and pointed at it.
+    save_checkpoint(tmp_path / "model_final.pth", make_payload(19))
+    (tmp_path / "last_checkpoint").write_text("model_final.pth")
+    manager = CheckpointManager(tmp_path, keep_checkpoints=1)
     assert manager.find_last() == tmp_path / "model_final.pth"
     assert load_checkpoint(manager.find_last())["iteration"] == 19
-    # The last periodic checkpoint is the final one: one file with two names, written once.
-    assert os.path.samefile(tmp_path / "model_0000019.pth", tmp_path / "model_final.pth")
 
 
 def test_prune_never_deletes_the_pointed_checkpoint(tmp_path):

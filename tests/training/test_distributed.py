@@ -17,7 +17,7 @@ from retinacli.data.loader import build_train_loader
 from retinacli.training.rng import seed_everything
 from tests.training.tiny import REPO, tiny_overrides, tiny_recipe
 
-WORKER = REPO / "tests" / "train" / "ddp_worker.py"
+WORKER = REPO / "tests" / "training" / "ddp_worker.py"
 
 
 def _torchrun(tmp_path, overrides: list[str], out_file) -> None:

@@ -31,10 +31,15 @@ pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="torchrun groups are tested on Linux"),
 ]
 
-WORKER = REPO / "tests" / "train" / "elastic_worker.py"
+WORKER = REPO / "tests" / "training" / "elastic_worker.py"
 RECIPE = REPO / "recipes" / "shapes.yaml"
 # 8 iterations of 2 images (one per process), checkpoints after iterations 3 and 7
 EXTRA = ("solver.max_iter=8", "solver.checkpoint_period=4", "log_period=1")
+
+
+def _last_state(model_final):
+    run = Path(model_final).parent
+    return load_checkpoint(run / (run / "last_checkpoint").read_text())
 
 
 def _args(tmp_path, out) -> list[str]:
@@ -81,7 +86,8 @@ def _free_port() -> int:
 
 
 def _same_weights(a_path, b_path) -> None:
-    a, b = load_checkpoint(a_path), load_checkpoint(b_path)
+    # the run's last checkpoint (model_final.pth beside it holds the same weights, no optimizer)
+    a, b = _last_state(a_path), _last_state(b_path)
     assert a["iteration"] == b["iteration"] == 7
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
@@ -113,7 +119,7 @@ def test_logged_losses_are_the_mean_over_processes_and_normalisers_are_kept_per_
         for key in ("loss_cls", "loss_box_reg", "total_loss", "num_pos_anchors"):
             assert line[key] == (own[0][key] + own[1][key]) / 2, (key, line, own)
         assert own[0]["loss_cls"] != own[1]["loss_cls"]  # two shards: the mean is not rank 0's
-    final = load_checkpoint(out / "model_final.pth")
+    final = _last_state(out / "model_final.pth")
     assert final["loss_normalizer_per_rank"] == [ranks[r][7]["loss_normalizer"] for r in (0, 1)]
     assert final["loss_normalizer_per_rank"][0] != final["loss_normalizer_per_rank"][1]
 

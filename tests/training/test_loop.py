@@ -15,7 +15,7 @@ from retinacli.engine.detector import RetinaNet
 from retinacli.errors import TrainingError, UsageError
 from retinacli.recipe import load_recipe
 from retinacli.training import loop as loop_module
-from retinacli.training.checkpoints import load_checkpoint
+from retinacli.training.checkpoints import load_checkpoint, load_model_file
 from tests.cli_helpers import run_cli
 from tests.training.tiny import REPO, tiny_overrides, tiny_recipe
 
@@ -58,10 +58,16 @@ def test_train_command_writes_every_output(tmp_path, capsys, monkeypatch):
     with Image.open(out / "results.png") as picture:
         assert picture.format == "PNG" and picture.size[0] > 400
     assert list(out.glob("events.out.tfevents.*"))
-    assert (out / "last_checkpoint").read_text() == "model_final.pth"
+    assert (out / "last_checkpoint").read_text() == "model_0000005.pth"
     assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_0000002.pth", "model_0000005.pth", "model_final.pth"]
-    final = load_checkpoint(out / "model_final.pth")
+    final = load_model_file(out / "model_final.pth")
     assert final["iteration"] == 5 and final["classes"]["names"] == ["circle", "square", "triangle"]
+    # A model file: the weights, recipe and classes, nothing for resuming.
+    assert not {"optimizer", "scheduler", "rng", "ema"} & set(final)
+    last = load_checkpoint(out / "model_0000005.pth")
+    for key, value in last["model"].items():
+        torch.testing.assert_close(final["model"][key], value, rtol=0, atol=0, msg=key)
+    assert (out / "model_final.pth").stat().st_size < 0.6 * (out / "model_0000005.pth").stat().st_size
     for iteration in ("2", "5"):
         metrics = json.loads((out / "eval" / iteration / "metrics.json").read_text())
         assert set(metrics) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "per_category"}
@@ -100,8 +106,8 @@ def test_resume_after_a_crash_gives_the_same_weights(tmp_path, monkeypatch):
     result = train_from_recipe(tiny_recipe(crashed), resume=True)
     assert result.iterations_run == 3
 
-    a = load_checkpoint(straight / "run" / "model_final.pth")
-    b = load_checkpoint(crashed / "run" / "model_final.pth")
+    a = load_model_file(straight / "run" / "model_final.pth")
+    b = load_model_file(crashed / "run" / "model_final.pth")
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
@@ -159,7 +165,7 @@ def test_weights_initialise_but_do_not_resume(tmp_path, golden_dir):
     train_from_recipe(recipe, reporter=Collect())
     text = "\n".join(messages)
     assert "initialised" in text and "detectron2 weights" in text and "starting a new run" in text
-    assert load_checkpoint(tmp_path / "run" / "model_final.pth")["iteration"] == 0
+    assert load_model_file(tmp_path / "run" / "model_final.pth")["iteration"] == 0
 
 
 def test_missing_weights_file_says_where_to_put_it(tmp_path):
@@ -212,10 +218,11 @@ def test_rollback_recovers_from_one_bad_iteration(tmp_path, monkeypatch):
 
     result = train_from_recipe(recipe, reporter=Collect())
     assert any("rolled back to iteration 3" in m and "rollback 1 of 3" in m for m in messages), messages
-    assert result.final_checkpoint is not None
-    final = load_checkpoint(result.final_checkpoint)
+    assert result.final_model is not None
+    final = load_model_file(result.final_model)
     assert final["iteration"] == 5
-    assert final["scheduler"]["base_lrs"][0] == pytest.approx(recipe.solver.base_lr * 0.5)
+    last = load_checkpoint(result.output_dir / "model_0000005.pth")
+    assert last["scheduler"]["base_lrs"][0] == pytest.approx(recipe.solver.base_lr * 0.5)
     assert all(torch.isfinite(v).all() for v in final["model"].values() if v.is_floating_point())
 
 
@@ -278,3 +285,16 @@ def test_several_processes_keep_their_own_buffers(tmp_path, monkeypatch):
         assert wrapped.broadcast_buffers is False  # detectron2's choice
     finally:
         dist.destroy_process_group()
+
+
+def test_a_run_stopped_before_its_model_file_writes_it_on_resume(tmp_path):
+    result = train_from_recipe(tiny_recipe(tmp_path, "solver.max_iter=3"))
+    final = result.output_dir / "model_final.pth"
+    expected = load_model_file(final)
+    final.unlink()  # killed after the last checkpoint, before model_final.pth
+    again = train_from_recipe(tiny_recipe(tmp_path, "solver.max_iter=3"), resume=True)
+    assert again.iterations_run == 0
+    written = load_model_file(final)
+    assert written["iteration"] == 2
+    for key, value in expected["model"].items():
+        torch.testing.assert_close(written["model"][key], value, rtol=0, atol=0, msg=key)
