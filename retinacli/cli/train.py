@@ -28,6 +28,15 @@ def train(
             "there is none, refuse another recipe's (for torchrun --max-restarts and job requeues).",
         ),
     ] = False,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow",
+            metavar="URI",
+            help="Log the run to this MLflow tracking URI (the recipe key tracking.mlflow.tracking_uri; "
+            "needs the mlflow extra).",
+        ),
+    ] = None,
     num_processes: Annotated[
         int, typer.Option("--num-processes", min=1, help="Start this many local training processes (torch.distributed).")
     ] = 1,
@@ -43,7 +52,7 @@ def train(
     how: command.Resume = "auto" if auto_resume else resume
     if num_processes > 1:
         code = command.train_in_processes(
-            recipe, set_ or [], num_processes=num_processes, output_dir=output_dir, resume=how,
+            recipe, set_ or [], num_processes=num_processes, output_dir=output_dir, mlflow=mlflow, resume=how,
             message=lambda text: console.print(shown(text), highlight=False, soft_wrap=True),
         )
         raise typer.Exit(code)
@@ -52,6 +61,7 @@ def train(
             recipe,
             set_ or [],
             output_dir=output_dir,
+            mlflow=mlflow,
             resume=how,
             reporter=ConsoleReporter(console),
         )

@@ -10,10 +10,11 @@ come after the 1000th iteration.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -29,6 +30,7 @@ from retinacli.build import (
     build_train_augmentation,
     inference_resize,
 )
+from retinacli.commands.report import report as render_report
 from retinacli.data.formats.coco import DetectionDataset
 from retinacli.data.images import InputFormat
 from retinacli.data.loader import Batch, build_train_loader
@@ -56,6 +58,8 @@ from retinacli.training.distributed import (
 from retinacli.training.ema import ModelEma
 from retinacli.training.loop import Reporter, SilentReporter, Trainer
 from retinacli.training.metrics import MetricsWriter
+from retinacli.training.mlflow_tracking import RUN_FILE as MLFLOW_RUN_FILE
+from retinacli.training.mlflow_tracking import MlflowTracker, flat_params
 from retinacli.training.results_plot import save_results_png
 from retinacli.training.rng import seed_everything
 from retinacli.training.run_folder import (
@@ -90,12 +94,14 @@ def train(
     overrides: Sequence[str | Override] = (),
     *,
     output_dir: Path | None = None,
+    mlflow: str | None = None,
     resume: Resume = False,
     reporter: Reporter | None = None,
 ) -> TrainResult:
-    """`retina train RECIPE [--set ...] [--output-dir DIR] [--resume | --auto-resume]` in this process."""
+    """`retina train RECIPE [--set ...] [--output-dir DIR] [--mlflow URI] [--resume | --auto-resume]`
+    in this process."""
     return train_from_recipe(
-        load_recipe(recipe_path, _with_output_dir(overrides, output_dir)),
+        load_recipe(recipe_path, _with_options(overrides, output_dir, mlflow)),
         resume=resume,
         reporter=reporter,
         recipe_file=recipe_path,
@@ -108,27 +114,37 @@ def train_in_processes(
     *,
     num_processes: int,
     output_dir: Path | None = None,
+    mlflow: str | None = None,
     resume: Resume = False,
     message: Callable[[str], None] | None = None,
 ) -> int:
     """The same training in `num_processes` local processes (torch.distributed, as torchrun
     starts them); the recipe is checked here first, and `zoo:` weights are fetched (`message`
     hears how). Returns the exit code of the group."""
-    recipe = load_recipe(recipe_path, _with_output_dir(overrides, output_dir))
+    recipe = load_recipe(recipe_path, _with_options(overrides, output_dir, mlflow))
     if recipe.model.weights and zoo_name(recipe.model.weights) is not None:
         # Fetched once here, so that the processes find the file instead of each downloading it.
         zoo_weights_file(recipe.model.weights, message=message or (lambda _text: None))
     argv = ["train", str(recipe_path), *[a for o in overrides for a in ("--set", o)]]
     if output_dir is not None:
         argv += ["--output-dir", str(output_dir)]
+    if mlflow is not None:
+        argv += ["--mlflow", mlflow]
     resume_args = ["--auto-resume"] if resume == "auto" else ["--resume"] if resume else []
     return launch_local(num_processes, [*argv, *resume_args])
 
 
-def _with_output_dir(overrides: Sequence[str | Override], output_dir: Path | None) -> list[str | Override]:
-    if output_dir is None:
-        return list(overrides)
-    return [*overrides, Override(("output_dir",), str(output_dir), f"--output-dir {output_dir}")]
+def _with_options(
+    overrides: Sequence[str | Override], output_dir: Path | None, mlflow: str | None
+) -> list[str | Override]:
+    """`overrides` and the options that stand for recipe keys (`--output-dir`: output_dir,
+    `--mlflow`: tracking.mlflow.tracking_uri), which come last and so win."""
+    given = list(overrides)
+    if output_dir is not None:
+        given.append(Override(("output_dir",), str(output_dir), f"--output-dir {output_dir}"))
+    if mlflow is not None:
+        given.append(Override(("tracking", "mlflow", "tracking_uri"), mlflow, f"--mlflow {mlflow}"))
+    return given
 
 
 def train_from_recipe(
@@ -238,7 +254,12 @@ def _differing_keys(config: Path, recipe: Recipe, limit: int = 5) -> list[str]:
         return []
     stored = _flat(recipe_to_dict(load_recipe(config)))
     given = _flat(recipe_to_dict(recipe))
-    keys = sorted(k for k in stored.keys() | given.keys() if k != "output_dir" and stored.get(k) != given.get(k))
+    # output_dir: the same folder may be named differently; tracking: where a run is logged
+    # changes no weight, so --mlflow may be added to a resumed run
+    keys = sorted(
+        k for k in stored.keys() | given.keys()
+        if k != "output_dir" and not k.startswith("tracking.") and stored.get(k) != given.get(k)
+    )
     return keys[:limit] + (["..."] if len(keys) > limit else [])
 
 
@@ -280,7 +301,9 @@ def _run(
         config = run.config
         if not (config.is_file() and config.read_text(encoding="utf-8") == text):
             write_text(config, text)
-    metrics = MetricsWriter(out, enabled=ctx.is_main)
+    tracker = _mlflow_tracker(recipe, run, resume=resume, reporter=reporter) if ctx.is_main else None
+    _on_rank_0(ctx, lambda: _start_tracking(tracker, recipe, reporter) if tracker is not None else None)
+    metrics = MetricsWriter(out, enabled=ctx.is_main, sink=tracker)
     ema = (
         ModelEma(model, decay=recipe.solver.ema.decay, tau=recipe.solver.ema.tau)
         if recipe.solver.ema.enabled
@@ -335,7 +358,10 @@ def _run(
             + (f"wrote {written.name}, which was missing" if written else "nothing to do")
         )
         metrics.close()
+        if tracker is not None:
+            tracker.finish("FINISHED")
         return TrainResult(out, 0, run.final_model, None)
+    status: Literal["FINISHED", "FAILED", "KILLED"] = "FAILED"
     try:
         ran = trainer.train(start)
         if ctx.is_main and evaluated_in and periodic is not None:
@@ -350,10 +376,16 @@ def _run(
             test_eval(final_iteration, evaluated)
             if ctx.is_main:
                 _final_diagnostics(data.test, run.test_eval_dir, reporter)
+        status = "FINISHED"
+    except TrainingInterrupted:
+        status = "KILLED"
+        raise
     finally:
         metrics.close()
         if ctx.is_main:
             save_results_png(run.metrics, run.results_png)
+        if tracker is not None:
+            _finish_tracking(tracker, run, status, reporter)
     final = run.final_model
     return TrainResult(out, ran, final if final.exists() else None, dict(last_metrics) or None, model)
 
@@ -398,6 +430,44 @@ def _check_processes(recipe: Recipe, ctx: ProcessContext) -> None:
             f"{', '.join(sync_bn)}: SyncBN synchronises over CUDA (nccl) only; on the CPU use BN "
             "or GN with several processes"
         )
+
+
+def _mlflow_tracker(recipe: Recipe, run: RunFolder, *, resume: bool, reporter: Reporter) -> MlflowTracker | None:
+    settings = recipe.tracking.mlflow
+    if settings is None:
+        return None
+    return MlflowTracker(
+        tracking_uri=settings.tracking_uri,
+        experiment=settings.experiment,
+        run_name=settings.run_name,
+        run_dir=run.path,
+        resume=resume,
+        warn=reporter.message,
+    )
+
+
+def _start_tracking(tracker: MlflowTracker, recipe: Recipe, reporter: Reporter) -> None:
+    run_id = tracker.start(flat_params(recipe_to_dict(recipe)))
+    reporter.message(
+        f"MLflow: {'continuing' if tracker.continued else 'logging to'} run {run_id} of experiment "
+        f"{tracker.experiment!r} at {tracker.where} (its id is in {MLFLOW_RUN_FILE})"
+    )
+
+
+def _finish_tracking(tracker: MlflowTracker, run: RunFolder, status: Literal["FINISHED", "FAILED", "KILLED"], reporter: Reporter) -> None:
+    """At the end of a finished run, upload the model files, results.png and the run's report
+    page (rendered into a temporary folder: the run folder gains no file); then close the MLflow run."""
+    if status == "FINISHED":
+        with tempfile.TemporaryDirectory(prefix="retina-mlflow-") as tmp:
+            page = Path(tmp) / "report.html"
+            try:
+                render_report(run.path, out=page)
+            except RetinaError as exc:
+                reporter.message(f"MLflow: the report page was not uploaded ({exc})")
+            logged = tracker.log_artifacts([run.best_model, run.final_model, run.results_png, page])
+        if logged:
+            reporter.message(f"MLflow: uploaded {', '.join(p.name for p in logged)} to run {tracker.run_id}")
+    tracker.finish(status)
 
 
 def _datasets(recipe: Recipe, reporter: Reporter) -> _Datasets:

@@ -941,6 +941,35 @@ class EvalConfig(Section):
     )
 
 
+class MlflowConfig(Section):
+    """Where `retina train` logs the run in MLflow (docs/training.md, "Experiment tracking")."""
+
+    tracking_uri: str | None = Field(
+        None,
+        max_length=2000,
+        description="The MLflow tracking server or store: http(s)://host:port, sqlite:///mlflow.db, "
+        "file:///path; null uses MLflow's own default ($MLFLOW_TRACKING_URI).",
+    )
+    experiment: str = Field(
+        "retinacli", min_length=1, max_length=500, description="The MLflow experiment, created when it does not exist."
+    )
+    run_name: str | None = Field(
+        None, max_length=250, description="The MLflow run's name; null names it after the run folder."
+    )
+
+
+class TrackingConfig(Section):
+    """Experiment trackers that receive what training logs, besides metrics.jsonl and TensorBoard."""
+
+    mlflow: MlflowConfig | None = Field(
+        None,
+        description="Log the recipe (as parameters), every logged metric with its iteration, the "
+        "evaluations and, at the end, the model files, results.png and report.html to MLflow "
+        "(`pip install 'retinacli[mlflow]'`); `retina train --mlflow URI` sets its tracking_uri. "
+        "null: no MLflow.",
+    )
+
+
 class Recipe(Section):
     """A complete training / evaluation recipe."""
 
@@ -951,6 +980,7 @@ class Recipe(Section):
         0, ge=0, le=MAX_ITERATIONS, description="Evaluate every this many iterations; 0 evaluates only at the end."
     )
     eval: EvalConfig = Field(default_factory=lambda: EvalConfig())
+    tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig())
     log_period: int = Field(
         20, ge=1, le=MAX_ITERATIONS, description="Log metrics every this many iterations."
     )

@@ -13,9 +13,15 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsSink(Protocol):
+    """Another receiver of every `MetricsWriter.write` (an experiment tracker)."""
+
+    def log_metrics(self, iteration: int, values: Mapping[str, float]) -> None: ...
 
 
 class MetricsWriter:
@@ -23,14 +29,21 @@ class MetricsWriter:
 
     Pass `enabled=False` on every process but rank 0 (and to turn logging off): then nothing is
     created and every method does nothing. `tensorboard=False` keeps only the JSON lines.
+    `sink` (an experiment tracker such as `mlflow_tracking.MlflowTracker`) gets the same scalars.
     `close()` may be called any number of times; the writer is also a context manager.
     """
 
     def __init__(
-        self, output_dir: str | os.PathLike[str], *, enabled: bool, tensorboard: bool = True
+        self,
+        output_dir: str | os.PathLike[str],
+        *,
+        enabled: bool,
+        tensorboard: bool = True,
+        sink: MetricsSink | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.enabled = enabled
+        self.sink = sink
         self._jsonl: IO[str] | None = None
         self._tb: Any = None
         if not enabled:
@@ -64,6 +77,8 @@ class MetricsWriter:
             for name, number in values.items():
                 self._tb.add_scalar(name, number, int(iteration))
             self._tb.flush()
+        if self.sink is not None:
+            self.sink.log_metrics(int(iteration), values)
 
     def close(self) -> None:
         """Flush and close both outputs; safe to call more than once."""

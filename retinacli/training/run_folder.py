@@ -13,6 +13,7 @@
       eval/<iteration>/        each periodic evaluation (metrics.json, coco_results.json, ...)
       eval_test/               the final test-set evaluation when data.val is set
       report.html              `retina report`'s page, by default
+      mlflow_run.json          the MLflow run this run logs to (with tracking.mlflow)
 
 A folder holds a run when it carries the marker with the command `train`, or (runs written
 before the marker existed) a `last_checkpoint`. `retina train` writes only into a folder that
