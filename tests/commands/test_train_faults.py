@@ -119,12 +119,12 @@ def _fill_disk_when_writing(monkeypatch, name: str, room: int = 4096) -> None:
 
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_resume_works(tmp_path, monkeypatch, straight):
-    _fill_disk_when_writing(monkeypatch, "model_final.pth")
+    _fill_disk_when_writing(monkeypatch, "model_0000005.pth")
     with pytest.raises(StorageError) as info:
         train_from_recipe(tiny_recipe(tmp_path))
     out = tmp_path / "run"
     message = str(info.value)
-    assert message.startswith(f"{out / 'model_final.pth'}: no space left on the device while writing it (it needs ")
+    assert message.startswith(f"{out / 'model_0000005.pth'}: no space left on the device while writing it (it needs ")
     assert " MB" in message and "are free there" in message
     assert "Training stopped after iteration 5; last_checkpoint names model_0000002.pth, which is whole" in message
     assert f"Resume with: retina train {out / 'config.yaml'}" in message
@@ -139,6 +139,25 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_and_resume_works
     result = train_from_recipe(tiny_recipe(tmp_path), resume=True)
     assert result.iterations_run == 3
     _same_weights(straight, out / "model_final.pth")
+
+
+def test_a_full_disk_while_writing_the_model_file_leaves_a_run_that_resume_finishes(tmp_path, monkeypatch, straight):
+    _fill_disk_when_writing(monkeypatch, "model_final.pth")
+    with pytest.raises(StorageError) as info:
+        train_from_recipe(tiny_recipe(tmp_path))
+    out = tmp_path / "run"
+    assert "last_checkpoint names model_0000005.pth, which is whole" in str(info.value)
+    assert not (out / "model_final.pth").exists()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+    monkeypatch.undo()
+    result = train_from_recipe(tiny_recipe(tmp_path), resume=True)
+    assert result.iterations_run == 0  # nothing left to train: only the model file is written
+    assert result.final_model == out / "model_final.pth"
+    expected = torch.load(straight, weights_only=True)["model"]
+    written = torch.load(out / "model_final.pth", weights_only=True)["model"]
+    assert expected.keys() == written.keys()
+    assert all(torch.equal(expected[key], written[key]) for key in expected)
 
 
 def test_a_corrupted_last_checkpoint_is_named_and_the_newest_valid_one_resumed(tmp_path, monkeypatch, straight):
