@@ -9,6 +9,9 @@ detections (docs/audit.md).
     # 3. precision and recall of each kind at k = the number injected; cleanlab too
     python benchmarks/label_audit.py measure AUDIT --truth TRUTH.json
 
+    # 4. a picture of the top issue of each kind (docs/images/)
+    python benchmarks/label_audit.py mosaic AUDIT --out PNG
+
 `measure` rescores the audit's detections.json with the given thresholds (the defaults are the
 audit's), so it runs no model; cleanlab's rows need the `audit` extra.
 """
@@ -63,6 +66,40 @@ def measure(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps([{"scores": w, "kind": k, **v} for w, k, v in rows], indent=1))
 
 
+def mosaic(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from PIL import Image
+
+    from retinacli.audit.issues import Issue
+    from retinacli.audit.outputs import draw_issues
+    from retinacli.audit.scoring import KINDS
+
+    audit = Path(args.audit)
+    summary = json.loads((audit / "summary.json").read_text())
+    dataset = build_given_dataset(DatasetFiles(Path(summary["dataset"]), Path(summary["images"])))
+    issues = json.loads((audit / "issues.json").read_text())["issues"]
+    skip = set(args.skip or [])
+    firsts = []
+    for kind in KINDS:
+        of_kind = [i for i in issues if i["kind"] == kind and i["image_id"] not in skip]
+        if of_kind:
+            first = of_kind[0]
+            firsts.append(Issue(**{**first, "bbox": tuple(first["bbox"])}))
+    with tempfile.TemporaryDirectory() as tmp:
+        pictures = [Image.open(path).convert("RGB") for _, path in draw_issues(Path(tmp), firsts, dataset, limit=len(firsts))]
+    side = args.side
+    tiles = [p.resize((side, round(p.height * side / p.width))) for p in pictures]
+    columns = min(args.columns, len(tiles))
+    rows = -(-len(tiles) // columns)
+    height = max(t.height for t in tiles)
+    sheet = Image.new("RGB", (columns * side + (columns - 1) * 4, rows * height + (rows - 1) * 4), (255, 255, 255))
+    for n, tile in enumerate(tiles):
+        sheet.paste(tile, ((n % columns) * (side + 4), (n // columns) * (height + 4)))
+    sheet.save(args.out, optimize=True, **({"quality": 80} if args.out.lower().endswith((".jpg", ".jpeg")) else {}))
+    print(f"{args.out}: {', '.join(i.kind for i in firsts)}; {sheet.size[0]}x{sheet.size[1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +117,13 @@ def main() -> None:
     m.add_argument("--no-cleanlab", action="store_true")
     m.add_argument("--json")
     m.set_defaults(run=measure)
+    c = commands.add_parser("mosaic", help="a picture of the top issue of each kind")
+    c.add_argument("audit")
+    c.add_argument("--out", required=True)
+    c.add_argument("--side", type=int, default=320, help="width of each tile in pixels")
+    c.add_argument("--columns", type=int, default=3)
+    c.add_argument("--skip", type=int, nargs="*", help="image ids left out")
+    c.set_defaults(run=mosaic)
     args = parser.parse_args()
     args.run(args)
 
