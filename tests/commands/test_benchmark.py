@@ -66,6 +66,7 @@ ROW_FIELDS = {
 }
 
 
+@pytest.mark.slow  # about 35 s: every deploy format exported and timed
 def test_formats_json_has_every_field_for_every_format(tiny_raccoon_model, raccoon_subset, raccoon_dir, capsys, monkeypatch):
     args = ["benchmark", str(tiny_raccoon_model), "--formats", ",".join(FORMATS), "--image-size", "160x213",
             "--dataset", str(raccoon_subset), "--images", str(raccoon_dir / "images"), "--calibration-images", "2",

@@ -33,7 +33,7 @@ def _eval_ap(path, raccoon_subset, raccoon_dir, out, capsys, monkeypatch) -> flo
     return json.loads((out / "metrics.json").read_text())["AP"]
 
 
-@pytest.mark.parametrize("file_format", ["onnx", "openvino"])
+@pytest.mark.parametrize("file_format", ["onnx", pytest.param("openvino", marks=pytest.mark.slow)])
 def test_int8_file_records_what_eval_measures(file_format, request, tiny_raccoon_onnx, tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path, capsys, monkeypatch):
     suffix = ".onnx" if file_format == "onnx" else ".xml"
     out = tmp_path / f"m.int8{suffix}"
@@ -182,6 +182,7 @@ def test_an_ir_without_its_weights_is_a_clear_error(tiny_raccoon_ir, raccoon_dir
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # about 30 s: a whole OpenVINO INT8 export
 def test_openvino_and_nncf_send_no_telemetry_and_write_nothing_at_home(tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path):
     # Left alone, OpenVINO's converter and NNCF write a client id into ~/intel and send usage
     # events; retinacli imports them with their telemetry off. A process of its own, so that no
