@@ -27,6 +27,7 @@ resolves a name read from data (symbolic links included) and refuses what leaves
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import pickle
@@ -302,6 +303,15 @@ def _created_meanwhile(target: Path, flag: str) -> UsageError:
 
 
 # ----------------------------------------------------------------------------- reading
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes (hex), read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_torch(path: str | os.PathLike[str]) -> Any:

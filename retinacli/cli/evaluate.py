@@ -88,12 +88,22 @@ def eval_command(
             "--threads", min=1, help=r"CPU threads of an exported file's runtime \[default: the runtime's].", show_default=False
         ),
     ] = None,
+    bootstrap: Annotated[
+        int,
+        typer.Option(
+            "--bootstrap",
+            min=0,
+            help="Resample the images this many times (1000 is usual) for 95% intervals of AP and AP50, "
+            "written as AP_ci and AP50_ci \\[default: 0, none].",
+            show_default=False,
+        ),
+    ] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """COCO box AP of a model file on its recipe's test set (or --dataset/--images), or of an
     exported file (.onnx, OpenVINO .xml) on --dataset/--images."""
     from retinacli.cli.progress import progress_bar
-    from retinacli.cli.render import diagnostics_summary, metrics_table
+    from retinacli.cli.render import diagnostics_summary, interval_line, metrics_table
     from retinacli.commands.evaluate import evaluate
     from retinacli.errors import UsageError
     from retinacli.evaluation.diagnostics import DiagnosticsOptions
@@ -120,6 +130,7 @@ def eval_command(
             diagnostics=options,
             trust_code=trust_code,
             threads=threads,
+            bootstrap=bootstrap,
         )
     metrics = result.metrics
     if as_json:
@@ -128,6 +139,8 @@ def eval_command(
     if result.class_note:
         console.print(f"[cyan]note[/] {shown(result.class_note)}", highlight=False)
     console.print(metrics_table(metrics, title=f"COCO box AP, {metrics['num_images']} images"))
+    if bootstrap:
+        console.print(interval_line(metrics), highlight=False)
     for note in metrics["notes"]:
         console.print(f"[yellow]note[/] {shown(note)}", highlight=False)
     console.print(

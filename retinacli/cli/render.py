@@ -22,6 +22,19 @@ def ap_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
+def interval_line(metrics: Mapping[str, Any]) -> str:
+    """"AP 41.2, 95% interval 38.0 to 44.5; AP50 ..." from metrics.json's AP_ci and AP50_ci."""
+    parts = []
+    for name in ("AP", "AP50"):
+        interval = metrics.get(f"{name}_ci")
+        if metrics.get(name) is None or interval is None:
+            parts.append(f"{name}: no interval (no ground truth)")
+        else:
+            parts.append(f"{name} {metrics[name]:.1f}, 95% interval {interval[0]:.1f} to {interval[1]:.1f}")
+    samples = (metrics.get("bootstrap") or {}).get("samples")
+    return "; ".join(parts) + (f" ({samples} resamplings of the images)" if samples else "")
+
+
 def metrics_table(metrics: Mapping[str, Any], *, title: str) -> Group:
     """COCO AP (percent) as Rich tables: the summary row, then one row per category."""
     from retinacli.evaluation.coco_eval import METRIC_NAMES

@@ -16,6 +16,7 @@ from retinacli.devices import resolve_device
 from retinacli.engine.fuse import prepare_for_inference
 from retinacli.errors import UsageError
 from retinacli.evaluation import coco_eval
+from retinacli.evaluation.bootstrap import ImageMatches, bootstrap_intervals
 from retinacli.evaluation.classes import ClassInfo, ClassMatch, match_classes
 from retinacli.evaluation.detectors import ImageDetector
 from retinacli.evaluation.diagnostics import DiagnosticsOptions
@@ -23,10 +24,11 @@ from retinacli.evaluation.diagnostics_output import WORST_IMAGES_DIR, diagnose_a
 from retinacli.evaluation.inference import InferenceRun, ProgressCallback, infer_dataset
 from retinacli.evaluation.outputs import METRICS_NAME, RESULTS_NAME, write_evaluation
 from retinacli.export.runtime import is_exported, open_exported, refuse_untrusted_code
-from retinacli.files import PathOutsideRoot, check_output_dir, contained_path, prepare_output_dir
+from retinacli.files import PathOutsideRoot, check_output_dir, contained_path, file_sha256, prepare_output_dir
 from retinacli.recipe import Override, key_override
 
 COMMAND = "eval"
+BOOTSTRAP_SEED = 0  # the same evaluation gives the same interval
 
 
 @dataclass
@@ -68,6 +70,7 @@ def evaluate(
     diagnostics: DiagnosticsOptions | None = None,
     trust_code: bool = False,
     threads: int | None = None,
+    bootstrap: int = 0,
 ) -> EvalResult:
     """Run the model file over its recipe's `data.test.dataset` (or `dataset`/`images`), score
     the detections, write coco_results.json and metrics.json to `output_dir` (and the
@@ -83,6 +86,10 @@ def evaluate(
     and `images` (it holds no recipe), with its built-in resize and thresholds: `overrides`,
     `device` and `images_per_batch` are refused for it.
 
+    `bootstrap` > 0 adds 95 % intervals of AP and AP50 from that many resamplings of the images
+    (`evaluation.bootstrap`) as `AP_ci` and `AP50_ci`. metrics.json also names the evaluated
+    json and its sha256 (`dataset`, `dataset_sha256`), which `retina compare` checks.
+
     `output_dir` (default `default_output_dir`) follows the output rule
     (`files.prepare_output_dir`): a new or empty folder, or an earlier output of `retina eval`
     with `overwrite`; it is checked before the model file is read and created only once the
@@ -91,6 +98,8 @@ def evaluate(
     """
     if (dataset is None) != (images is None):
         raise UsageError("--dataset and --images go together: pass the COCO json and its image folder")
+    if bootstrap < 0:
+        raise UsageError(f"--bootstrap {bootstrap}: the number of resamplings, 0 (none) or more (1000 is usual)")
     refuse_untrusted_code(model_path, trust_code=trust_code, command="eval")
     out = output_dir if output_dir is not None else default_output_dir(model_path, dataset)
     check_output_dir(out, command=COMMAND, overwrite=overwrite)
@@ -118,6 +127,7 @@ def evaluate(
             diagnostics=diagnostics,
             trust_code=trust_code,
             threads=threads,
+            bootstrap=bootstrap,
         )
     flags = list(overrides)
     if images_per_batch is not None:
@@ -154,7 +164,7 @@ def evaluate(
     )
     if not run.is_main:  # the other processes ran their shard, nothing else (as in detectron2)
         return EvalResult(metrics={}, output_dir=out, class_note=match.note)
-    return _score_and_write(run, test_set, match, out, diagnostics)
+    return _score_and_write(run, test_set, match, out, diagnostics, bootstrap)
 
 
 def _evaluate_exported(
@@ -167,6 +177,7 @@ def _evaluate_exported(
     diagnostics: DiagnosticsOptions | None,
     trust_code: bool,
     threads: int | None,
+    bootstrap: int,
 ) -> EvalResult:
     """`evaluate` for an exported file (its docstring)."""
     exported = open_exported(path, trust_code=trust_code, threads=threads)
@@ -189,22 +200,44 @@ def _evaluate_exported(
         input_format=meta.input_format,
         progress=progress,
     )
-    return _score_and_write(run, test_set, match, out, diagnostics)
+    return _score_and_write(run, test_set, match, out, diagnostics, bootstrap)
 
 
 def _score_and_write(
-    run: InferenceRun, test_set: DetectionDataset, match: ClassMatch, out: Path, diagnostics: DiagnosticsOptions | None
+    run: InferenceRun,
+    test_set: DetectionDataset,
+    match: ClassMatch,
+    out: Path,
+    diagnostics: DiagnosticsOptions | None,
+    bootstrap: int,
 ) -> EvalResult:
-    """COCO scores of `run`'s detections, written into `out` (with diagnostics when asked)."""
+    """COCO scores of `run`'s detections, written into `out` (with intervals and diagnostics
+    when asked)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", coco_eval.EmptyResultsWarning)  # metrics notes say it
         score = coco_eval.score_detections(run.images, test_set, class_dataset_ids=match.dataset_ids)
-    metrics = {**score.metrics, "images_per_second": run.images_per_second}
+    metrics = {
+        **score.metrics,
+        **(_intervals(score.evaluator, bootstrap) if bootstrap else {}),
+        "images_per_second": run.images_per_second,
+        "dataset": str(test_set.annotations),
+        "dataset_sha256": file_sha256(test_set.annotations),
+    }
     write_evaluation(out, results=score.results, metrics=metrics)
     if diagnostics is not None:
         written = diagnose_and_write(score.evaluator, test_set, out, options=diagnostics)
         metrics = {**metrics, "diagnostics": written.content}
     return EvalResult(metrics=metrics, output_dir=out, class_note=match.note)
+
+
+def _intervals(evaluator: Any, samples: int) -> dict[str, Any]:
+    """AP_ci and AP50_ci ([low, high], percent) from `samples` resamplings of the images."""
+    found = bootstrap_intervals(ImageMatches.of(evaluator), samples=samples, seed=BOOTSTRAP_SEED)
+    return {
+        "AP_ci": found["AP"].as_list() if found["AP"].defined else None,
+        "AP50_ci": found["AP50"].as_list() if found["AP50"].defined else None,
+        "bootstrap": {"samples": samples, "seed": BOOTSTRAP_SEED, "level": 0.95, "method": "percentile; images resampled"},
+    }
 
 
 def _refuse_leaving_link(folder: Path, out: Path) -> None:
