@@ -37,6 +37,15 @@ def train(
             "needs the mlflow extra).",
         ),
     ] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            metavar="DURATION",
+            help="Train for this long (90s, 30m, 2h; the recipe key solver.time_budget): the speed is "
+            "measured first and max_iter set to fit, evaluations and checkpoints counted.",
+        ),
+    ] = None,
     num_processes: Annotated[
         int, typer.Option("--num-processes", min=1, help="Start this many local training processes (torch.distributed).")
     ] = 1,
@@ -52,8 +61,8 @@ def train(
     how: command.Resume = "auto" if auto_resume else resume
     if num_processes > 1:
         code = command.train_in_processes(
-            recipe, set_ or [], num_processes=num_processes, output_dir=output_dir, mlflow=mlflow, resume=how,
-            message=lambda text: console.print(shown(text), highlight=False, soft_wrap=True),
+            recipe, set_ or [], num_processes=num_processes, output_dir=output_dir, mlflow=mlflow, time_budget=time_budget,
+            resume=how, message=lambda text: console.print(shown(text), highlight=False, soft_wrap=True),
         )
         raise typer.Exit(code)
     try:
@@ -62,6 +71,7 @@ def train(
             set_ or [],
             output_dir=output_dir,
             mlflow=mlflow,
+            time_budget=time_budget,
             resume=how,
             reporter=ConsoleReporter(console),
         )

@@ -58,6 +58,7 @@ from retinacli.files import (
     write_json,
 )
 from retinacli.recipe import Override, key_override, load_recipe, recipe_from_dict, recipe_to_dict
+from retinacli.recipe.scaling import scale_schedule_dict
 from retinacli.training.loop import Reporter, SilentReporter
 
 COMMAND = "data audit"
@@ -374,14 +375,7 @@ def _fold_recipe(recipe: dict[str, Any], train_json: Path, images: Path, run: Pa
     fold["eval_period"] = 0
     fold["solver"]["early_stop_patience"] = None
     fold["output_dir"] = str(run)
-    if iters is not None:
-        solver = fold["solver"]
-        scale = iters / solver["max_iter"]
-        solver["steps"] = sorted({max(1, round(s * scale)) for s in solver["steps"] if round(s * scale) < iters})
-        solver["warmup_iters"] = min(round(solver["warmup_iters"] * scale), max(iters - 1, 0))
-        solver["checkpoint_period"] = max(1, round(solver["checkpoint_period"] * scale))
-        solver["max_iter"] = iters
-    return fold
+    return scale_schedule_dict(fold, iters) if iters is not None else fold
 
 
 def _model_detections(

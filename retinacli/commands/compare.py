@@ -18,7 +18,12 @@ from typing import Any
 from retinacli.data.formats.coco import read_coco_json
 from retinacli.errors import DatasetError, UsageError
 from retinacli.evaluation import coco_eval
-from retinacli.evaluation.bootstrap import DEFAULT_SAMPLES, ImageMatches, Interval, paired_difference
+from retinacli.evaluation.bootstrap import (
+    DEFAULT_SAMPLES,
+    ImageMatches,
+    Interval,
+    paired_difference,
+)
 from retinacli.evaluation.outputs import METRICS_NAME, RESULTS_NAME
 from retinacli.files import file_sha256
 

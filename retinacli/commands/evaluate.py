@@ -24,7 +24,13 @@ from retinacli.evaluation.diagnostics_output import WORST_IMAGES_DIR, diagnose_a
 from retinacli.evaluation.inference import InferenceRun, ProgressCallback, infer_dataset
 from retinacli.evaluation.outputs import METRICS_NAME, RESULTS_NAME, write_evaluation
 from retinacli.export.runtime import is_exported, open_exported, refuse_untrusted_code
-from retinacli.files import PathOutsideRoot, check_output_dir, contained_path, file_sha256, prepare_output_dir
+from retinacli.files import (
+    PathOutsideRoot,
+    check_output_dir,
+    contained_path,
+    file_sha256,
+    prepare_output_dir,
+)
 from retinacli.recipe import Override, key_override
 
 COMMAND = "eval"

@@ -9,8 +9,10 @@ come after the 1000th iteration.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +44,16 @@ from retinacli.errors import (
     UsageError,
 )
 from retinacli.evaluation.classes import ClassInfo
-from retinacli.files import write_text
-from retinacli.recipe import Override, Recipe, dump_recipe, load_recipe, recipe_to_dict
+from retinacli.files import save_torch, write_json, write_text
+from retinacli.recipe import (
+    Override,
+    Recipe,
+    dump_recipe,
+    load_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+)
+from retinacli.recipe.scaling import scale_schedule_dict, scaled_periods
 from retinacli.recipe.schema import TestDataConfig
 from retinacli.training.best import BestTracker
 from retinacli.training.checkpoints import CheckpointManager, load_checkpoint
@@ -61,7 +71,7 @@ from retinacli.training.metrics import MetricsWriter
 from retinacli.training.mlflow_tracking import RUN_FILE as MLFLOW_RUN_FILE
 from retinacli.training.mlflow_tracking import MlflowTracker, flat_params
 from retinacli.training.results_plot import save_results_png
-from retinacli.training.rng import seed_everything
+from retinacli.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from retinacli.training.run_folder import (
     Resume,
     RunFolder,
@@ -71,11 +81,26 @@ from retinacli.training.run_folder import (
 from retinacli.training.run_lock import RunLock
 from retinacli.training.run_log import TeeReporter, TextLog
 from retinacli.training.schedules import ignored_steps_note
+from retinacli.training.time_budget import (
+    MEASURED_ITERATIONS,
+    WARMUP_ITERATIONS,
+    BudgetPlan,
+    BudgetTooSmall,
+    Speed,
+    format_seconds,
+    plan_iterations,
+    seconds_per_iteration,
+)
 from retinacli.weights.download import cached_file, download, download_url
 from retinacli.weights.loading import init_from_weights
 from retinacli.weights.zoo import UnknownZooName, find_entry, zoo_name
 
 SCALAR_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+BUDGET_FILE = "time_budget.json"  # a time-budgeted run's measurements and chosen max_iter
+EVAL_PROBE_IMAGES = 8  # images an evaluation's speed is measured on
+
+budget_clock: Callable[[], float] = time.perf_counter
+"""The clock a time budget is measured with (a test sets a fake one)."""
 
 
 @dataclass
@@ -95,13 +120,14 @@ def train(
     *,
     output_dir: Path | None = None,
     mlflow: str | None = None,
+    time_budget: str | None = None,
     resume: Resume = False,
     reporter: Reporter | None = None,
 ) -> TrainResult:
-    """`retina train RECIPE [--set ...] [--output-dir DIR] [--mlflow URI] [--resume | --auto-resume]`
-    in this process."""
+    """`retina train RECIPE [--set ...] [--output-dir DIR] [--mlflow URI] [--time 30m]
+    [--resume | --auto-resume]` in this process."""
     return train_from_recipe(
-        load_recipe(recipe_path, _with_options(overrides, output_dir, mlflow)),
+        load_recipe(recipe_path, _with_options(overrides, output_dir, mlflow, time_budget)),
         resume=resume,
         reporter=reporter,
         recipe_file=recipe_path,
@@ -115,13 +141,14 @@ def train_in_processes(
     num_processes: int,
     output_dir: Path | None = None,
     mlflow: str | None = None,
+    time_budget: str | None = None,
     resume: Resume = False,
     message: Callable[[str], None] | None = None,
 ) -> int:
     """The same training in `num_processes` local processes (torch.distributed, as torchrun
     starts them); the recipe is checked here first, and `zoo:` weights are fetched (`message`
     hears how). Returns the exit code of the group."""
-    recipe = load_recipe(recipe_path, _with_options(overrides, output_dir, mlflow))
+    recipe = load_recipe(recipe_path, _with_options(overrides, output_dir, mlflow, time_budget))
     if recipe.model.weights and zoo_name(recipe.model.weights) is not None:
         # Fetched once here, so that the processes find the file instead of each downloading it.
         zoo_weights_file(recipe.model.weights, message=message or (lambda _text: None))
@@ -130,16 +157,21 @@ def train_in_processes(
         argv += ["--output-dir", str(output_dir)]
     if mlflow is not None:
         argv += ["--mlflow", mlflow]
+    if time_budget is not None:
+        argv += ["--time", time_budget]
     resume_args = ["--auto-resume"] if resume == "auto" else ["--resume"] if resume else []
     return launch_local(num_processes, [*argv, *resume_args])
 
 
 def _with_options(
-    overrides: Sequence[str | Override], output_dir: Path | None, mlflow: str | None
+    overrides: Sequence[str | Override], output_dir: Path | None, mlflow: str | None, time_budget: str | None = None
 ) -> list[str | Override]:
     """`overrides` and the options that stand for recipe keys (`--output-dir`: output_dir,
-    `--mlflow`: tracking.mlflow.tracking_uri), which come last and so win."""
+    `--mlflow`: tracking.mlflow.tracking_uri, `--time`: solver.time_budget), which come last and
+    so win."""
     given = list(overrides)
+    if time_budget is not None:
+        given.append(Override(("solver", "time_budget"), time_budget, f"--time {time_budget}"))
     if output_dir is not None:
         given.append(Override(("output_dir",), str(output_dir), f"--output-dir {output_dir}"))
     if mlflow is not None:
@@ -175,10 +207,14 @@ def train_from_recipe(
 def _train(
     recipe: Recipe, ctx: ProcessContext, *, resume: Resume, shown: Reporter | None, recipe_file: Path | None
 ) -> TrainResult:
+    started = budget_clock()
     run = RunFolder(Path(recipe.output_dir))
     out = run.path
     manager = CheckpointManager(out, keep_checkpoints=recipe.solver.keep_checkpoints)
     _check_recipe(recipe, ctx)
+    budgeted = recipe.solver.time_budget
+    if budgeted is not None and resume:
+        recipe = _on_rank_0(ctx, lambda: _with_stored_plan(recipe, run))
     _on_rank_0(ctx, lambda: run.check_writable(resume=resume))
     _on_rank_0(ctx, lambda: _check_recipe_file_kept(recipe, run, recipe_file))
     lock = RunLock(out) if ctx.is_main else None
@@ -199,8 +235,15 @@ def _train(
             )
         for note in plan.notes:
             reporter.message(note)
+        if budgeted is not None and recipe.solver.time_budget is None:
+            reporter.message(
+                f"time budget {format_seconds(budgeted)}: this run's plan is kept ({BUDGET_FILE}): "
+                f"max_iter {recipe.solver.max_iter}, as at its start"
+            )
         try:
-            return _run(recipe, ctx, manager=manager, last=plan.last, resume=bool(resume), reporter=reporter)
+            return _run(
+                recipe, ctx, manager=manager, last=plan.last, resume=bool(resume), reporter=reporter, started=started
+            )
         except TrainingInterrupted as exc:
             reporter.message(str(exc))
             raise
@@ -281,11 +324,16 @@ def _run(
     last: Path | None,
     resume: bool,
     reporter: Reporter,
+    started: float,
 ) -> TrainResult:
     run = RunFolder(Path(recipe.output_dir))
     out = run.path
     seed_everything(recipe.seed)
     data = _datasets(recipe, reporter)
+    if recipe.solver.time_budget is not None:
+        rng = capture_rng_state()  # the measurement trains a copy: the run starts as without it
+        recipe = _plan_time_budget(recipe, data, ctx, started=started, reporter=reporter)
+        restore_rng_state(rng)
     model = build_model(recipe.model)
     if recipe.model.weights and last is None:
         reporter.message(_init_weights(model, recipe.model.weights, message=reporter.message))
@@ -388,6 +436,140 @@ def _run(
             _finish_tracking(tracker, run, status, reporter)
     final = run.final_model
     return TrainResult(out, ran, final if final.exists() else None, dict(last_metrics) or None, model)
+
+
+def _with_stored_plan(recipe: Recipe, run: RunFolder) -> Recipe:
+    """For a resumed time-budgeted run: `recipe` with the schedule its run chose at its start
+    (the run's config.yaml, when its time_budget.json holds the same budget), so nothing is
+    measured again; `recipe` as it is otherwise (the recipe comparison then names what differs)."""
+    plan_file = run.path / BUDGET_FILE
+    if not (plan_file.is_file() and run.config.is_file()) or plan_file.stat().st_size > 1 << 20:
+        return recipe
+    try:
+        stored_plan = json.loads(plan_file.read_text(encoding="utf-8"))
+        same = float(stored_plan["budget_seconds"]) == recipe.solver.time_budget
+    except (OSError, ValueError, KeyError, TypeError):
+        return recipe
+    if not same:
+        return recipe
+    stored = recipe_to_dict(load_recipe(run.config))
+    given = recipe_to_dict(recipe)
+    for key in ("max_iter", "steps", "warmup_iters", "checkpoint_period", "time_budget"):
+        given["solver"][key] = stored["solver"][key]
+    given["eval_period"] = stored["eval_period"]
+    return recipe_from_dict(given, source=str(run.config))
+
+
+def _plan_time_budget(
+    recipe: Recipe, data: _Datasets, ctx: ProcessContext, *, started: float, reporter: Reporter
+) -> Recipe:
+    """The recipe whose max_iter fits `solver.time_budget` (counted from `started`), its
+    schedule scaled to it and time_budget null; the measurements and the plan go to the run's
+    time_budget.json and the log."""
+    budget = float(recipe.solver.time_budget or 0)
+    reporter.message(
+        f"time budget {format_seconds(budget)}: measuring the speed of training "
+        f"({WARMUP_ITERATIONS + MEASURED_ITERATIONS} iterations of the real data on a copy of the model)"
+    )
+    speed = _measure_speed(recipe, data, ctx, started=started)
+
+    def decide() -> BudgetPlan:
+        try:
+            return plan_iterations(budget, speed, periods=lambda n: scaled_periods(recipe, n))
+        except BudgetTooSmall as exc:
+            raise RecipeError(
+                f"solver.time_budget: {exc}; give at least {format_seconds(exc.needed)}, or remove it "
+                "to train solver.max_iter iterations"
+            ) from None
+
+    plan = _on_rank_0(ctx, decide)
+    scaled = scale_schedule_dict(recipe_to_dict(recipe), plan.max_iter)
+    scaled["solver"]["time_budget"] = None
+    resolved = recipe_from_dict(scaled, source="the time budget's schedule")
+    if ctx.is_main:
+        run = RunFolder(Path(recipe.output_dir))
+        write_json(run.path / BUDGET_FILE, {**plan.to_dict(), "recipe_max_iter": recipe.solver.max_iter})
+    s = resolved.solver
+    reporter.message(
+        f"{plan.explain()}. Schedule: max_iter {s.max_iter} (the recipe's {recipe.solver.max_iter} "
+        f"x {s.max_iter / recipe.solver.max_iter:.3g}), steps {s.steps}, warmup_iters {s.warmup_iters}, "
+        f"eval_period {resolved.eval_period}, checkpoint_period {s.checkpoint_period}; written to config.yaml"
+    )
+    return resolved
+
+
+def _measure_speed(recipe: Recipe, data: _Datasets, ctx: ProcessContext, *, started: float) -> Speed:
+    """Seconds per training iteration (data loading and augmentation included, on a copy of the
+    model that is then thrown away), per checkpoint, and per evaluation of the periodic and final
+    evaluation sets (timed on a few of their images), and the time spent since `started`."""
+    model = build_model(recipe.model)
+    model.to(ctx.device, memory_format=torch.channels_last)
+    measured = WARMUP_ITERATIONS + MEASURED_ITERATIONS
+    # the copy's schedule is long enough for the measurement, whatever the recipe's max_iter
+    optimizer, scheduler = build_solver(
+        recipe.solver.model_copy(update={"max_iter": max(recipe.solver.max_iter, measured + 1)}), model
+    )
+    ema = (
+        ModelEma(model, decay=recipe.solver.ema.decay, tau=recipe.solver.ema.tau)
+        if recipe.solver.ema.enabled
+        else None
+    )
+    with tempfile.TemporaryDirectory(prefix="retina-speed-") as tmp:
+        trainer = Trainer(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            make_data=_data_stream(recipe, data.train, ctx),
+            max_iter=recipe.solver.max_iter,
+            device=ctx.device,
+            checkpoints=CheckpointManager(Path(tmp), keep_checkpoints=1),
+            checkpoint_period=recipe.solver.checkpoint_period,
+            metrics=MetricsWriter(Path(tmp), enabled=False),
+            checkpoint_extra={"recipe": recipe_to_dict(recipe), "classes": ClassInfo.of_dataset(data.train).to_dict()},
+            clip=build_clip_settings(recipe.solver.clip_gradients),
+            amp=recipe.amp,
+            ema=ema,
+            handle_signals=False,
+        )
+        per_iteration = seconds_per_iteration(
+            trainer.time_iterations(measured, clock=budget_clock)
+        )
+        begin = budget_clock()
+        save_torch(Path(tmp) / "checkpoint.pth", trainer.state(0))
+        save_torch(Path(tmp) / "model.pth", trainer.model_file(0))
+        per_checkpoint = budget_clock() - begin
+    evaluated = ema.module if ema is not None else model
+    periodic, final = (data.val, data.test) if data.val is not None else (data.test, None)
+    per_image = 0.0
+    if periodic is not None:
+        section = recipe.data.val if data.val is not None else recipe.data.test
+        probe = periodic.with_records(periodic.records[:EVAL_PROBE_IMAGES])
+        begin = budget_clock()
+        _infer(evaluated, probe, recipe, section)
+        per_image = (budget_clock() - begin) / len(probe)
+    return Speed(
+        per_iteration=per_iteration,
+        per_evaluation=per_image * len(periodic) if periodic is not None else 0.0,
+        per_checkpoint=per_checkpoint,
+        final_evaluation=per_image * len(final) if final is not None else 0.0,
+        spent=budget_clock() - started,
+    )
+
+
+def _infer(model: torch.nn.Module, dataset: DetectionDataset, recipe: Recipe, section: TestDataConfig) -> None:
+    """Inference over `dataset` as an evaluation during training runs it (the results unused)."""
+    from retinacli.evaluation.inference import infer_dataset
+
+    short_size, max_size = inference_resize(section)
+    infer_dataset(
+        model,
+        dataset,
+        short_size=short_size,
+        max_size=max_size,
+        input_format=recipe.model.input_format,
+        images_per_batch=section.images_per_batch,
+        num_workers=min(recipe.data.num_workers, 2),
+    )
 
 
 @dataclass

@@ -28,6 +28,7 @@ ResNetStage = Literal["res2", "res3", "res4", "res5"]
 Norm = Literal["FrozenBN", "BN", "GN", "SyncBN"]
 
 MAX_ITERATIONS = 10**8
+MAX_TIME_BUDGET = 366 * 24 * 3600.0  # a year, in seconds: a bound on what a recipe may ask
 """Iterations (max_iter, steps, warmup, periods): detectron2's longest model-zoo schedule is
 270000 iterations; 10**8 is a year at 3 iterations per second."""
 MAX_IMAGE_SIDE = 10_000
@@ -888,6 +889,16 @@ class SolverConfig(Section):
     keep_checkpoints: int = Field(
         3, ge=1, le=10_000, description="Periodic checkpoints kept on disk (the one last_checkpoint names, and model_final.pth, always stay)."
     )
+    time_budget: float | None = Field(
+        None,
+        gt=0.0,
+        le=MAX_TIME_BUDGET,
+        description="Train for this long instead of max_iter: seconds, or text such as 90s, 30m, 2h, "
+        "1h30m (`retina train --time`). The speed is measured on the real data first, and max_iter "
+        "is set so that training, evaluations and checkpoints end within it, with steps, warmup, "
+        "eval_period and checkpoint_period scaled by the same factor; the run's config.yaml keeps "
+        "the chosen max_iter (and null here), so reruns and --resume are exact. null: max_iter.",
+    )
     early_stop_patience: int | None = Field(
         None,
         ge=1,
@@ -905,6 +916,11 @@ class SolverConfig(Section):
         if any(v > MAX_ITERATIONS for v in value):
             raise ValueError(f"steps must be at most {MAX_ITERATIONS} iterations")
         return value
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator("betas")
     @classmethod
@@ -1017,6 +1033,23 @@ class Recipe(Section):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of "5400", "90s", "30m", "2h", "1h30m", "1.5h" (units h, m, s; each once, in that
+    order).
+
+    Raises ValueError naming the accepted forms."""
+    import re
+
+    cleaned = text.strip().lower()
+    match = re.fullmatch(r"(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s?)?", cleaned)
+    if not cleaned or match is None or not any(match.group(u) for u in _DURATION_UNITS):
+        raise ValueError(f"{text!r} is not a duration; write seconds (5400) or 90s, 30m, 2h, 1h30m")
+    return sum(float(match.group(unit)) * factor for unit, factor in _DURATION_UNITS.items() if match.group(unit))
 
 
 def expand_env(value: str) -> str:
