@@ -2,6 +2,7 @@
 in this checkout, run one after the other in one sitting, with wall time and final AP of each.
 
     python benchmarks/main_job.py --baseline 041b52b [--set solver.max_iter=300 ...]
+    python benchmarks/main_job.py --baseline HEAD --time-fraction 0.5   # `--time` at half the baseline's wall time
 
 The baseline is checked out into a temporary git worktree and run from there (its code and its
 recipes/shapes.yaml); this checkout's run uses the working tree, with `--set` overrides
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument("--baseline", default="041b52b", help="git revision to compare against")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work", type=Path, default=None, help="folder for runs (default: temp)")
+    parser.add_argument("--time-fraction", type=float, default=None,
+                        help="run this checkout with --time set to this fraction of the baseline's measured wall time")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key of this checkout's run only (repeatable)")
     args = parser.parse_args()
@@ -62,6 +65,9 @@ def main() -> None:
     try:
         for name, code in ((f"baseline {args.baseline}", baseline), ("this checkout", REPO)):
             overrides = args.overrides if code == REPO else []
+            if code == REPO and args.time_fraction is not None:
+                overrides = [*overrides, f"solver.time_budget={args.time_fraction * rows[0][1]:.1f}"]
+                print(f"this checkout with solver.time_budget={args.time_fraction * rows[0][1]:.1f}", flush=True)
             wall, metrics = _train(code, work / name.replace(" ", "-"), env, overrides)
             rows.append((name, wall, metrics["AP"], metrics["AP50"]))
             print(f"{name:<22} wall {wall:7.1f} s   AP {metrics['AP']:6.2f}   AP50 "

@@ -144,3 +144,30 @@ def load_bounded(text: str) -> Any:
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+MAX_SMALL_YAML_BYTES = 1 << 20
+"""The largest YAML file of settings (a search space) read: 1 MiB."""
+
+
+class UnreadableYaml(ValueError):
+    """A YAML file of settings that cannot be read; the message names the file and why."""
+
+
+def read_yaml_mapping(path: str | os.PathLike[str], *, what: str, max_bytes: int = MAX_SMALL_YAML_BYTES) -> dict[Any, Any]:
+    """A YAML file holding one mapping (an empty file is {}), read with `read_regular_file` and
+    `load_bounded`. Raises UnreadableYaml naming the file and what was wrong."""
+    target = Path(path)
+    try:
+        text = read_regular_file(target, max_bytes=max_bytes).decode("utf-8")
+        data = load_bounded(text)
+    except FileNotFoundError:
+        raise UnreadableYaml(f"{target}: no such {what} file") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # ValueError: not regular, too large, not UTF-8
+        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise UnreadableYaml(f"{target}: cannot read the {what}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UnreadableYaml(f"{target}: the {what} must be a mapping of keys, not {type(data).__name__}")
+    return data

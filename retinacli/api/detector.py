@@ -270,11 +270,14 @@ class Detector:
         output_dir: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         diagnostics: bool = False,
+        bootstrap: int = 0,
     ) -> EvalResult:
         """COCO AP of this detector on a COCO json and its image folder (default: the recipe's
         data.test.dataset), as `retina eval` computes it; coco_results.json and metrics.json (and
         the diagnostics, when asked) go to `output_dir` (default `eval_<model>_<dataset>` beside
-        the model file). Returns `EvalResult` (`.metrics["AP"]`, `.output_dir`)."""
+        the model file). `bootstrap` > 0: 95 % intervals of AP and AP50 from that many
+        resamplings of the images (`.metrics["AP_ci"]`). Returns `EvalResult`
+        (`.metrics["AP"]`, `.output_dir`)."""
         return evaluate(
             self.path,
             dataset=Path(dataset) if dataset is not None else None,
@@ -284,6 +287,7 @@ class Detector:
             overwrite=overwrite,
             diagnostics=DiagnosticsOptions() if diagnostics else None,
             trust_code=self._trust_code,
+            bootstrap=bootstrap,
         )
 
     def export(

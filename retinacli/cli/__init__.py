@@ -7,7 +7,7 @@ the commands: the order a user needs them.
 """
 
 # isort: off
-from retinacli.cli import train, evaluate, compare, report, predict, export  # noqa: F401 - importing registers the commands
+from retinacli.cli import train, tune, evaluate, compare, report, predict, export  # noqa: F401 - importing registers the commands
 from retinacli.cli import inspect_config, lr_plot, anchors, benchmark, import_detectron2, weights, data  # noqa: F401
 # isort: on
 from retinacli.cli.app import app, main

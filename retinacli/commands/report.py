@@ -58,6 +58,7 @@ from retinacli.recipe.loading import BASE_KEY, read_yaml_file
 from retinacli.recipe.schema import Recipe
 from retinacli.report.audit_page import AuditPageData, AuditPicture, render_audit
 from retinacli.report.page import Evaluation, Picture, ReportData, render_report
+from retinacli.report.tune_page import TunePageData, render_tune
 from retinacli.training.checkpoints import BEST_NAME, FINAL_NAME
 from retinacli.training.metrics import METRICS_FILE
 from retinacli.training.results_plot import TRAINING_PANELS, results_png
@@ -68,6 +69,7 @@ from retinacli.training.run_folder import (
     REPORT_NAME,
     TEST_EVAL_DIR,
 )
+from retinacli.training.tuning import HISTORY_PNG, IMPORTANCE_PNG, TRIALS_JSON, TUNE_COMMAND
 
 LOG_LINES = 80
 DIAGNOSTICS_PICTURES = (
@@ -115,6 +117,9 @@ def report(run_dir: Path, *, out: Path | None = None, overwrite: bool = False, g
     gallery: how many evaluation images to draw (0: none).
     """
     run = Path(run_dir)
+    if run.is_dir() and output_owner(run) == TUNE_COMMAND:
+        target = prepare_output_file(out if out is not None else run / REPORT_NAME, overwrite=overwrite, flag="--out")
+        return _tune_report(run, target)
     if _is_audit_folder(run):
         target = prepare_output_file(out if out is not None else run / REPORT_NAME, overwrite=overwrite, flag="--out")
         return _audit_report(run, target)
@@ -263,6 +268,33 @@ def _audit_report(run: Path, target: Path) -> ReportResult:
     write_text(target, render_audit(page))
     status = f"label audit: {len(issues)} issues, {len(pictures)} pictures"
     return ReportResult(target, status, 0, missing, list(folder.left_out), None)
+
+
+def _tune_report(run: Path, target: Path) -> ReportResult:
+    """The page of a `retina tune` folder: trials.json and Optuna's two pictures, read through
+    `RunFolderReader` like a run's files."""
+    folder = RunFolderReader(run)
+    missing: dict[str, str] = {}
+    study = folder.read_json(TRIALS_JSON)
+    if not isinstance(study, dict):
+        missing["trials"] = f"{run / TRIALS_JSON}: missing or not a JSON object (no trial has finished yet?)"
+        study = {}
+    pictures = []
+    for name, caption in ((HISTORY_PNG, "optimisation history"), (IMPORTANCE_PNG, "parameter importances")):
+        raw = folder.read_bytes(name, limit=PICTURE_BYTES)
+        if raw is not None and raw.startswith(b"\x89PNG"):
+            pictures.append(Picture(raw, caption))
+    page = TunePageData(
+        title=f"retina tune: {run.resolve()}",
+        generated_at=datetime.now().astimezone().isoformat(timespec="seconds"),
+        study=study,
+        pictures=pictures,
+        left_out=folder.left_out,
+        missing=missing,
+    )
+    write_text(target, render_tune(page))
+    trials = study.get("trials") if isinstance(study.get("trials"), list) else []
+    return ReportResult(target, f"tuning study: {len(trials)} trials, {len(pictures)} pictures", 0, missing, list(folder.left_out), None)
 
 
 def _check_run_folder(run: Path) -> None:

@@ -112,6 +112,7 @@ class TrainResult:
     final_model: Path | None
     last_metrics: Mapping[str, Any] | None
     model: torch.nn.Module | None = None
+    stopped_by_callback: bool = False  # `on_evaluation` asked to stop (a tuner's pruning)
 
 
 def train(
@@ -185,9 +186,13 @@ def train_from_recipe(
     resume: Resume = False,
     reporter: Reporter | None = None,
     recipe_file: Path | None = None,
+    on_evaluation: Callable[[int, Mapping[str, Any]], bool] | None = None,
 ) -> TrainResult:
     """Train as `recipe` says, in `recipe.output_dir`; `resume` continues its last checkpoint
     (the newest that loads: a truncated or corrupted one is named and skipped).
+
+    `on_evaluation(iteration, metrics)`, when given, hears every periodic evaluation (rank 0);
+    True stops training there with a checkpoint (`TrainResult.stopped_by_callback`).
 
     The output folder must be new, empty or a run (`train/run_folder.py`): a folder holding
     anything else is refused before anything is written. `recipe_file`, the recipe named on the
@@ -199,13 +204,19 @@ def train_from_recipe(
     """
     ctx = init_process(recipe.device)
     try:
-        return _train(recipe, ctx, resume=resume, shown=reporter, recipe_file=recipe_file)
+        return _train(recipe, ctx, resume=resume, shown=reporter, recipe_file=recipe_file, on_evaluation=on_evaluation)
     finally:
         shutdown_process()
 
 
 def _train(
-    recipe: Recipe, ctx: ProcessContext, *, resume: Resume, shown: Reporter | None, recipe_file: Path | None
+    recipe: Recipe,
+    ctx: ProcessContext,
+    *,
+    resume: Resume,
+    shown: Reporter | None,
+    recipe_file: Path | None,
+    on_evaluation: Callable[[int, Mapping[str, Any]], bool] | None = None,
 ) -> TrainResult:
     started = budget_clock()
     run = RunFolder(Path(recipe.output_dir))
@@ -242,7 +253,8 @@ def _train(
             )
         try:
             return _run(
-                recipe, ctx, manager=manager, last=plan.last, resume=bool(resume), reporter=reporter, started=started
+                recipe, ctx, manager=manager, last=plan.last, resume=bool(resume), reporter=reporter, started=started,
+                on_evaluation=on_evaluation,
             )
         except TrainingInterrupted as exc:
             reporter.message(str(exc))
@@ -325,6 +337,7 @@ def _run(
     resume: bool,
     reporter: Reporter,
     started: float,
+    on_evaluation: Callable[[int, Mapping[str, Any]], bool] | None = None,
 ) -> TrainResult:
     run = RunFolder(Path(recipe.output_dir))
     out = run.path
@@ -397,6 +410,7 @@ def _run(
         images_per_batch=recipe.data.train.images_per_batch,
         epoch_size=len(data.train),
         resume_command=resume_command(out, world_size=ctx.world_size),
+        stop_after_evaluation=on_evaluation,
     )
     start = _resume_or_start(trainer, recipe, ctx, last=last, resume=resume, reporter=reporter)
     if start >= recipe.solver.max_iter:
@@ -435,7 +449,9 @@ def _run(
         if tracker is not None:
             _finish_tracking(tracker, run, status, reporter)
     final = run.final_model
-    return TrainResult(out, ran, final if final.exists() else None, dict(last_metrics) or None, model)
+    return TrainResult(
+        out, ran, final if final.exists() else None, dict(last_metrics) or None, model, trainer.stopped_on_request
+    )
 
 
 def _with_stored_plan(recipe: Recipe, run: RunFolder) -> Recipe:

@@ -127,6 +127,9 @@ class Trainer:
         signal, a data error or a full disk.
     handle_signals: the first SIGINT/SIGTERM stops after the current iteration with a checkpoint
         of it (TrainingInterrupted); a second one acts at once (see `interrupts`).
+    stop_after_evaluation: `stop_after_evaluation(iteration, metrics)` is asked on rank 0 after
+        each evaluation; True stops training there as an early stop does (a checkpoint and
+        model_final.pth of that iteration) and sets `stopped_on_request` (a tuner's pruning).
     """
 
     model: RetinaNet
@@ -154,6 +157,7 @@ class Trainer:
     epoch_size: int = 0
     resume_command: str = ""
     handle_signals: bool = True
+    stop_after_evaluation: Callable[[int, Mapping[str, Any]], bool] | None = None
 
     def __post_init__(self) -> None:
         self._scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
@@ -164,6 +168,7 @@ class Trainer:
         self._iteration = 0  # the iteration under way
         self._saved_at: int | None = None  # the iteration of the newest checkpoint written
         self._data: Iterator[Batch] | None = None
+        self.stopped_on_request = False
 
     # ------------------------------------------------------------------ state
 
@@ -322,6 +327,10 @@ class Trainer:
                     self._stop_early(self.best, iteration)
                     iteration += 1
                     break
+                if self.stop_after_evaluation is not None and self._stop_requested(iteration, result or {}):
+                    self._stop_on_request(iteration)
+                    iteration += 1
+                    break
             due = checkpoints_due(iteration, period=self.checkpoint_period, max_iter=self.max_iter)
             normalizers = self._normalizers() if due else None
             saved = self._save_due(iteration, normalizers) if self.is_main else []
@@ -431,6 +440,21 @@ class Trainer:
                 f"{best.patience}); the best, {best.metric} {best.value:.3f} at iteration "
                 f"{best.iteration}, is in {self.checkpoints.best_path}; the last state in {final}"
             )
+
+    def _stop_requested(self, iteration: int, metrics: Mapping[str, Any]) -> bool:
+        """Rank 0 asks `stop_after_evaluation`; every rank gets its answer."""
+        stop = False
+        if self.is_main and self.stop_after_evaluation is not None:
+            stop = bool(self.stop_after_evaluation(iteration, metrics))
+        return bool(broadcast_object(stop))
+
+    def _stop_on_request(self, iteration: int) -> None:
+        normalizers = self._normalizers()
+        self.stopped_on_request = True
+        if self.is_main:
+            self.checkpoints.save(self.state(iteration, normalizers))
+            final = self.checkpoints.save_final(self.model_file(iteration))
+            self.reporter.message(f"stopped after iteration {iteration}, as asked after its evaluation; the last state in {final}")
 
     def _checkpoint_due(self, iteration: int) -> bool:
         return (iteration + 1) % self.checkpoint_period == 0

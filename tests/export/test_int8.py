@@ -97,6 +97,7 @@ def test_int8_onnx_quantizes_the_network_and_leaves_the_postprocessing_float(tin
         network_node_names(float_model, keep_float=("head.nope",))
 
 
+@pytest.mark.slow  # about 17 s: a whole INT8 export
 def test_an_int8_file_whose_float_model_finds_nothing_is_refused_and_not_written(tiny_raccoon_model, raccoon_subset, raccoon_dir, tmp_path, capsys, monkeypatch):
     # a check set whose only boxes are 2-pixel squares in a corner: no detection overlaps them, AP 0
     data = json.loads(raccoon_subset.read_text())
