@@ -128,28 +128,6 @@ def _check_page_in_chromium(chromium: str, out: Path) -> None:
     assert best.startswith("best: trial 2, data.val AP 40.00")
 
 
-def test_a_bad_space_is_refused_naming_the_key(tmp_path) -> None:
-    overrides = val_overrides(tmp_path)
-    cases = {
-        "solver.base_rate: {type: float, low: 0.1, high: 1}\n": "solver.base_rate: not a key of the recipe",
-        "solver.base_lr: {type: float, low: 0.1, high: 0.01}\n": "low and high must be numbers with low < high",
-        "solver.base_lr: {type: float, low: -0.1, high: 0.01}\n": "the value -0.1 is not valid for the recipe",
-        "solver.base_lr: {type: float, low: 0.0, high: 0.01, log: true}\n": "a log scale needs low > 0",
-        "solver.optimizer: {type: categorical, choices: [SGD, Adam]}\n": "the value 'Adam' is not valid for the recipe",
-        "data.val.dataset: {type: categorical, choices: [null]}\n": "cannot be tuned",
-        "solver.max_iter: {type: int, low: 10, high: 20}\n": "cannot be tuned",
-        "solver.base_lr: {type: normal}\n": "type must be float, int or categorical",
-        "solver.base_lr: [1, 2]\n": "give {type: float|int|categorical, ...}",
-        "- a list\n": "must be a mapping of keys",
-    }
-    for text, message in cases.items():
-        with pytest.raises(UsageError) as info:
-            tune(RECIPE, write_space(tmp_path, text), output_dir=tmp_path / "never", overrides=overrides, trials=1)
-        assert message in str(info.value), (text, str(info.value))
-        assert str(tmp_path / "space.yaml") in str(info.value)
-    assert not (tmp_path / "never").exists()
-
-
 def test_tuning_without_a_validation_set_is_refused(tmp_path, capsys, monkeypatch) -> None:
     space = write_space(tmp_path, SPACE)
     args = ["tune", str(RECIPE), "--space", str(space), "--output-dir", str(tmp_path / "s"), "--trials", "1"]
