@@ -3,7 +3,7 @@ folder that holds the repository's recipes (as the repository's root does)."""
 
 from __future__ import annotations
 
-import os
+import json
 import re
 from pathlib import Path
 
@@ -35,4 +35,5 @@ def test_docs_python_md_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert (tmp_path / "output" / "shapes_api" / "model_final.pth").is_file()
     assert (tmp_path / "output" / "shapes_api" / "model.onnx").is_file()
     assert (tmp_path / "circle_detected.png").is_file()
-    assert os.path.getsize(tmp_path / "output" / "shapes_api" / "eval" / "metrics.json") > 0
+    metrics = json.loads((tmp_path / "output" / "shapes_api" / "test_eval" / "metrics.json").read_text())
+    assert metrics["AP_ci"][0] <= metrics["AP"] <= metrics["AP_ci"][1]

@@ -94,6 +94,7 @@ def test_first_update_equals_the_single_process_update_over_the_same_shards(tmp_
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="local multi-process launch is tested on Linux")
+@pytest.mark.slow  # about 11 s: starts two training processes through the CLI
 def test_num_processes_option_launches_local_processes(tmp_path):
     args = ["-m", "retinacli", "train", str(REPO / "recipes" / "shapes.yaml"), "--num-processes", "2"]
     for override in tiny_overrides(tmp_path, "solver.max_iter=2", "solver.checkpoint_period=2"):

@@ -121,6 +121,7 @@ def test_training_logs_to_mlflow_and_a_resumed_run_continues_the_same_mlflow_run
     assert "report.html" not in {p.name for p in out.iterdir()}  # the run folder gains no file
 
 
+@pytest.mark.slow  # about 11 s: waits out MLflow's retries against a closed port
 def test_an_unreachable_tracking_server_stops_before_training(tmp_path):
     port = _free_port()  # nothing listens there
     done = subprocess.run(
