@@ -28,6 +28,7 @@ from retinacli.evaluation.outputs import METRICS_NAME, RESULTS_NAME
 from retinacli.files import file_sha256
 
 MAX_RESULTS_BYTES = 2 * 1024**3  # a results file larger than this is refused unread
+MAX_METRICS_BYTES = 64 * 1024**2  # as the report page's JSON limit
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def _metrics(folder: Path) -> dict[str, Any]:
         raise UsageError(
             f"{folder}: not an evaluation folder (it needs {METRICS_NAME} and {RESULTS_NAME}, as `retina eval` writes)"
         )
+    if path.stat().st_size > MAX_METRICS_BYTES:
+        raise UsageError(f"{path}: larger than {MAX_METRICS_BYTES // 1024**2} MB; not a metrics file retina wrote")
     try:
         metrics = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

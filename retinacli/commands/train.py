@@ -53,6 +53,7 @@ from retinacli.recipe import (
     recipe_from_dict,
     recipe_to_dict,
 )
+from retinacli.recipe.loading import flat_keys
 from retinacli.recipe.scaling import scale_schedule_dict, scaled_periods
 from retinacli.recipe.schema import TestDataConfig
 from retinacli.training.best import BestTracker
@@ -307,8 +308,8 @@ def _differing_keys(config: Path, recipe: Recipe, limit: int = 5) -> list[str]:
     without `config` holds no recipe to differ from."""
     if not config.is_file():
         return []
-    stored = _flat(recipe_to_dict(load_recipe(config)))
-    given = _flat(recipe_to_dict(recipe))
+    stored = flat_keys(recipe_to_dict(load_recipe(config)))
+    given = flat_keys(recipe_to_dict(recipe))
     # output_dir: the same folder may be named differently; tracking: where a run is logged
     # changes no weight, so --mlflow may be added to a resumed run
     keys = sorted(
@@ -318,14 +319,6 @@ def _differing_keys(config: Path, recipe: Recipe, limit: int = 5) -> list[str]:
     return keys[:limit] + (["..."] if len(keys) > limit else [])
 
 
-def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _run(
@@ -365,11 +358,7 @@ def _run(
     tracker = _mlflow_tracker(recipe, run, resume=resume, reporter=reporter) if ctx.is_main else None
     _on_rank_0(ctx, lambda: _start_tracking(tracker, recipe, reporter) if tracker is not None else None)
     metrics = MetricsWriter(out, enabled=ctx.is_main, sink=tracker)
-    ema = (
-        ModelEma(model, decay=recipe.solver.ema.decay, tau=recipe.solver.ema.tau)
-        if recipe.solver.ema.enabled
-        else None
-    )
+    ema = _build_ema(recipe, model)
     periodic = data.val if data.val is not None else data.test
     split = "val" if data.val is not None else "test"
     last_metrics: dict[str, Any] = {}
@@ -454,6 +443,12 @@ def _run(
     )
 
 
+def _build_ema(recipe: Recipe, model: torch.nn.Module) -> ModelEma | None:
+    """The moving average of `model`'s weights that `solver.ema` asks for, or None."""
+    settings = recipe.solver.ema
+    return ModelEma(model, decay=settings.decay, tau=settings.tau) if settings.enabled else None
+
+
 def _with_stored_plan(recipe: Recipe, run: RunFolder) -> Recipe:
     """For a resumed time-budgeted run: `recipe` with the schedule its run chose at its start
     (the run's config.yaml, when its time_budget.json holds the same budget), so nothing is
@@ -525,11 +520,7 @@ def _measure_speed(recipe: Recipe, data: _Datasets, ctx: ProcessContext, *, star
     optimizer, scheduler = build_solver(
         recipe.solver.model_copy(update={"max_iter": max(recipe.solver.max_iter, measured + 1)}), model
     )
-    ema = (
-        ModelEma(model, decay=recipe.solver.ema.decay, tau=recipe.solver.ema.tau)
-        if recipe.solver.ema.enabled
-        else None
-    )
+    ema = _build_ema(recipe, model)
     with tempfile.TemporaryDirectory(prefix="retina-speed-") as tmp:
         trainer = Trainer(
             model=model,

@@ -36,7 +36,7 @@ from retinacli.files import (
     write_json,
     write_text,
 )
-from retinacli.recipe import Override, load_recipe
+from retinacli.recipe import Override, Recipe, load_recipe
 from retinacli.recipe.schema import parse_duration
 from retinacli.recipe.search_space import Dimension, read_space, recipe_values, unplain_choice
 from retinacli.training.loop import Reporter, SilentReporter
@@ -132,7 +132,7 @@ def tune(
         shown.message(note)
 
     def run_trial(number: int, values: dict[str, Any], seconds: float | None, report: Callable[[float], bool]) -> TrialRun:
-        return _run_trial(number, values, seconds, report, recipe_path, overrides, out, shown)
+        return _run_trial(number, values, seconds, report, recipe, recipe_path, overrides, out, shown)
 
     def after_trial() -> None:
         _write_outputs(the_study, out, recipe_path, plan)
@@ -202,13 +202,14 @@ def _run_trial(
     values: Mapping[str, Any],
     trial_time: float | None,
     report: Callable[[float], bool],
+    base: Recipe,
     recipe_path: Path,
     overrides: Sequence[str | Override],
     out: Path,
     shown: Reporter,
 ) -> TrialRun:
-    """Train the recipe with the trial's `values` in its own folder, each evaluation on data.val
-    reported; the outcome for the loop."""
+    """Train the recipe (`base`, as read from `recipe_path` with `overrides`) with the trial's
+    `values` in its own folder, each evaluation on data.val reported; the outcome for the loop."""
     folder = _trial_folder(out, number)
     origin = f"trial {number}"
     extra: list[str | Override] = [Override(tuple(k.split(".")), v, f"{origin}: {k}") for k, v in values.items()]
@@ -219,7 +220,6 @@ def _run_trial(
     ]
     if trial_time is not None:
         extra.append(Override(("solver", "time_budget"), trial_time, f"--trial-time for {origin}"))
-    base = load_recipe(recipe_path, overrides)
     if base.eval_period == 0:  # the pruner needs evaluations along the way
         every = max(1, base.solver.max_iter // DEFAULT_EVALUATIONS)
         extra.append(Override(("eval_period",), every, f"{origin}: {DEFAULT_EVALUATIONS} evaluations for the pruner"))

@@ -176,6 +176,17 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return data
 
 
+def flat_keys(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A recipe dict as {dotted key: leaf value} (an empty mapping is a leaf)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def dump_recipe(recipe: Recipe | Mapping[str, Any]) -> str:
     """YAML text that `load_recipe` reads back to an equal recipe (short lists in flow style)."""
     data = recipe_to_dict(recipe) if isinstance(recipe, Recipe) else dict(recipe)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from retinacli.errors import RecipeError, UsageError
-from retinacli.recipe.loading import Override, load_recipe, recipe_to_dict
+from retinacli.recipe.loading import Override, flat_keys, load_recipe, recipe_to_dict
 from retinacli.recipe.schema import Recipe
 from retinacli.yaml_files import UnreadableYaml, read_yaml_mapping
 
@@ -100,7 +100,7 @@ def read_space(path: Path, recipe_path: Path, overrides: Sequence[str | Override
     if len(raw) > MAX_SPACE_KEYS:
         raise UsageError(f"{path}: {len(raw)} keys; at most {MAX_SPACE_KEYS}")
     base = load_recipe(recipe_path, overrides)
-    leaves = _flat(recipe_to_dict(base))
+    leaves = flat_keys(recipe_to_dict(base))
     dimensions = []
     for key, spec in raw.items():
         where = f"{path}: {key}"
@@ -153,17 +153,9 @@ def _dimension(where: str, key: str, spec: Any) -> Dimension:
     return Dimension(key, kind, low=low, high=high, log=log, step=step)
 
 
-def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def recipe_values(recipe: Recipe, space: Sequence[Dimension]) -> dict[str, Any]:
     """The recipe's own value of each key the space holds it in (as `plain_choice` stores it)."""
-    leaves = _flat(recipe_to_dict(recipe))
+    leaves = flat_keys(recipe_to_dict(recipe))
     return {d.key: plain_choice(leaves[d.key]) for d in space if d.contains(leaves[d.key])}

@@ -140,7 +140,7 @@ def plan_iterations(
     # (an upper bound) to the first that fits, the largest.
     room = available - speed.spent - speed.final_evaluation
     n = limit if speed.per_iteration <= 0 else max(1, min(limit, int(room / speed.per_iteration)))
-    while n > 1 and predicted(n)[0] > available:
+    while n > 1 and predicted(n)[0] > available:  # steps: about the overhead over the seconds per iteration
         n -= 1
     total, evaluations, checkpoints = predicted(n)
     return BudgetPlan(budget=budget, max_iter=n, evaluations=evaluations, checkpoints=checkpoints, predicted=total, speed=speed)
